@@ -1,0 +1,16 @@
+// cogrid/cogrid.hpp — everything cogrid offers, in one include.
+//
+// cogrid is a header-only C++20 coroutine framework for the calls cluster nodes make to each other,
+// wire-compatible with MinIO's grid protocol (route v1).
+#ifndef COGRID_COGRID_HPP
+#define COGRID_COGRID_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/error.hpp>
+#include <cogrid/result.hpp>
+#include <cogrid/subroute.hpp>
+#include <cogrid/election.hpp>
+#include <cogrid/message.hpp>
+#include <cogrid/control.hpp>
+
+#endif // COGRID_COGRID_HPP

@@ -1,0 +1,118 @@
+// cogrid/control.hpp — the payloads of the protocol's own messages: connect request and response,
+// connection and stream ping/pong, and the mux connect error. Each is a msgpack map keyed by field name,
+// as MinIO's msgp-generated Go structs are; decoders accept any key order, skip unknown keys and leave
+// missing fields at their defaults.
+#ifndef COGRID_CONTROL_HPP
+#define COGRID_CONTROL_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/error.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace cogrid {
+
+/// A point in time as the wire carries it: seconds since the Unix epoch and nanoseconds. It covers
+/// Go's zero time (year 1), which `std::chrono::system_clock` with nanoseconds cannot. The default
+/// value is Go's zero time, which is what a Go peer decodes a missing time field to.
+struct wire_time {
+  static constexpr std::int64_t go_zero_seconds = -62135596800; ///< 0001-01-01T00:00:00Z
+
+  std::int64_t seconds = go_zero_seconds;
+  std::uint32_t nanos = 0; ///< 0 .. 999'999'999
+
+  friend bool operator==(const wire_time&, const wire_time&) = default;
+
+  bool is_zero() const noexcept { return seconds == go_zero_seconds && nanos == 0; }
+
+  static wire_time from(std::chrono::system_clock::time_point t) noexcept {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    std::int64_t s = ns / 1'000'000'000;
+    std::int64_t rem = ns % 1'000'000'000;
+    if (rem < 0) {
+      rem += 1'000'000'000;
+      --s;
+    }
+    return {s, static_cast<std::uint32_t>(rem)};
+  }
+  static wire_time now() noexcept { return from(std::chrono::system_clock::now()); }
+
+  /// Nanoseconds since the Unix epoch, saturated at the range of int64 (about years 1678 to 2262).
+  COGRID_DECL std::int64_t unix_nanos() const noexcept;
+};
+
+/// A node's 16-byte identity (a UUID), new for each start of a manager; compared across reconnects
+/// to tell a restarted remote from a reconnected one.
+struct node_id {
+  std::array<std::byte, 16> bytes{};
+  friend bool operator==(const node_id&, const node_id&) = default;
+  /// 8-4-4-4-12 lower-case hex.
+  COGRID_DECL std::string to_string() const;
+};
+
+/// OpConnect payload (MinIO `connectReq`): map {"ID": bin(16), "Host": str, "Time": time, "Token": str}.
+struct connect_request {
+  node_id id;
+  std::string host;
+  wire_time time;
+  std::string token;
+};
+
+/// OpConnectResponse payload (MinIO `connectResp`): map {"ID", "Accepted": bool, "RejectedReason": str}.
+struct connect_response {
+  node_id id;
+  bool accepted = false;
+  std::string rejected_reason;
+};
+
+/// OpMuxConnectError payload (MinIO `muxConnectError`): map {"Error": str}.
+struct mux_connect_error {
+  std::string error;
+};
+
+/// OpPing payload (MinIO `pingMsg`): map {"t": time}. Connection pings carry the send time.
+struct ping_msg {
+  wire_time time;
+};
+
+/// OpPong payload (MinIO `pongMsg`): map {"nf": bool, "e": nil|str, "t": time}. `not_found` says the
+/// pinged stream does not exist; `error` carries a failure text; `time` echoes the ping's time.
+struct pong_msg {
+  bool not_found = false;
+  std::optional<std::string> error;
+  wire_time time;
+};
+
+/// Appends the msgpack encoding of a control payload to `out`.
+COGRID_DECL void encode_append(const connect_request& v, std::vector<std::byte>& out);
+COGRID_DECL void encode_append(const connect_response& v, std::vector<std::byte>& out);
+COGRID_DECL void encode_append(const mux_connect_error& v, std::vector<std::byte>& out);
+COGRID_DECL void encode_append(const ping_msg& v, std::vector<std::byte>& out);
+COGRID_DECL void encode_append(const pong_msg& v, std::vector<std::byte>& out);
+
+/// Decodes a control payload occupying all of `in` into `out`.
+/// @par Errors
+/// `truncated`, `type_mismatch` (including a map key that is not a string, or a time that is neither
+/// ext 5 nor the msgpack timestamp ext -1), `bad_field_length` (an ID that is not 16 bytes),
+/// `invalid_value` (nanoseconds >= 1e9), `trailing_bytes`. `out` is unspecified after an error.
+COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_request& out);
+COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_response& out);
+COGRID_DECL std::error_code decode(std::span<const std::byte> in, mux_connect_error& out);
+COGRID_DECL std::error_code decode(std::span<const std::byte> in, ping_msg& out);
+COGRID_DECL std::error_code decode(std::span<const std::byte> in, pong_msg& out);
+
+} // namespace cogrid
+
+#if defined(COGRID_HEADER_ONLY)
+#include <cogrid/impl/control.ipp>
+#endif
+
+#endif // COGRID_CONTROL_HPP

@@ -1,0 +1,63 @@
+// cogrid/error.hpp — the one error enum of cogrid, its category, and the conditions to match on.
+#ifndef COGRID_ERROR_HPP
+#define COGRID_ERROR_HPP
+
+#include <cogrid/detail/config.hpp>
+
+#include <system_error>
+#include <type_traits>
+
+namespace cogrid {
+
+/// Errors cogrid reports, in `std::error_code`s of `cogrid::error_category()`.
+///
+/// The numeric values are stable: they are logged, counted and compared across versions. New values
+/// are only ever appended; a retired value keeps its number.
+enum class errc : int {
+  // Wire format: a buffer that is not a well-formed grid message (1-99).
+  truncated = 1,          ///< The buffer ends before the message does (a length field points past the end).
+  malformed = 2,          ///< Not a grid message: the header is not a msgpack array of exactly 7 elements.
+  type_mismatch = 3,      ///< A field holds a msgpack type the protocol does not allow there.
+  integer_overflow = 4,   ///< An integer is negative or too large for its field.
+  crc_mismatch = 5,       ///< The XXH3 checksum trailer does not match the message bytes.
+  unknown_op = 6,         ///< The op code is not one the protocol defines (1-17).
+  trailing_bytes = 7,     ///< Bytes follow the end of a message or of a merged container's last item.
+  nested_merged = 8,      ///< A merged container holds another merged container.
+  bad_field_length = 9,   ///< A fixed-size field (the 16-byte node id) has another length.
+  invalid_value = 10,     ///< A field is well-typed but out of its domain (e.g. nanoseconds >= 1e9).
+  buffer_too_small = 11,  ///< The caller's output buffer cannot hold the encoded message.
+  payload_too_large = 12, ///< A payload does not fit in msgpack bin32 (4 GiB - 1 bytes).
+};
+
+/// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.
+enum class condition : int {
+  protocol_violation = 1, ///< The peer (or a buffer) broke the wire format: a connection would be closed.
+  encoding_failed = 2,    ///< A message could not be encoded (caller error or a payload too large).
+};
+
+/// The category of `cogrid::errc` codes. Its name is "cogrid".
+COGRID_DECL const std::error_category& error_category() noexcept;
+
+/// The category of `cogrid::condition`s. Its name is "cogrid.condition".
+COGRID_DECL const std::error_category& condition_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+inline std::error_condition make_error_condition(condition c) noexcept {
+  return {static_cast<int>(c), condition_category()};
+}
+
+} // namespace cogrid
+
+template <>
+struct std::is_error_code_enum<cogrid::errc> : std::true_type {};
+template <>
+struct std::is_error_condition_enum<cogrid::condition> : std::true_type {};
+
+#if defined(COGRID_HEADER_ONLY)
+#include <cogrid/impl/error.ipp>
+#endif
+
+#endif // COGRID_ERROR_HPP

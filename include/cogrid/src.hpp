@@ -1,0 +1,18 @@
+// cogrid/src.hpp — include in exactly one translation unit, with COGRID_SEPARATE_COMPILATION defined in
+// every translation unit, to compile cogrid's non-template code once instead of inline everywhere.
+#ifndef COGRID_SRC_HPP
+#define COGRID_SRC_HPP
+
+#include <cogrid/detail/config.hpp>
+
+#if defined(COGRID_HEADER_ONLY)
+#error Do not compile cogrid's sources without COGRID_SEPARATE_COMPILATION defined
+#endif
+
+#include <cogrid/impl/error.ipp>
+#include <cogrid/impl/subroute.ipp>
+#include <cogrid/impl/election.ipp>
+#include <cogrid/impl/message.ipp>
+#include <cogrid/impl/control.ipp>
+
+#endif // COGRID_SRC_HPP
