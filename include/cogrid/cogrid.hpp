@@ -6,6 +6,7 @@
 #define COGRID_COGRID_HPP
 
 #include <cogrid/detail/config.hpp>
+#include <cogrid/version.hpp>
 #include <cogrid/error.hpp>
 #include <cogrid/result.hpp>
 #include <cogrid/subroute.hpp>

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Counts test results from Meson testlog.json files (and optional extra 'name PASS|FAIL' lines given
+with --extra FILE) and prints the closing line 'N passed, N failed'.
+
+A doctest executable counts as its test cases (from its '[doctest] test cases:' line); any other test,
+or a doctest run that crashed before its summary, counts as one. A test that failed without doctest
+reporting a failed case still counts one failure."""
+import json
+import re
+import sys
+
+DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
+
+
+def count_log(path):
+    passed = failed = 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            entry = json.loads(line)
+            ok = entry.get("result") in ("OK", "EXPECTEDFAIL")
+            m = DOCTEST.search(entry.get("stdout", "") or "")
+            if m:
+                p, fl = int(m.group(2)), int(m.group(3))
+                if not ok and fl == 0:
+                    fl = 1
+                passed += p
+                failed += fl
+            else:
+                passed += ok
+                failed += not ok
+    return passed, failed
+
+
+def main(argv):
+    passed = failed = 0
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "--extra":
+            with open(args.pop(0)) as f:
+                for line in f:
+                    if line.strip().endswith("PASS"):
+                        passed += 1
+                    elif line.strip():
+                        failed += 1
+        else:
+            try:
+                p, fl = count_log(a)
+            except OSError as e:
+                print(f"cannot read {a}: {e}", file=sys.stderr)
+                p, fl = 0, 1
+            passed += p
+            failed += fl
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
