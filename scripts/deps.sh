@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian bookworm packages cogrid builds with, if any is missing. Sourced by scripts/demo and
 # scripts/test; needs root (or sudo) only when something must be installed.
-# Usage: source scripts/deps.sh [extra packages...]
+# Usage: source scripts/deps.sh   (COGRID_EXTRA_PACKAGES="a b" adds packages)
 cogrid_packages=(meson ninja-build g++ pkg-config python3 libasio-dev libwslay-dev libmsgpack-cxx-dev
-  libxxhash-dev doctest-dev android-libboringssl-dev "$@")
+  libxxhash-dev doctest-dev android-libboringssl-dev ${COGRID_EXTRA_PACKAGES:-})
 
 cogrid_missing=()
 for p in "${cogrid_packages[@]}"; do

@@ -6,7 +6,7 @@
 #include <cogrid/detail/config.hpp>
 
 #if defined(COGRID_HEADER_ONLY)
-#error Do not compile cogrid's sources without COGRID_SEPARATE_COMPILATION defined
+#error "Define COGRID_SEPARATE_COMPILATION in every translation unit to compile cogrid/src.hpp"
 #endif
 
 #include <cogrid/impl/error.ipp>
