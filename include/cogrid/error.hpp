@@ -27,12 +27,32 @@ enum class errc : int {
   invalid_value = 10,     ///< A field is well-typed but out of its domain (e.g. nanoseconds >= 1e9).
   buffer_too_small = 11,  ///< The caller's output buffer cannot hold the encoded message.
   payload_too_large = 12, ///< A payload does not fit in msgpack bin32 (4 GiB - 1 bytes).
+
+  // Connections: transport, WebSocket, handshake and authentication (100-199).
+  disconnected = 100,         ///< The connection to the remote is down (or went down during the call).
+  timeout = 101,              ///< A deadline passed (handshake read, ping/pong, write, call).
+  not_websocket = 102,        ///< The HTTP exchange is not a valid WebSocket upgrade.
+  http_header_too_large = 103, ///< The HTTP upgrade headers exceed the configured limit.
+  websocket_protocol = 104,   ///< A WebSocket frame breaks RFC 6455 (bad opcode, RSV bits, masking, fragmentation).
+  message_too_large = 105,    ///< A message exceeds the configured maximum size.
+  auth_failed = 106,          ///< The token is missing, malformed, wrongly signed or for someone else.
+  token_expired = 107,        ///< The token's expiry (or not-before) time excludes now.
+  clock_skew = 108,           ///< The peer's clock differs from ours by more than allowed.
+  unknown_host = 109,         ///< The peer's host is not in our list of hosts.
+  wrong_dial_direction = 110, ///< The peer dialed us although the election makes us the dialer.
+  connection_rejected = 111,  ///< The remote rejected our connect request (its reason is logged and kept).
+  queue_full = 112,           ///< The connection's outgoing queue is full.
+  shutdown = 113,             ///< The manager or connection is shutting down.
+  websocket_closed = 114,     ///< The peer closed the WebSocket (close frame).
+  unexpected_message = 115,   ///< A handshake or control message arrived where another was required.
 };
 
 /// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.
 enum class condition : int {
   protocol_violation = 1, ///< The peer (or a buffer) broke the wire format: a connection would be closed.
   encoding_failed = 2,    ///< A message could not be encoded (caller error or a payload too large).
+  connection_failed = 3,  ///< The connection is down or could not be made (transport, WebSocket, handshake).
+  rejected = 4,           ///< A peer failed (or we failed) the handshake's checks: auth, skew, host, direction.
 };
 
 /// The category of `cogrid::errc` codes. Its name is "cogrid".

@@ -14,6 +14,12 @@ constexpr cogrid::errc all_errcs[] = {
     cogrid::errc::integer_overflow, cogrid::errc::crc_mismatch,     cogrid::errc::unknown_op,
     cogrid::errc::trailing_bytes,   cogrid::errc::nested_merged,    cogrid::errc::bad_field_length,
     cogrid::errc::invalid_value,    cogrid::errc::buffer_too_small, cogrid::errc::payload_too_large,
+    cogrid::errc::disconnected,     cogrid::errc::timeout,          cogrid::errc::not_websocket,
+    cogrid::errc::http_header_too_large, cogrid::errc::websocket_protocol, cogrid::errc::message_too_large,
+    cogrid::errc::auth_failed,      cogrid::errc::token_expired,    cogrid::errc::clock_skew,
+    cogrid::errc::unknown_host,     cogrid::errc::wrong_dial_direction, cogrid::errc::connection_rejected,
+    cogrid::errc::queue_full,       cogrid::errc::shutdown,         cogrid::errc::websocket_closed,
+    cogrid::errc::unexpected_message,
 };
 } // namespace
 
@@ -31,6 +37,7 @@ TEST_CASE("numeric values are stable") {
   CHECK(static_cast<int>(cogrid::errc::invalid_value) == 10);
   CHECK(static_cast<int>(cogrid::errc::buffer_too_small) == 11);
   CHECK(static_cast<int>(cogrid::errc::payload_too_large) == 12);
+  for (int i = 0; i <= 15; ++i) CHECK(static_cast<int>(all_errcs[12 + i]) == 100 + i);
 }
 
 TEST_CASE("every code has its own message in the cogrid category") {
@@ -47,17 +54,32 @@ TEST_CASE("every code has its own message in the cogrid category") {
   CHECK(std::error_code(999, cogrid::error_category()).message() == "unknown cogrid error 999");
 }
 
-TEST_CASE("wire format errors match protocol_violation, encoder errors match encoding_failed") {
+TEST_CASE("codes match their conditions") {
+  using cogrid::condition;
+  using cogrid::errc;
   for (cogrid::errc e : all_errcs) {
     const std::error_code ec = e;
-    const bool encoder = e == cogrid::errc::buffer_too_small || e == cogrid::errc::payload_too_large;
-    CHECK((ec == cogrid::condition::protocol_violation) == !encoder);
-    CHECK((ec == cogrid::condition::encoding_failed) == encoder);
+    const int v = static_cast<int>(e);
+    const bool wire = v <= 10, encoder = v == 11 || v == 12, conn = v >= 100;
+    CHECK((ec == condition::encoding_failed) == encoder);
+    CHECK((ec == condition::connection_failed) == conn);
+    if (wire) CHECK(ec == condition::protocol_violation);
+    if (encoder) CHECK_FALSE(ec == condition::protocol_violation);
   }
+  // Handshake refusals are "rejected"; transport trouble is not.
+  for (errc e : {errc::auth_failed, errc::token_expired, errc::clock_skew, errc::unknown_host,
+                 errc::wrong_dial_direction, errc::connection_rejected})
+    CHECK(std::error_code(e) == condition::rejected);
+  for (errc e : {errc::disconnected, errc::timeout, errc::queue_full, errc::websocket_protocol})
+    CHECK_FALSE(std::error_code(e) == condition::rejected);
+  // A bad frame is both a protocol violation and a failed connection.
+  CHECK(std::error_code(errc::websocket_protocol) == condition::protocol_violation);
+  CHECK(std::error_code(errc::websocket_protocol) == condition::connection_failed);
+  CHECK_FALSE(std::error_code(errc::disconnected) == condition::protocol_violation);
   // A foreign error never matches a cogrid condition.
-  CHECK_FALSE(std::make_error_code(std::errc::io_error) == cogrid::condition::protocol_violation);
+  CHECK_FALSE(std::make_error_code(std::errc::io_error) == condition::protocol_violation);
   CHECK(std::string(cogrid::condition_category().name()) == "cogrid.condition");
-  CHECK(cogrid::make_error_condition(cogrid::condition::protocol_violation).message() == "grid protocol violation");
+  CHECK(cogrid::make_error_condition(condition::protocol_violation).message() == "grid protocol violation");
 }
 
 TEST_CASE("a cogrid code is not equal to a same-numbered code of another category") {
