@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Counts test results from Meson testlog.json files (and optional extra 'name PASS|FAIL' lines given
-with --extra FILE) and prints the closing line 'N passed, N failed'.
+"""Counts test results from Meson testlog.json files (and, with --extra FILE, the lines of FILE of the
+form '<kind> <name>: PASS' or '<kind> <name>: FAIL'; other lines are ignored) and prints the closing line 'N passed, N failed'.
 
 A doctest executable counts as its test cases (from its '[doctest] test cases:' line); any other test,
 or a doctest run that crashed before its summary, counts as one. A test that failed without doctest
@@ -9,6 +9,7 @@ import json
 import re
 import sys
 
+EXTRA = re.compile(r"^\S+ [^:]+: (PASS|FAIL)\b")
 DOCTEST = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
 
 
@@ -42,10 +43,10 @@ def main(argv):
         if a == "--extra":
             with open(args.pop(0)) as f:
                 for line in f:
-                    if line.strip().endswith("PASS"):
-                        passed += 1
-                    elif line.strip():
-                        failed += 1
+                    m = EXTRA.match(line.strip())
+                    if m:
+                        passed += m.group(1) == "PASS"
+                        failed += m.group(1) == "FAIL"
         else:
             try:
                 p, fl = count_log(a)

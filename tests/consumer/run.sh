@@ -11,6 +11,7 @@ status=0
 
 # (1) wrap: a git checkout of the tree as it is now (committed or not) so wrap-git can clone it.
 cp -r "$root/tests/consumer" "$work/consumer"
+mkdir -p "$work/consumer/wrap/subprojects"
 src="$work/cogrid-src"
 mkdir -p "$src" && (cd "$root" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$src")
 git -C "$src" init -q && git -C "$src" add -A && git -C "$src" -c user.name=ci -c user.email=ci@localhost commit -qm snapshot
