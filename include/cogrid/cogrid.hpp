@@ -13,5 +13,6 @@
 #include <cogrid/election.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/control.hpp>
+#include <cogrid/auth.hpp>
 
 #endif // COGRID_COGRID_HPP

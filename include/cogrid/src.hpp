@@ -14,5 +14,6 @@
 #include <cogrid/impl/election.ipp>
 #include <cogrid/impl/message.ipp>
 #include <cogrid/impl/control.ipp>
+#include <cogrid/impl/auth.ipp>
 
 #endif // COGRID_SRC_HPP
