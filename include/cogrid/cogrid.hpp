@@ -14,5 +14,9 @@
 #include <cogrid/message.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/auth.hpp>
+#include <cogrid/options.hpp>
+#include <cogrid/stats.hpp>
+#include <cogrid/connection.hpp>
+#include <cogrid/manager.hpp>
 
 #endif // COGRID_COGRID_HPP

@@ -14,6 +14,8 @@
 #include <cogrid/impl/election.ipp>
 #include <cogrid/impl/message.ipp>
 #include <cogrid/impl/control.ipp>
+#include <cogrid/impl/connection.ipp>
+#include <cogrid/impl/manager.ipp>
 #include <cogrid/impl/auth.ipp>
 
 #endif // COGRID_SRC_HPP

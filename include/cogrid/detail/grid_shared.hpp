@@ -1,0 +1,35 @@
+// cogrid/detail/grid_shared.hpp — what a manager shares with its connections.
+#ifndef COGRID_DETAIL_GRID_SHARED_HPP
+#define COGRID_DETAIL_GRID_SHARED_HPP
+
+#include <cogrid/auth.hpp>
+#include <cogrid/control.hpp>
+#include <cogrid/options.hpp>
+#include <cogrid/detail/url.hpp>
+
+#include <asio/ssl/context.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+namespace cogrid {
+class message_sink;
+namespace detail {
+
+struct grid_shared {
+  std::string local;
+  host_url local_url;
+  node_id id;
+  authenticator auth;
+  std::string route;
+  connection_options opt;
+  std::shared_ptr<asio::ssl::context> tls_client; // for https:// remotes
+  log_sink log;
+  std::atomic<message_sink*> sink{nullptr};
+};
+
+} // namespace detail
+} // namespace cogrid
+
+#endif // COGRID_DETAIL_GRID_SHARED_HPP

@@ -1,0 +1,407 @@
+// cogrid/impl/manager.ipp — definitions for cogrid/manager.hpp.
+#ifndef COGRID_IMPL_MANAGER_IPP
+#define COGRID_IMPL_MANAGER_IPP
+
+#include <cogrid/manager.hpp>
+#include <cogrid/election.hpp>
+#include <cogrid/detail/grid_shared.hpp>
+#include <cogrid/detail/http.hpp>
+#include <cogrid/detail/transport.hpp>
+#include <cogrid/detail/websocket.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/concurrent_channel.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/ssl.hpp>
+#include <asio/strand.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <openssl/rand.h>
+
+#include <charconv>
+
+namespace cogrid {
+namespace detail {
+
+struct manager_state : std::enable_shared_from_this<manager_state> {
+  asio::any_io_executor ex;
+  std::shared_ptr<grid_shared> shared;
+  std::shared_ptr<asio::ssl::context> tls_server;
+  std::chrono::milliseconds max_http_time_skew{};
+  std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
+
+  mutable std::mutex mu; // guards the members below
+  std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors;
+  rejection_counts rejected;
+  std::size_t inflight = 0;
+  std::shared_ptr<asio::experimental::concurrent_channel<void(std::error_code, int)>> drained;
+  std::atomic<bool> stopping{false};
+
+  void log(log_level level, const std::string& text) const {
+    if (shared->log) shared->log(level, "grid " + shared->local + ": " + text);
+  }
+
+  void reject(const std::string& reason, const std::string& peer) {
+    {
+      std::lock_guard lk(mu);
+      ++rejected[reason];
+    }
+    log(log_level::warning, "rejected incoming connection from " + peer + ": " + reason);
+  }
+
+  bool begin_incoming() {
+    std::lock_guard lk(mu);
+    if (stopping) return false;
+    ++inflight;
+    return true;
+  }
+
+  void end_incoming() {
+    std::lock_guard lk(mu);
+    if (--inflight == 0 && drained) drained->try_send(std::error_code{}, 0);
+  }
+};
+
+// Sends an OpConnectResponse over `ws` within the handshake timeout.
+inline asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, const connect_response& resp,
+                                                              std::chrono::milliseconds timeout) {
+  std::vector<std::byte> payload, wire, frame;
+  encode_append(resp, payload);
+  message m;
+  m.op = op_code::connect_response;
+  m.payload = std::span<const std::byte>(payload);
+  if (auto ec = encode_append(m, wire)) co_return ec;
+  ws.frame_binary(wire, frame);
+  co_return co_await with_deadline(ws.write_raw(frame), timeout, make_error_code(errc::timeout));
+}
+
+inline std::string_view path_of(std::string_view target) {
+  const auto q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+// The grid handshake of one incoming connection, in MinIO's order. Runs on the socket's strand.
+inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
+  const connection_options& opt = st->shared->opt;
+  std::unique_ptr<transport> t;
+  std::string peer = "?";
+  {
+    std::error_code e;
+    const auto ep = sock.remote_endpoint(e);
+    if (!e) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+  if (st->shared->local_url.tls) {
+    if (!st->tls_server) {
+      st->reject("no TLS server context", peer);
+      st->end_incoming();
+      co_return;
+    }
+    using ssl_stream = asio::ssl::stream<asio::ip::tcp::socket>;
+    ssl_stream stream(std::move(sock), *st->tls_server);
+    auto hs = [](ssl_stream& s) -> asio::awaitable<std::error_code> {
+      std::error_code e;
+      co_await s.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, e));
+      co_return e;
+    };
+    const std::error_code ec = co_await with_deadline(hs(stream), opt.handshake_timeout, make_error_code(errc::timeout));
+    if (ec) {
+      st->reject("TLS handshake failed: " + ec.message(), peer);
+      st->end_incoming();
+      co_return;
+    }
+    t = make_tls_transport(std::move(stream));
+  } else {
+    t = make_tcp_transport(std::move(sock));
+  }
+
+  const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
+  http_request req;
+  std::vector<std::byte> leftover;
+  std::error_code ec = co_await with_deadline(http_read_request(*t, limits, req, leftover), opt.handshake_timeout,
+                                              make_error_code(errc::timeout));
+  if (ec) {
+    if (ec == errc::http_header_too_large) co_await http_respond(*t, 431, "Request Header Fields Too Large");
+    else if (ec == errc::not_websocket) co_await http_respond(*t, 400, "Bad Request");
+    st->reject("bad HTTP request: " + ec.message(), peer);
+    t->close();
+    st->end_incoming();
+    co_return;
+  }
+  if (path_of(req.target) != st->shared->route) {
+    co_await http_respond(*t, 404, "Not Found");
+    st->reject("wrong route", peer);
+    t->close();
+    st->end_incoming();
+    co_return;
+  }
+  if (auto e = ws_check_upgrade(req)) {
+    co_await http_respond(*t, 426, "Upgrade Required");
+    st->reject("not a WebSocket upgrade", peer);
+    t->close();
+    st->end_incoming();
+    co_return;
+  }
+  // MinIO's authReq: a valid Bearer token and an X-Minio-Time close to ours.
+  {
+    const std::string_view auth = req.header("Authorization");
+    std::error_code aec = make_error_code(errc::auth_failed);
+    if (auth.size() > 7 && auth.substr(0, 7) == "Bearer ") aec = st->shared->auth.validate(auth.substr(7));
+    if (!aec) {
+      const std::string_view ts = req.header("X-Minio-Time");
+      std::int64_t ns = 0;
+      const auto r = std::from_chars(ts.data(), ts.data() + ts.size(), ns);
+      if (r.ec != std::errc{} || r.ptr != ts.data() + ts.size()) {
+        aec = make_error_code(errc::clock_skew);
+      } else {
+        const std::int64_t now = wire_time::now().unix_nanos();
+        const std::int64_t diff = now > ns ? now - ns : ns - now;
+        if (diff > std::chrono::duration_cast<std::chrono::nanoseconds>(st->max_http_time_skew).count())
+          aec = make_error_code(errc::clock_skew);
+      }
+    }
+    if (aec) {
+      co_await http_respond(*t, 403, "Forbidden");
+      st->reject("HTTP upgrade: " + aec.message(), peer);
+      t->close();
+      st->end_incoming();
+      co_return;
+    }
+  }
+  if ((ec = co_await ws_accept(*t, req))) {
+    st->reject("WebSocket accept failed: " + ec.message(), peer);
+    t->close();
+    st->end_incoming();
+    co_return;
+  }
+  auto ws = std::make_unique<ws_stream>(std::move(t), ws_role::server, limits, std::move(leftover));
+
+  // The connect exchange.
+  connect_response resp;
+  resp.id = st->shared->id;
+  std::shared_ptr<cogrid::connection> conn;
+  node_id remote_id;
+  std::error_code why;
+  std::vector<std::byte> in;
+  ec = co_await with_deadline(ws->read_message(in), opt.handshake_timeout, make_error_code(errc::timeout));
+  if (ec) {
+    why = ec;
+  } else {
+    const result<message> first = decode(in);
+    connect_request creq;
+    if (!first) {
+      why = first.error();
+    } else if (first->op != op_code::connect || !first->payload) {
+      why = make_error_code(errc::unexpected_message);
+    } else if (auto e = decode(*first->payload, creq)) {
+      why = e;
+    } else if (auto it = st->conns.find(creq.host); it == st->conns.end()) {
+      why = make_error_code(errc::unknown_host);
+    } else {
+      const std::int64_t now = wire_time::now().unix_nanos(), then = creq.time.unix_nanos();
+      const std::int64_t diff = now > then ? now - then : then - now;
+      if (diff > std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_clock_skew).count()) {
+        why = make_error_code(errc::clock_skew);
+      } else if (auto aec = st->shared->auth.validate(creq.token)) {
+        why = aec;
+      } else if (it->second->dialer()) {
+        why = make_error_code(errc::wrong_dial_direction);
+      } else {
+        conn = it->second;
+        remote_id = creq.id;
+      }
+    }
+  }
+  if (!conn) {
+    if (why != errc::timeout && why != errc::disconnected && why != errc::websocket_closed) {
+      resp.accepted = false;
+      resp.rejected_reason = why.message();
+      (void)co_await send_connect_response(*ws, resp, opt.handshake_timeout);
+    }
+    st->reject(why.message(), peer);
+    co_await ws->close(1008);
+    st->end_incoming();
+    co_return;
+  }
+  resp.accepted = true;
+  if ((ec = co_await send_connect_response(*ws, resp, opt.handshake_timeout))) {
+    st->reject("connect response not sent: " + ec.message(), peer);
+    ws->lower().close();
+    st->end_incoming();
+    co_return;
+  }
+  conn->adopt(std::move(ws), remote_id);
+  st->end_incoming();
+}
+
+inline asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std::shared_ptr<asio::ip::tcp::acceptor> acc) {
+  for (;;) {
+    asio::ip::tcp::socket sock(asio::make_strand(st->ex));
+    std::error_code ec;
+    co_await acc->async_accept(sock, asio::redirect_error(asio::use_awaitable, ec));
+    if (st->stopping || ec == asio::error::operation_aborted || !acc->is_open()) break;
+    if (ec) {
+      st->log(log_level::warning, "accept failed: " + ec.message());
+      asio::steady_timer pause(acc->get_executor(), std::chrono::milliseconds(10)); // e.g. out of descriptors
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    if (!st->begin_incoming()) break;
+    auto sex = sock.get_executor();
+    asio::co_spawn(sex, serve_incoming(st, std::move(sock)), asio::detached);
+  }
+}
+
+} // namespace detail
+
+COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : state_(std::make_shared<detail::manager_state>()) {
+  auto invalid = [](const std::string& what) { throw std::system_error(make_error_code(errc::invalid_value), what); };
+  if (!o.auth.token || !o.auth.validate) invalid("manager_options.auth needs a token and a validate function");
+  std::size_t seen_local = 0;
+  for (const auto& h : o.hosts) {
+    detail::host_url u;
+    if (detail::parse_host_url(h, u)) invalid("malformed host: " + h);
+    if (h == o.local) ++seen_local;
+  }
+  if (seen_local != 1) invalid("local host must appear exactly once in hosts: " + o.local);
+  auto& st = *state_;
+  st.ex = ex;
+  st.shared = std::make_shared<detail::grid_shared>();
+  st.shared->local = o.local;
+  (void)detail::parse_host_url(o.local, st.shared->local_url);
+  RAND_bytes(reinterpret_cast<std::uint8_t*>(st.shared->id.bytes.data()), st.shared->id.bytes.size());
+  st.shared->id.bytes[6] = (st.shared->id.bytes[6] & std::byte{0x0f}) | std::byte{0x40}; // UUID version 4
+  st.shared->id.bytes[8] = (st.shared->id.bytes[8] & std::byte{0x3f}) | std::byte{0x80}; // RFC 4122 variant
+  st.shared->auth = std::move(o.auth);
+  st.shared->route = std::move(o.route);
+  st.shared->opt = o.connection;
+  st.shared->tls_client = std::move(o.tls_client);
+  st.shared->log = std::move(o.log);
+  st.tls_server = std::move(o.tls_server);
+  st.max_http_time_skew = o.max_http_time_skew;
+  for (const auto& h : o.hosts) {
+    if (h == o.local || st.conns.count(h)) continue;
+    st.conns.emplace(h, std::make_shared<cogrid::connection>(st.shared, h, ex));
+  }
+}
+
+COGRID_DECL manager::~manager() = default;
+
+COGRID_DECL const node_id& manager::id() const noexcept { return state_->shared->id; }
+COGRID_DECL const std::string& manager::local() const noexcept { return state_->shared->local; }
+
+COGRID_DECL std::shared_ptr<cogrid::connection> manager::connection(std::string_view host) const {
+  auto it = state_->conns.find(host);
+  return it == state_->conns.end() ? nullptr : it->second;
+}
+
+COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> manager::connections() const {
+  std::vector<std::shared_ptr<cogrid::connection>> out;
+  for (const auto& [h, c] : state_->conns) out.push_back(c);
+  return out;
+}
+
+COGRID_DECL void manager::start() {
+  for (const auto& [h, c] : state_->conns) c->start();
+}
+
+COGRID_DECL void manager::listen(asio::ip::tcp::acceptor acceptor) {
+  auto strand = asio::make_strand(state_->ex);
+  auto acc = std::make_shared<asio::ip::tcp::acceptor>(strand);
+  const auto protocol = acceptor.local_endpoint().protocol(); // before release(): argument order is unspecified
+  acc->assign(protocol, acceptor.release());
+  {
+    std::lock_guard lk(state_->mu);
+    if (state_->stopping) return;
+    state_->acceptors.push_back(acc);
+  }
+  asio::co_spawn(strand, detail::accept_loop(state_, acc), asio::detached);
+}
+
+COGRID_DECL std::error_code manager::listen() {
+  const auto& u = state_->shared->local_url;
+  std::error_code ec;
+  asio::ip::tcp::resolver resolver(state_->ex);
+  auto results = resolver.resolve(u.host, std::to_string(u.port), ec);
+  if (ec) return ec;
+  for (const auto& r : results) {
+    asio::ip::tcp::acceptor acc(state_->ex);
+    acc.open(r.endpoint().protocol(), ec);
+    if (ec) continue;
+    acc.set_option(asio::socket_base::reuse_address(true), ec);
+    acc.bind(r.endpoint(), ec);
+    if (ec) continue;
+    acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) continue;
+    listen(std::move(acc));
+    return {};
+  }
+  return ec ? ec : make_error_code(errc::invalid_value);
+}
+
+COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
+  if (!state_->begin_incoming()) return;
+  // Move the socket onto a strand of its own for the handshake.
+  auto strand = asio::make_strand(state_->ex);
+  asio::ip::tcp::socket s(strand);
+  std::error_code ec;
+  const auto proto = socket.local_endpoint(ec).protocol();
+  if (ec) {
+    state_->end_incoming();
+    return;
+  }
+  s.assign(proto, socket.release(), ec);
+  if (ec) {
+    state_->end_incoming();
+    return;
+  }
+  asio::co_spawn(strand, detail::serve_incoming(state_, std::move(s)), asio::detached);
+}
+
+COGRID_DECL rejection_counts manager::rejections() const {
+  std::lock_guard lk(state_->mu);
+  return state_->rejected;
+}
+
+COGRID_DECL void manager::set_sink(message_sink* sink) noexcept { state_->shared->sink.store(sink, std::memory_order_release); }
+
+COGRID_DECL asio::awaitable<void> manager::shutdown() {
+  auto st = state_;
+  std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> accs;
+  std::shared_ptr<asio::experimental::concurrent_channel<void(std::error_code, int)>> drained;
+  {
+    std::lock_guard lk(st->mu);
+    st->stopping = true;
+    accs.swap(st->acceptors);
+    if (st->inflight > 0) {
+      drained = std::make_shared<asio::experimental::concurrent_channel<void(std::error_code, int)>>(co_await asio::this_coro::executor, 1);
+      st->drained = drained;
+    }
+  }
+  for (auto& a : accs) asio::post(a->get_executor(), [a] { std::error_code ec; a->close(ec); });
+  for (auto& [h, c] : st->conns) co_await c->shutdown();
+  if (drained) {
+    std::error_code ec;
+    co_await drained->async_receive(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+COGRID_DECL std::shared_ptr<asio::ssl::context> make_client_tls_context(std::string_view extra_ca_pem) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_default_verify_paths();
+  if (!extra_ca_pem.empty()) ctx->add_certificate_authority(asio::buffer(extra_ca_pem.data(), extra_ca_pem.size()));
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  return ctx;
+}
+
+COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::string_view cert_pem, std::string_view key_pem) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->use_certificate_chain(asio::buffer(cert_pem.data(), cert_pem.size()));
+  ctx->use_private_key(asio::buffer(key_pem.data(), key_pem.size()), asio::ssl::context::pem);
+  return ctx;
+}
+
+} // namespace cogrid
+
+#endif // COGRID_IMPL_MANAGER_IPP

@@ -1,0 +1,118 @@
+// cogrid/manager.hpp — a node's view of its grid: the local host, every remote, one connection each,
+// the listener that accepts the remotes that dial us, and the checks every incoming connection passes.
+#ifndef COGRID_MANAGER_HPP
+#define COGRID_MANAGER_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/auth.hpp>
+#include <cogrid/connection.hpp>
+#include <cogrid/control.hpp>
+#include <cogrid/options.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cogrid {
+
+namespace detail {
+struct manager_state;
+struct http_request;
+} // namespace detail
+
+/// MinIO's routes: the main grid and the separate lock grid.
+inline constexpr std::string_view route_v1 = "/minio/grid/v1";
+inline constexpr std::string_view lock_route_v1 = "/minio/grid/lock/v1";
+
+/// Settings of a manager.
+struct manager_options {
+  /// This node's host string, e.g. "http://10.0.0.1:9000" ("https://" for TLS). Must be in `hosts`.
+  std::string local;
+  /// Every host of the grid, this one included. Host strings are matched byte for byte.
+  std::vector<std::string> hosts;
+  /// The token this node presents and the check of tokens presented to it (required).
+  authenticator auth;
+  /// The HTTP path of the grid.
+  std::string route = std::string(route_v1);
+  connection_options connection;
+  /// Context for dialing https:// remotes (verify_peer recommended; see `make_client_tls_context`).
+  std::shared_ptr<asio::ssl::context> tls_client;
+  /// Context with this node's certificate, required to accept when `local` is https://.
+  std::shared_ptr<asio::ssl::context> tls_server;
+  /// X-Minio-Time of the HTTP upgrade must be within this of our clock (MinIO's DefaultSkewTime).
+  std::chrono::milliseconds max_http_time_skew = std::chrono::minutes(15);
+  log_sink log;
+};
+
+/// Counts of incoming connections that failed our checks, by reason ("unknown incoming host", ...).
+using rejection_counts = std::map<std::string, std::uint64_t>;
+
+/// Owns one `connection` per remote host and accepts the remotes that dial this node.
+///
+/// Lifecycle: construct, `listen` (or hand sockets to `accept`), `start`; finally `co_await shutdown()`
+/// before destroying it (or before the io_context stops), which ends every session and dial loop.
+///
+/// @par Thread safety
+/// All member functions may be called from any thread.
+class manager {
+public:
+  /// @throws std::system_error (`errc::invalid_value`) when `local` is not in `hosts` exactly once, a
+  /// host string is malformed, or `auth` lacks a token or validate function.
+  COGRID_DECL manager(asio::any_io_executor ex, manager_options options);
+  COGRID_DECL ~manager();
+  manager(const manager&) = delete;
+  manager& operator=(const manager&) = delete;
+
+  /// This start's node id (new every time a manager is created).
+  COGRID_DECL const node_id& id() const noexcept;
+  COGRID_DECL const std::string& local() const noexcept;
+  /// The connection to `host`, or null when `host` is not a remote of this grid.
+  COGRID_DECL std::shared_ptr<cogrid::connection> connection(std::string_view host) const;
+  COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> connections() const;
+
+  /// Starts the dial loops of the connections this node dials. Idempotent.
+  COGRID_DECL void start();
+  /// Accepts incoming grid connections on `acceptor` (bound and listening) until shutdown.
+  COGRID_DECL void listen(asio::ip::tcp::acceptor acceptor);
+  /// Binds and listens on the local host's address and port.
+  COGRID_DECL std::error_code listen();
+  /// Takes an accepted TCP connection (for example from the application's own listener): reads its
+  /// HTTP upgrade (TLS first when local is https://) and runs the grid handshake on it.
+  COGRID_DECL void accept(asio::ip::tcp::socket socket);
+
+  /// Incoming connections rejected so far, by reason.
+  COGRID_DECL rejection_counts rejections() const;
+
+  /// The receiver of all non-connection-level messages (the mux layer). Set before `start`.
+  COGRID_DECL void set_sink(message_sink* sink) noexcept;
+
+  /// Stops listening, ends all sessions and dial loops, and completes when they are gone.
+  COGRID_DECL asio::awaitable<void> shutdown();
+
+private:
+  std::shared_ptr<detail::manager_state> state_;
+};
+
+/// A client TLS context that verifies servers against the system's trust store and `extra_ca_pem` (a PEM
+/// certificate or bundle; may be empty).
+COGRID_DECL std::shared_ptr<asio::ssl::context> make_client_tls_context(std::string_view extra_ca_pem = {});
+/// A server TLS context using `cert_pem` (certificate chain) and `key_pem` (private key).
+/// @throws std::system_error when the PEM data is invalid.
+COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::string_view cert_pem, std::string_view key_pem);
+
+} // namespace cogrid
+
+#if defined(COGRID_HEADER_ONLY)
+#include <cogrid/impl/manager.ipp>
+#endif
+
+#endif // COGRID_MANAGER_HPP

@@ -1,0 +1,58 @@
+// cogrid/options.hpp — the settings of a grid manager and its connections, as one value struct.
+#ifndef COGRID_OPTIONS_HPP
+#define COGRID_OPTIONS_HPP
+
+#include <cogrid/detail/config.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace cogrid {
+
+using namespace std::chrono_literals;
+
+/// Severity of a log record.
+enum class log_level { debug, info, warning, error };
+
+/// A log sink: called with records the library emits (never with tokens or secrets). Unset: nothing is
+/// logged. Called on connection strands, possibly concurrently from several threads.
+using log_sink = std::function<void(log_level, std::string_view message)>;
+
+/// Timing and sizing of connections. Defaults are MinIO's; `for_tests()` shortens every interval so that
+/// tests of liveness run in milliseconds.
+struct connection_options {
+  std::chrono::milliseconds ping_interval = 10s;     ///< connection ping every this often (MinIO connPingInterval)
+  std::chrono::milliseconds pong_timeout = 20s;      ///< no pong for this long: connection dropped (2 x ping)
+  std::chrono::milliseconds write_timeout = 4s;      ///< a socket write taking longer drops the connection
+  std::chrono::milliseconds dial_timeout = 2s;       ///< TCP connect + TLS + WebSocket upgrade (MinIO defaultDialTimeout)
+  std::chrono::milliseconds handshake_timeout = 5s;  ///< read deadline of each handshake message
+  std::chrono::milliseconds reconnect_min = 1s;      ///< the dialer waits a random time in [min, max)
+  std::chrono::milliseconds reconnect_max = 2s;      ///<   between attempts (jitter), forever until shutdown
+  std::chrono::milliseconds max_clock_skew = 5min;   ///< connect request Time must be within this of ours
+  std::size_t max_queue_messages = 65535;            ///< outgoing queue bound (MinIO defaultOutQueue)
+  std::size_t max_message_bytes = 64u << 20;         ///< largest WebSocket message accepted (checked before buffering)
+  std::size_t max_http_header_bytes = 16u << 10;     ///< largest HTTP upgrade head accepted
+  std::size_t merge_max_messages = 50;               ///< grid messages per OpMerged container (MinIO maxMergeMessages)
+  std::size_t merge_max_bytes = 31u << 10;           ///< bytes per OpMerged container (MinIO: 32 KiB - 1 KiB)
+
+  /// Intervals in milliseconds for tests: ping 50 ms, pong timeout 200 ms, reconnect 10-20 ms, ...
+  static connection_options for_tests() {
+    connection_options o;
+    o.ping_interval = 50ms;
+    o.pong_timeout = 200ms;
+    o.write_timeout = 500ms;
+    o.dial_timeout = 1s;
+    o.handshake_timeout = 1s;
+    o.reconnect_min = 10ms;
+    o.reconnect_max = 20ms;
+    return o;
+  }
+};
+
+} // namespace cogrid
+
+#endif // COGRID_OPTIONS_HPP

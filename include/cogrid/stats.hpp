@@ -1,0 +1,58 @@
+// cogrid/stats.hpp — what a connection reports about itself.
+#ifndef COGRID_STATS_HPP
+#define COGRID_STATS_HPP
+
+#include <cogrid/detail/config.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace cogrid {
+
+/// States of a connection (MinIO's numbering).
+enum class connection_state : std::uint8_t {
+  unconnected = 0, ///< never connected; an accepting side stays here until its peer dials
+  connecting = 1,  ///< the dialer is trying
+  connected = 2,
+  error = 3,       ///< the last attempt or session failed; the dialer retries, the acceptor waits
+  shutdown = 4,    ///< terminal
+};
+
+inline const char* to_string(connection_state s) noexcept {
+  switch (s) {
+  case connection_state::unconnected: return "unconnected";
+  case connection_state::connecting: return "connecting";
+  case connection_state::connected: return "connected";
+  case connection_state::error: return "error";
+  case connection_state::shutdown: return "shutdown";
+  }
+  return "unknown";
+}
+
+/// A snapshot of one connection's counters. Counters accumulate over every session of the connection.
+struct connection_stats {
+  std::string remote;
+  connection_state state = connection_state::unconnected;
+  bool dialer = false;                      ///< this side dials (the election)
+  std::uint64_t connects = 0;               ///< sessions established
+  std::uint64_t reconnects = 0;             ///< sessions established after the first
+  std::uint64_t remote_restarts = 0;        ///< reconnects where the remote's node id had changed
+  std::uint64_t dial_failures = 0;
+  std::uint64_t messages_out = 0, messages_in = 0;  ///< grid messages (items of merged containers counted)
+  std::uint64_t bytes_out = 0, bytes_in = 0;        ///< WebSocket payload bytes
+  std::uint64_t socket_writes = 0;          ///< transport write calls (one per merged batch)
+  std::uint64_t queue_full = 0;             ///< sends refused because the queue was full
+  std::uint64_t dropped_on_disconnect = 0;  ///< queued messages discarded when a session ended
+  std::uint64_t protocol_errors = 0;        ///< sessions ended by a malformed message or frame
+  std::uint64_t unhandled = 0;              ///< messages no handler took (unknown op, stray control message)
+  std::size_t queue_length = 0;             ///< messages waiting to be written now
+  std::chrono::microseconds last_ping_rtt{0};
+  std::chrono::system_clock::time_point last_pong{};     ///< zero when never
+  std::chrono::system_clock::time_point last_connect{};  ///< zero when never
+  std::string last_error;                   ///< why the last attempt or session ended
+};
+
+} // namespace cogrid
+
+#endif // COGRID_STATS_HPP

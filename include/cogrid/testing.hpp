@@ -1,0 +1,90 @@
+// cogrid/testing.hpp — an in-process grid for tests: N managers on loopback ports chosen by the OS,
+// connected to each other, with hooks to break connections (as MinIO's debug.go offers).
+#ifndef COGRID_TESTING_HPP
+#define COGRID_TESTING_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/auth.hpp>
+#include <cogrid/manager.hpp>
+
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cogrid::testing {
+
+/// N nodes of one grid in this process. Ports are chosen by the OS (listeners bound to 127.0.0.1:0
+/// before the host list is made), so tests never collide on a fixed port.
+///
+/// @par Thread safety
+/// Construct and shut down from one thread; the managers themselves are thread-safe.
+class grid {
+public:
+  /// Hook to adjust each node's options (index, options) before its manager is made.
+  using configure_fn = std::function<void(std::size_t, manager_options&)>;
+
+  /// Binds n listeners and makes n managers sharing a static test token, with `connection_options::for_tests()`.
+  grid(asio::any_io_executor ex, std::size_t n, configure_fn configure = {}) {
+    std::vector<asio::ip::tcp::acceptor> acceptors;
+    for (std::size_t i = 0; i < n; ++i) {
+      asio::ip::tcp::acceptor a(ex, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+      hosts_.push_back("http://127.0.0.1:" + std::to_string(a.local_endpoint().port()));
+      acceptors.push_back(std::move(a));
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      manager_options o;
+      o.local = hosts_[i];
+      o.hosts = hosts_;
+      o.auth = static_token_auth("cogrid-test-token");
+      o.connection = connection_options::for_tests();
+      if (configure) configure(i, o);
+      managers_.push_back(std::make_unique<manager>(ex, std::move(o)));
+      managers_.back()->listen(std::move(acceptors[i]));
+    }
+  }
+
+  std::size_t size() const noexcept { return managers_.size(); }
+  const std::string& host(std::size_t i) const { return hosts_.at(i); }
+  const std::vector<std::string>& hosts() const noexcept { return hosts_; }
+  manager& node(std::size_t i) { return *managers_.at(i); }
+  /// Node i's connection to node j.
+  std::shared_ptr<connection> link(std::size_t i, std::size_t j) { return managers_.at(i)->connection(hosts_.at(j)); }
+
+  /// Starts every node's dial loops.
+  void start() {
+    for (auto& m : managers_) m->start();
+  }
+
+  /// Completes when every connection of every node is connected.
+  asio::awaitable<std::error_code> wait_all_connected() {
+    for (auto& m : managers_)
+      for (auto& c : m->connections())
+        if (auto ec = co_await c->wait_for_connect()) co_return ec;
+    co_return std::error_code{};
+  }
+
+  /// Drops node i's session with node j from node i's end (the peer sees the connection die).
+  void kill(std::size_t i, std::size_t j) { link(i, j)->kill(); }
+  /// Node i stops handling what node j sends it (read and discarded, pongs included).
+  void block_inbound(std::size_t i, std::size_t j, bool on) { link(i, j)->block_inbound(on); }
+
+  /// Shuts every node down; completes when all sessions and loops are gone.
+  asio::awaitable<void> shutdown() {
+    for (auto& m : managers_) co_await m->shutdown();
+  }
+
+private:
+  std::vector<std::string> hosts_;
+  std::vector<std::unique_ptr<manager>> managers_;
+};
+
+} // namespace cogrid::testing
+
+#endif // COGRID_TESTING_HPP

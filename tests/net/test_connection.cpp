@@ -1,0 +1,477 @@
+// Test that header file is self-contained.
+#include <cogrid/manager.hpp>
+
+#include <cogrid/testing.hpp>
+#include <cogrid/election.hpp>
+#include <cogrid/detail/http.hpp>
+#include <cogrid/detail/transport.hpp>
+#include <cogrid/detail/websocket.hpp>
+
+#include "net_util.hpp"
+#include "tls_util.hpp"
+
+#include <asio/connect.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+
+using namespace cogrid;
+using namespace std::chrono_literals;
+using cogrid_test::eventually;
+using cogrid_test::run_async;
+using cogrid_test::sleep_for;
+
+namespace {
+
+// Collects what arrives through the grid (runs on connection strands).
+struct collecting_sink : message_sink {
+  std::mutex mu;
+  std::vector<std::string> payloads;
+  std::vector<std::uint64_t> mux_ids;
+  std::atomic<int> count{0};
+  std::atomic<int> session_ends{0};
+
+  void on_message(connection&, const message& m) override {
+    std::lock_guard lk(mu);
+    payloads.emplace_back(m.payload ? std::string(reinterpret_cast<const char*>(m.payload->data()), m.payload->size()) : "<nil>");
+    mux_ids.push_back(m.mux_id);
+    count.fetch_add(1);
+  }
+  void on_session_end(connection&, std::uint64_t, std::error_code) override { session_ends.fetch_add(1); }
+};
+
+// The message's payload views `text`: keep `text` alive while the message is used.
+message data_msg(std::uint64_t mux, const std::string& text) {
+  message m;
+  m.mux_id = mux;
+  m.op = op_code::mux_client_msg;
+  m.payload = std::as_bytes(std::span(text));
+  return m;
+}
+
+// A hand-driven client for the handshake checks: upgrades with `token`, sends `first` as one binary
+// WebSocket message, and returns the connect response (or the error that came instead).
+struct raw_result {
+  std::error_code ec;
+  int http_status = 0;
+  connect_response resp;
+};
+
+asio::awaitable<raw_result> raw_connect(std::string host, std::string token, std::vector<std::byte> first,
+                                        std::string route = "/minio/grid/v1") {
+  raw_result out;
+  detail::host_url u;
+  (void)detail::parse_host_url(host, u);
+  auto ex = co_await asio::this_coro::executor;
+  asio::ip::tcp::socket s(ex);
+  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  auto t = detail::make_tcp_transport(std::move(s));
+  std::vector<std::byte> leftover;
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Authorization", "Bearer " + token}, {"X-Minio-Time", std::to_string(wire_time::now().unix_nanos())}};
+  out.ec = co_await detail::ws_client_handshake(*t, u.authority(), route, headers, detail::ws_limits{}, leftover, &out.http_status);
+  if (out.ec) co_return out;
+  detail::ws_stream ws(std::move(t), detail::ws_role::client, detail::ws_limits{}, std::move(leftover));
+  std::vector<std::byte> frame, in;
+  ws.frame_binary(first, frame);
+  if ((out.ec = co_await ws.write_raw(frame))) co_return out;
+  if ((out.ec = co_await ws.read_message(in))) co_return out;
+  const auto m = decode(in);
+  if (!m) {
+    out.ec = m.error();
+  } else if (m->op != op_code::connect_response || !m->payload) {
+    out.ec = errc::unexpected_message;
+  } else {
+    out.ec = decode(*m->payload, out.resp);
+  }
+  co_return out;
+}
+
+std::vector<std::byte> connect_msg(const connect_request& req) {
+  std::vector<std::byte> payload, wire;
+  encode_append(req, payload);
+  message m;
+  m.op = op_code::connect;
+  m.payload = std::span<const std::byte>(payload);
+  (void)encode_append(m, wire);
+  return wire;
+}
+
+// A node that dials `acceptor` (or `acceptor` itself when none does).
+std::size_t a_node_dialing(const testing::grid& g, std::size_t acceptor) {
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (i != acceptor && should_connect(g.host(i), g.host(acceptor))) return i;
+  return acceptor;
+}
+
+// A node that `dialer` dials (or `dialer` itself when it dials none).
+std::size_t a_node_dialed_by(const testing::grid& g, std::size_t dialer) {
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (i != dialer && should_connect(g.host(dialer), g.host(i))) return i;
+  return dialer;
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("connection");
+
+asio::awaitable<void> all_connect(asio::any_io_executor ex) {
+  testing::grid g(ex, 3);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  for (std::size_t i = 0; i < 3; ++i) {
+    for (std::size_t j = 0; j < 3; ++j) {
+      if (i == j) continue;
+      auto c = g.link(i, j);
+      CHECK(c->state() == connection_state::connected);
+      CHECK(c->dialer() == should_connect(g.host(i), g.host(j)));
+      CHECK(c->dialer() != g.link(j, i)->dialer());
+      CHECK(c->remote_id() == g.node(j).id());
+      CHECK(c->base_flags() == msg_flags::crc); // plain http: CRC on
+      const auto st = c->stats();
+      CHECK(st.connects == 1);
+      CHECK(st.reconnects == 0);
+    }
+  }
+  co_await g.shutdown();
+  for (std::size_t i = 0; i < 3; ++i)
+    for (auto& c : g.node(i).connections()) CHECK(c->state() == connection_state::shutdown);
+}
+TEST_CASE("three nodes connect, each pair dialed by the side the election picks") { run_async(all_connect); }
+
+asio::awaitable<void> messages_merge(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  collecting_sink sink0, sink1;
+  g.node(0).set_sink(&sink0);
+  g.node(1).set_sink(&sink1);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c01 = g.link(0, 1);
+  const auto writes_before = c01->stats().socket_writes;
+  constexpr int n = 2000;
+  for (int i = 0; i < n; ++i) REQUIRE(!c01->send(data_msg(static_cast<std::uint64_t>(i + 1), "msg-" + std::to_string(i))));
+  auto all_in = [&] { return sink1.count.load() == n; };
+  REQUIRE(co_await eventually(all_in));
+  {
+    std::lock_guard lk(sink1.mu);
+    for (int i = 0; i < n; ++i) {
+      CHECK(sink1.mux_ids[i] == static_cast<std::uint64_t>(i + 1)); // in order
+      CHECK(sink1.payloads[i] == "msg-" + std::to_string(i));
+    }
+  }
+  const auto st = c01->stats();
+  const auto writes = st.socket_writes - writes_before;
+  MESSAGE("2000 messages left in " << writes << " socket writes");
+  CHECK(writes * 20 <= static_cast<std::uint64_t>(n)); // merged: at least 20 messages per write on average
+  CHECK(st.messages_out >= static_cast<std::uint64_t>(n));
+  // And the other way, with nil and empty payloads kept apart.
+  message nil_msg = data_msg(7, "");
+  nil_msg.payload = std::nullopt;
+  REQUIRE(!g.link(1, 0)->send(nil_msg));
+  REQUIRE(!g.link(1, 0)->send(data_msg(8, "")));
+  auto two_in = [&] { return sink0.count.load() == 2; };
+  REQUIRE(co_await eventually(two_in));
+  {
+    std::lock_guard lk(sink0.mu);
+    CHECK(sink0.payloads[0] == "<nil>");
+    CHECK(sink0.payloads[1] == "");
+  }
+  co_await g.shutdown();
+}
+TEST_CASE("messages cross in order, many per socket write (merged)") { run_async(messages_merge); }
+
+asio::awaitable<void> kill_and_reconnect(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  collecting_sink sink0, sink1;
+  g.node(0).set_sink(&sink0);
+  g.node(1).set_sink(&sink1);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  for (std::size_t killer : {0u, 1u}) { // from the dialer's end and from the acceptor's end
+    const auto before = g.link(0, 1)->stats().connects;
+    const auto session = g.link(0, 1)->session_id();
+    g.kill(killer, 1 - killer);
+    auto reconnected = [&] {
+      return g.link(0, 1)->session_id() > session && g.link(0, 1)->state() == connection_state::connected &&
+             g.link(1, 0)->state() == connection_state::connected;
+    };
+    REQUIRE(co_await eventually(reconnected));
+    const auto st = g.link(0, 1)->stats();
+    CHECK(st.connects == before + 1);
+    CHECK(st.reconnects >= 1);
+    CHECK(st.remote_restarts == 0); // same remote process
+  }
+  CHECK(sink0.session_ends.load() >= 2);
+  CHECK(sink1.session_ends.load() >= 2);
+  // Sending works on the new session.
+  REQUIRE(!g.link(0, 1)->send(data_msg(1, "after")));
+  auto got = [&] { return sink1.count.load() == 1; };
+  CHECK(co_await eventually(got));
+  co_await g.shutdown();
+}
+TEST_CASE("a killed connection comes back, from either end") { run_async(kill_and_reconnect); }
+
+asio::awaitable<void> send_while_down(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  // Not started: nothing is connected yet.
+  CHECK(g.link(0, 1)->send(data_msg(1, "x")) == errc::disconnected);
+  CHECK(g.link(0, 1)->state() == connection_state::unconnected);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  CHECK(!g.link(0, 1)->send(data_msg(1, "x")));
+  co_await g.shutdown();
+  CHECK(g.link(0, 1)->send(data_msg(1, "x")) == errc::disconnected);
+  CHECK(co_await g.link(0, 1)->wait_for_connect() == errc::shutdown);
+}
+TEST_CASE("sending without a session fails at once with disconnected") { run_async(send_while_down); }
+
+asio::awaitable<void> stalled_peer(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  const auto session = g.link(0, 1)->session_id();
+  // Node 1 stops handling what node 0 sends (pings included): node 0 sees no pongs and drops the link
+  // within the pong timeout (200 ms in tests); then it comes back.
+  g.block_inbound(1, 0, true);
+  auto dropped = [&] { return g.link(0, 1)->session_id() > session || g.link(0, 1)->state() != connection_state::connected; };
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(co_await eventually(dropped));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took < 2s);
+  CHECK(g.link(0, 1)->stats().last_error.find("timed out") != std::string::npos);
+  g.block_inbound(1, 0, false);
+  REQUIRE(!(co_await g.wait_all_connected()));
+  co_await g.shutdown();
+}
+TEST_CASE("a peer that stops answering pings is dropped by the ping rule, then reconnects") { run_async(stalled_peer); }
+
+asio::awaitable<void> full_queue_reconnect(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, [](std::size_t, manager_options& o) { o.connection.max_queue_messages = 100; });
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c = g.link(0, 1);
+  // On this one thread the writer cannot run while we send: the queue fills.
+  int accepted = 0;
+  std::error_code ec;
+  for (int i = 0; i < 1000 && !ec; ++i) {
+    ec = c->send(data_msg(1, std::string(100, 'q')));
+    if (!ec) ++accepted;
+  }
+  CHECK(ec == errc::queue_full);
+  CHECK(accepted == 100);
+  CHECK(c->stats().queue_full >= 1);
+  CHECK(c->stats().queue_length == 100);
+  // A reconnect with the queue full completes (MinIO #19964 deadlocked here).
+  const auto session = c->session_id();
+  c->kill();
+  auto back = [&] { return c->session_id() > session && c->state() == connection_state::connected; };
+  REQUIRE(co_await eventually(back));
+  CHECK(!c->send(data_msg(2, "fresh")));
+  co_await g.shutdown();
+}
+TEST_CASE("a full queue refuses sends clearly and does not block a reconnect") { run_async(full_queue_reconnect); }
+
+asio::awaitable<void> remote_restart(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  const node_id old_id = g.link(0, 1)->remote_id();
+  // Replace node 1 by a new process on the same port: a new manager, a new node id.
+  co_await g.node(1).shutdown();
+  detail::host_url u;
+  (void)detail::parse_host_url(g.host(1), u);
+  asio::ip::tcp::acceptor acc(ex);
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), u.port);
+  acc.open(ep.protocol());
+  acc.set_option(asio::socket_base::reuse_address(true));
+  acc.bind(ep);
+  acc.listen();
+  manager_options o;
+  o.local = g.host(1);
+  o.hosts = g.hosts();
+  o.auth = static_token_auth("cogrid-test-token");
+  o.connection = connection_options::for_tests();
+  manager reborn(ex, std::move(o));
+  reborn.listen(std::move(acc));
+  reborn.start();
+  REQUIRE(!(co_await reborn.connection(g.host(0))->wait_for_connect()));
+  auto seen = [&] { return g.link(0, 1)->state() == connection_state::connected && !(g.link(0, 1)->remote_id() == old_id); };
+  REQUIRE(co_await eventually(seen));
+  CHECK(g.link(0, 1)->remote_id() == reborn.id());
+  CHECK(g.link(0, 1)->stats().remote_restarts == 1);
+  co_await reborn.shutdown();
+  co_await g.shutdown();
+}
+TEST_CASE("a restarted remote is told apart from a reconnect (node id compared)") { run_async(remote_restart); }
+
+asio::awaitable<void> rejections(asio::any_io_executor ex) {
+  testing::grid g(ex, 3);
+  collecting_sink sinks[3];
+  for (std::size_t i = 0; i < 3; ++i) g.node(i).set_sink(&sinks[i]);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  // The acceptor under test is a node that one peer dials (`dialer`, whom a raw client may claim to be)
+  // and that dials the other (`non_dialer`). Among three nodes one always exists, whatever the ports.
+  std::size_t acceptor = 0;
+  while (a_node_dialing(g, acceptor) == acceptor || a_node_dialed_by(g, acceptor) == acceptor) ++acceptor;
+  REQUIRE(acceptor < 3);
+  const std::size_t dialer = a_node_dialing(g, acceptor);
+  const std::size_t non_dialer = a_node_dialed_by(g, acceptor);
+  const std::string token = "cogrid-test-token";
+  connect_request good{node_id{}, g.host(dialer), wire_time::now(), token};
+
+  // Unknown host.
+  connect_request r = good;
+  r.host = "http://127.0.0.1:1";
+  raw_result res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  REQUIRE(!res.ec);
+  CHECK_FALSE(res.resp.accepted);
+  CHECK(res.resp.rejected_reason == "unknown incoming host");
+  CHECK(res.resp.id == g.node(acceptor).id());
+
+  // Clock skew beyond 5 minutes.
+  r = good;
+  r.time.seconds -= 600;
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  CHECK(res.resp.rejected_reason == "time difference too large");
+
+  // Bad token in the connect request (the HTTP header carried the good one).
+  r = good;
+  r.token = "wrong";
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  CHECK(res.resp.rejected_reason == "authentication failed");
+  CHECK(res.resp.rejected_reason.find("wrong") == std::string::npos);
+
+  // Claiming to be a node that node 0 itself must dial: wrong direction.
+  r = good;
+  r.host = g.host(non_dialer);
+  REQUIRE(should_connect(g.host(acceptor), g.host(non_dialer)));
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  CHECK(res.resp.rejected_reason == "grid: expected to be client side, not server side");
+
+  // A first message that is not OpConnect, and garbage that is not a grid message at all.
+  const std::string hello = "hello";
+  message not_connect = data_msg(1, hello);
+  std::vector<std::byte> wire;
+  (void)encode_append(not_connect, wire);
+  res = co_await raw_connect(g.host(acceptor), token, wire);
+  CHECK(res.resp.rejected_reason == "unexpected grid message");
+  const std::string garbage = "garbage, not msgpack";
+  res = co_await raw_connect(g.host(acceptor), token, std::vector<std::byte>(
+      reinterpret_cast<const std::byte*>(garbage.data()), reinterpret_cast<const std::byte*>(garbage.data()) + garbage.size()));
+  CHECK_FALSE(res.resp.accepted);
+  CHECK_FALSE(res.resp.rejected_reason.empty());
+
+  // Bad token in the HTTP upgrade: 403 before any WebSocket.
+  res = co_await raw_connect(g.host(acceptor), "wrong", connect_msg(good));
+  CHECK(res.ec);
+  CHECK(res.http_status == 403);
+  // Wrong route: 404.
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(good), "/other");
+  CHECK(res.http_status == 404);
+
+  // Not a WebSocket at all: plain HTTP and raw garbage get an HTTP error and a close.
+  for (std::string req : {std::string("GET /minio/grid/v1 HTTP/1.1\r\nHost: x\r\n\r\n"), std::string("\x16\x03\x01 garbage\r\n\r\n")}) {
+    detail::host_url u;
+    (void)detail::parse_host_url(g.host(acceptor), u);
+    asio::ip::tcp::socket s(ex);
+    co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+    co_await asio::async_write(s, asio::buffer(req), asio::use_awaitable);
+    std::string reply;
+    std::error_code ec;
+    co_await asio::async_read(s, asio::dynamic_buffer(reply), asio::redirect_error(asio::use_awaitable, ec));
+    CHECK(ec == asio::error::eof); // closed by the node
+    CHECK(reply.rfind("HTTP/1.1 4", 0) == 0);
+  }
+
+  const rejection_counts rc = g.node(acceptor).rejections();
+  CHECK(rc.at("unknown incoming host") == 1);
+  CHECK(rc.at("time difference too large") == 1);
+  CHECK(rc.at("authentication failed") == 1);
+  CHECK(rc.at("grid: expected to be client side, not server side") == 1);
+  CHECK(rc.at("wrong route") == 1);
+  CHECK(rc.at("not a WebSocket upgrade") == 1);
+
+  // The node kept serving its real peers all along.
+  CHECK(g.link(acceptor, dialer)->state() == connection_state::connected);
+  CHECK(g.link(acceptor, non_dialer)->state() == connection_state::connected);
+  CHECK(g.link(acceptor, dialer)->stats().connects == 1);
+  const std::size_t other = acceptor == 2 ? 1 : 2;
+  REQUIRE(!g.link(acceptor, other)->send(data_msg(5, "still here")));
+  auto got = [&] { return sinks[other].count.load() == 1; };
+  CHECK(co_await eventually(got));
+  co_await g.shutdown();
+}
+TEST_CASE("every rejection reason is told to the peer and counted, and the node keeps serving") { run_async(rejections); }
+
+asio::awaitable<void> wrong_token_node(asio::any_io_executor ex) {
+  // Node 1 has another token: whichever side dials, the link never comes up, and both sides say why.
+  testing::grid g(ex, 2, [](std::size_t i, manager_options& o) {
+    if (i == 1) o.auth = static_token_auth("another-token");
+  });
+  g.start();
+  const std::size_t d = g.link(0, 1)->dialer() ? 0 : 1;
+  auto failed = [&] { return g.link(d, 1 - d)->stats().dial_failures >= 2; };
+  REQUIRE(co_await eventually(failed));
+  CHECK(g.link(d, 1 - d)->state() != connection_state::connected);
+  CHECK(g.link(d, 1 - d)->stats().last_error.find("403") != std::string::npos);
+  CHECK(g.node(1 - d).rejections().at("HTTP upgrade: authentication failed") >= 2);
+  co_await g.shutdown();
+}
+TEST_CASE("a node with the wrong token is refused on every attempt, and retries") { run_async(wrong_token_node); }
+
+asio::awaitable<void> tls_grid(asio::any_io_executor ex) {
+  const auto cert = cogrid_test::make_test_cert();
+  auto server = make_server_tls_context(cert.cert_pem, cert.key_pem);
+  auto client = make_client_tls_context(cert.cert_pem);
+  std::vector<std::string> https_hosts;
+  testing::grid g(ex, 2, [&](std::size_t, manager_options& o) {
+    for (auto& h : o.hosts) h.replace(0, 4, "https");
+    o.local.replace(0, 4, "https");
+    o.tls_client = client;
+    o.tls_server = server;
+  });
+  collecting_sink sink;
+  const std::string h0 = "https" + g.host(0).substr(4), h1 = "https" + g.host(1).substr(4);
+  g.node(1).set_sink(&sink);
+  g.start();
+  auto c01 = g.node(0).connection(h1);
+  REQUIRE(c01);
+  REQUIRE(!(co_await c01->wait_for_connect()));
+  REQUIRE(!(co_await g.node(1).connection(h0)->wait_for_connect()));
+  CHECK(c01->base_flags() == msg_flags::none); // both TLS: no CRC
+  REQUIRE(!c01->send(data_msg(1, "over tls")));
+  auto got = [&] { return sink.count.load() == 1; };
+  REQUIRE(co_await eventually(got));
+  CHECK(sink.payloads[0] == "over tls");
+  co_await g.shutdown();
+}
+TEST_CASE("TLS: https hosts connect with a certificate made in the test, CRC off") { run_async(tls_grid); }
+
+asio::awaitable<void> tls_untrusted(asio::any_io_executor ex) {
+  const auto cert = cogrid_test::make_test_cert();
+  const auto other = cogrid_test::make_test_cert("someone-else");
+  auto server = make_server_tls_context(cert.cert_pem, cert.key_pem);
+  auto client = make_client_tls_context(other.cert_pem); // trusts another certificate only
+  testing::grid g(ex, 2, [&](std::size_t, manager_options& o) {
+    for (auto& h : o.hosts) h.replace(0, 4, "https");
+    o.local.replace(0, 4, "https");
+    o.tls_client = client;
+    o.tls_server = server;
+  });
+  g.start();
+  const std::size_t d = should_connect("https" + g.host(0).substr(4), "https" + g.host(1).substr(4)) ? 0 : 1;
+  auto c = g.node(d).connection("https" + g.host(1 - d).substr(4));
+  auto failed = [&] { return c->stats().dial_failures >= 1; };
+  REQUIRE(co_await eventually(failed));
+  CHECK(c->state() != connection_state::connected);
+  CHECK(c->stats().connects == 0);
+  co_await g.shutdown();
+}
+TEST_CASE("TLS: certificates are verified by default (an untrusted server is refused)") { run_async(tls_untrusted); }
+
+TEST_SUITE_END();
