@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace cogrid {
@@ -51,6 +52,15 @@ struct manager_options {
   /// X-Minio-Time of the HTTP upgrade must be within this of our clock (MinIO's DefaultSkewTime).
   std::chrono::milliseconds max_http_time_skew = std::chrono::minutes(15);
   log_sink log;
+};
+
+/// An HTTP request head that the application's own server read from a connection, handed to
+/// `manager::accept` so that the grid can share the application's port.
+struct upgrade_request {
+  std::string method;  ///< "GET"
+  std::string target;  ///< e.g. "/minio/grid/v1"
+  std::string version; ///< "HTTP/1.1"
+  std::vector<std::pair<std::string, std::string>> headers; ///< in order received; names any case
 };
 
 /// Counts of incoming connections that failed our checks, by reason ("unknown incoming host", ...).
@@ -88,6 +98,10 @@ public:
   /// Takes an accepted TCP connection (for example from the application's own listener): reads its
   /// HTTP upgrade (TLS first when local is https://) and runs the grid handshake on it.
   COGRID_DECL void accept(asio::ip::tcp::socket socket);
+  /// Takes a plain-TCP connection whose HTTP request head the application already read (`request`),
+  /// with any bytes it read past the head (`leftover`): the grid checks route, upgrade and token, answers
+  /// the upgrade, and runs the handshake. For TLS, hand the socket over before the TLS handshake instead.
+  COGRID_DECL void accept(asio::ip::tcp::socket socket, upgrade_request request, std::vector<std::byte> leftover = {});
 
   /// Incoming connections rejected so far, by reason.
   COGRID_DECL rejection_counts rejections() const;

@@ -12,12 +12,14 @@
 
 #include <asio/connect.hpp>
 #include <asio/read.hpp>
+#include <asio/read_until.hpp>
 #include <asio/write.hpp>
 
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <mutex>
+#include <thread>
 
 using namespace cogrid;
 using namespace std::chrono_literals;
@@ -242,7 +244,7 @@ asio::awaitable<void> stalled_peer(asio::any_io_executor ex) {
   REQUIRE(co_await eventually(dropped));
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK(took < 2s);
-  CHECK(g.link(0, 1)->stats().last_error.find("timed out") != std::string::npos);
+  CHECK(g.link(0, 1)->stats().last_error.find("no pong") != std::string::npos);
   g.block_inbound(1, 0, false);
   REQUIRE(!(co_await g.wait_all_connected()));
   co_await g.shutdown();
@@ -473,5 +475,154 @@ asio::awaitable<void> tls_untrusted(asio::any_io_executor ex) {
   co_await g.shutdown();
 }
 TEST_CASE("TLS: certificates are verified by default (an untrusted server is refused)") { run_async(tls_untrusted); }
+
+asio::awaitable<void> shared_port(asio::any_io_executor ex) {
+  // Node 1's "application" owns its listener, reads each HTTP request head itself and hands the
+  // connection to the grid (sharing one port with the application).
+  asio::ip::tcp::acceptor a0(ex, {asio::ip::make_address("127.0.0.1"), 0}), a1(ex, {asio::ip::make_address("127.0.0.1"), 0});
+  std::vector<std::string> hosts = {"http://127.0.0.1:" + std::to_string(a0.local_endpoint().port()),
+                                    "http://127.0.0.1:" + std::to_string(a1.local_endpoint().port())};
+  const std::size_t app = should_connect(hosts[0], hosts[1]) ? 1 : 0; // the side that is dialed
+  std::unique_ptr<manager> m[2];
+  for (std::size_t i = 0; i < 2; ++i) {
+    manager_options o;
+    o.local = hosts[i];
+    o.hosts = hosts;
+    o.auth = static_token_auth("cogrid-test-token");
+    o.connection = connection_options::for_tests();
+    m[i] = std::make_unique<manager>(ex, std::move(o));
+  }
+  m[1 - app]->listen(app == 0 ? std::move(a1) : std::move(a0));
+  asio::ip::tcp::acceptor& app_acceptor = app == 0 ? a0 : a1;
+  m[0]->start();
+  m[1]->start();
+  // The application's server: one request, parsed by hand.
+  asio::ip::tcp::socket s = co_await app_acceptor.async_accept(asio::use_awaitable);
+  std::string head;
+  const std::size_t n = co_await asio::async_read_until(s, asio::dynamic_buffer(head), "\r\n\r\n", asio::use_awaitable);
+  const std::string extra = head.substr(n);
+  head.resize(n);
+  upgrade_request req;
+  std::size_t line_end = head.find("\r\n");
+  const std::string start = head.substr(0, line_end);
+  req.method = start.substr(0, start.find(' '));
+  req.target = start.substr(start.find(' ') + 1, start.rfind(' ') - start.find(' ') - 1);
+  req.version = start.substr(start.rfind(' ') + 1);
+  for (std::size_t at = line_end + 2; at + 2 < head.size();) {
+    const std::size_t end = head.find("\r\n", at);
+    const std::string line = head.substr(at, end - at);
+    const std::size_t colon = line.find(':');
+    req.headers.emplace_back(line.substr(0, colon), line.substr(line.find_first_not_of(' ', colon + 1)));
+    at = end + 2;
+  }
+  CHECK(req.target == "/minio/grid/v1");
+  m[app]->accept(std::move(s), std::move(req),
+                 std::vector<std::byte>(reinterpret_cast<const std::byte*>(extra.data()),
+                                        reinterpret_cast<const std::byte*>(extra.data()) + extra.size()));
+  REQUIRE(!(co_await m[app]->connection(hosts[1 - app])->wait_for_connect()));
+  REQUIRE(!(co_await m[1 - app]->connection(hosts[app])->wait_for_connect()));
+  CHECK(m[1 - app]->connection(hosts[app])->remote_id() == m[app]->id());
+  co_await m[0]->shutdown();
+  co_await m[1]->shutdown();
+}
+TEST_CASE("an HTTP request read by the application's own server is handed to the grid (shared port)") {
+  run_async(shared_port);
+}
+
+asio::awaitable<void> many_threads(asio::any_io_executor ex) {
+  testing::grid g(ex, 3);
+  collecting_sink sinks[3];
+  for (std::size_t i = 0; i < 3; ++i) g.node(i).set_sink(&sinks[i]);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  // Four threads send on all six links at once while the io_context runs on four threads.
+  constexpr int per_thread = 3000;
+  std::vector<std::thread> senders;
+  std::atomic<int> refused{0};
+  for (int t = 0; t < 4; ++t) {
+    senders.emplace_back([&g, &refused, t] {
+      const std::string text = "thread-" + std::to_string(t);
+      for (int k = 0; k < per_thread; ++k) {
+        const std::size_t i = static_cast<std::size_t>(k + t) % 3, j = (i + 1 + static_cast<std::size_t>(k % 2)) % 3;
+        if (g.link(i, j)->send(data_msg(static_cast<std::uint64_t>(t + 1), text))) refused.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  CHECK(refused.load() == 0);
+  auto all = [&] { return sinks[0].count + sinks[1].count + sinks[2].count == 4 * per_thread; };
+  REQUIRE(co_await eventually(all));
+  // Per sender, messages arrive in the order sent on each link (they carry the thread id as mux id).
+  for (auto& k : sinks) {
+    std::lock_guard lk(k.mu);
+    for (std::size_t x = 0; x < k.payloads.size(); ++x) CHECK(k.payloads[x] == "thread-" + std::to_string(k.mux_ids[x] - 1));
+  }
+  // Kill every link from several threads at once: all come back.
+  std::vector<std::thread> killers;
+  for (std::size_t i = 0; i < 3; ++i) killers.emplace_back([&g, i] { g.kill(i, (i + 1) % 3); });
+  for (auto& t : killers) t.join();
+  co_await sleep_for(50ms);
+  REQUIRE(!(co_await g.wait_all_connected()));
+  co_await g.shutdown();
+}
+TEST_CASE("an io_context on four threads, with sends and kills from other threads") {
+  run_async(many_threads, std::chrono::seconds(60), 4);
+}
+
+asio::awaitable<void> write_stall(asio::any_io_executor ex) {
+  // A fake peer completes the handshake and then never reads its socket again. Our writes back up and
+  // the write deadline (500 ms in tests) drops the connection; pings are slowed so they do not fire first.
+  asio::ip::tcp::acceptor ours(ex), fake(ex);
+  std::vector<std::string> hosts;
+  for (;;) { // ports until the real node is the dialer
+    ours = asio::ip::tcp::acceptor(ex, {asio::ip::make_address("127.0.0.1"), 0});
+    fake = asio::ip::tcp::acceptor(ex, {asio::ip::make_address("127.0.0.1"), 0});
+    hosts = {"http://127.0.0.1:" + std::to_string(ours.local_endpoint().port()),
+             "http://127.0.0.1:" + std::to_string(fake.local_endpoint().port())};
+    if (should_connect(hosts[0], hosts[1])) break;
+  }
+  manager_options o;
+  o.local = hosts[0];
+  o.hosts = hosts;
+  o.auth = static_token_auth("cogrid-test-token");
+  o.connection = connection_options::for_tests();
+  o.connection.ping_interval = 10s;
+  o.connection.pong_timeout = 60s;
+  manager m(ex, std::move(o));
+  m.listen(std::move(ours));
+  m.start();
+  // The fake node's side of the handshake.
+  asio::ip::tcp::socket s = co_await fake.async_accept(asio::use_awaitable);
+  s.set_option(asio::socket_base::receive_buffer_size(4096));
+  auto t = detail::make_tcp_transport(std::move(s));
+  detail::http_request req;
+  std::vector<std::byte> leftover, in, frame, wire, payload;
+  REQUIRE(!(co_await detail::http_read_request(*t, detail::ws_limits{}, req, leftover)));
+  REQUIRE(!(co_await detail::ws_accept(*t, req)));
+  detail::ws_stream ws(std::move(t), detail::ws_role::server, detail::ws_limits{}, std::move(leftover));
+  REQUIRE(!(co_await ws.read_message(in)));
+  encode_append(connect_response{node_id{}, true, ""}, payload);
+  message reply;
+  reply.op = op_code::connect_response;
+  reply.payload = std::span<const std::byte>(payload);
+  REQUIRE(!encode_append(reply, wire));
+  ws.frame_binary(wire, frame);
+  REQUIRE(!(co_await ws.write_raw(frame)));
+  auto c = m.connection(hosts[1]);
+  REQUIRE(!(co_await c->wait_for_connect()));
+  // Now flood it; the fake never reads again.
+  const std::string big(64 * 1024, 'x');
+  for (int i = 0; i < 400 && c->state() == connection_state::connected; ++i) {
+    (void)c->send(data_msg(1, big));
+    co_await sleep_for(1ms);
+  }
+  auto dropped = [&] { return c->stats().last_error.find("write timeout") != std::string::npos; };
+  REQUIRE(co_await eventually(dropped));
+  CHECK(c->state() != connection_state::connected);
+  CHECK(c->send(data_msg(1, big)) != std::error_code{}); // fails fast afterwards
+  co_await m.shutdown();
+  ws.lower().close();
+}
+TEST_CASE("a peer that stops reading its socket is dropped by the write deadline") { run_async(write_stall); }
 
 TEST_SUITE_END();

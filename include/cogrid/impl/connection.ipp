@@ -37,10 +37,11 @@ struct session {
   }
 
   /// Ends the session once: closes the transport (the reader and writer then stop) and wakes the others.
-  void fail(std::error_code ec) {
+  void fail(std::error_code ec, std::string text = {}) {
     if (failed) return;
     failed = true;
     why = ec;
+    why_text = text.empty() ? ec.message() : std::move(text);
     ws->lower().close();
     wake.cancel();
     tick.cancel();
@@ -53,6 +54,7 @@ struct session {
   asio::steady_timer tick; // the health loop's clock
   bool failed = false;
   std::error_code why;
+  std::string why_text;
   bool writing = false;
   steady::time_point write_started{};
   steady::time_point last_pong = steady::now();
@@ -398,9 +400,9 @@ COGRID_DECL void connection::end_session(detail::session& s, std::error_code why
   {
     std::lock_guard lk(st_mu_);
     st_.dropped_on_disconnect += dropped;
-    st_.last_error = "session ended: " + why.message();
+    st_.last_error = "session ended: " + s.why_text;
   }
-  log(log_level::info, "session " + std::to_string(s.id) + " ended: " + why.message());
+  log(log_level::info, "session " + std::to_string(s.id) + " ended: " + s.why_text);
   if (current_.get() == &s) {
     current_.reset();
     session_done_.cancel();
@@ -428,7 +430,7 @@ COGRID_DECL asio::awaitable<void> connection::reader(std::shared_ptr<detail::ses
         ++st_.protocol_errors;
       }
       log(log_level::error, "malformed message from remote: " + perr.message());
-      s->fail(perr);
+      s->fail(perr, "malformed message from remote: " + perr.message());
     }
   }
 }
@@ -565,12 +567,12 @@ COGRID_DECL asio::awaitable<void> connection::health(std::shared_ptr<detail::ses
     const auto now = detail::steady::now();
     if (s->writing && now - s->write_started > opt.write_timeout) {
       log(log_level::warning, "write timeout: the remote stopped reading");
-      s->fail(make_error_code(errc::timeout));
+      s->fail(make_error_code(errc::timeout), "write timeout: the remote stopped reading");
       break;
     }
     if (now - s->last_pong > opt.pong_timeout) {
       log(log_level::warning, "no pong within the timeout: the remote is not answering");
-      s->fail(make_error_code(errc::timeout));
+      s->fail(make_error_code(errc::timeout), "no pong within the timeout: the remote is not answering");
       break;
     }
     if (now - s->last_ping_sent >= opt.ping_interval) {

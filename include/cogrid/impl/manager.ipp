@@ -82,6 +82,9 @@ inline std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
+inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
+                                           http_request req, std::vector<std::byte> leftover, std::string peer);
+
 // The grid handshake of one incoming connection, in MinIO's order. Runs on the socket's strand.
 inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
   const connection_options& opt = st->shared->opt;
@@ -129,6 +132,16 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
     st->end_incoming();
     co_return;
   }
+  co_await serve_upgrade(st, std::move(t), std::move(req), std::move(leftover), std::move(peer));
+}
+
+// The rest of the handshake once the HTTP request head is read: route, upgrade, authentication, the
+// WebSocket accept and the connect exchange. Ends the incoming count.
+inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
+                                           http_request req, std::vector<std::byte> leftover, std::string peer) {
+  const connection_options& opt = st->shared->opt;
+  const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
+  std::error_code ec;
   if (path_of(req.target) != st->shared->route) {
     co_await http_respond(*t, 404, "Not Found");
     st->reject("wrong route", peer);
@@ -357,6 +370,32 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
     return;
   }
   asio::co_spawn(strand, detail::serve_incoming(state_, std::move(s)), asio::detached);
+}
+
+COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request request, std::vector<std::byte> leftover) {
+  if (!state_->begin_incoming()) return;
+  auto strand = asio::make_strand(state_->ex);
+  asio::ip::tcp::socket s(strand);
+  std::error_code ec;
+  const auto proto = socket.local_endpoint(ec).protocol();
+  std::string peer = "?";
+  if (!ec) {
+    std::error_code e;
+    const auto ep = socket.remote_endpoint(e);
+    if (!e) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+    s.assign(proto, socket.release(), ec);
+  }
+  if (ec) {
+    state_->end_incoming();
+    return;
+  }
+  detail::http_request req;
+  req.method = std::move(request.method);
+  req.target = std::move(request.target);
+  req.version = std::move(request.version);
+  req.headers = std::move(request.headers);
+  asio::co_spawn(strand, detail::serve_upgrade(state_, detail::make_tcp_transport(std::move(s)), std::move(req),
+                                               std::move(leftover), std::move(peer)), asio::detached);
 }
 
 COGRID_DECL rejection_counts manager::rejections() const {
