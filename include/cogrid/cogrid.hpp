@@ -18,5 +18,7 @@
 #include <cogrid/stats.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/manager.hpp>
+#include <cogrid/call.hpp>
+#include <cogrid/unary.hpp>
 
 #endif // COGRID_COGRID_HPP

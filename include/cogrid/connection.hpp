@@ -32,6 +32,8 @@ namespace detail {
 struct grid_shared;
 struct session;
 class ws_stream;
+struct conn_mux;
+class mux_core;
 } // namespace detail
 
 /// Receives the grid messages of a connection that are not connection-level (everything except the
@@ -106,6 +108,11 @@ public:
   COGRID_DECL asio::awaitable<void> shutdown();
   /// The flags every queued message gets (CRC unless both hosts are TLS).
   msg_flags base_flags() const noexcept { return base_flags_; }
+  /// Like `send`, for replies to messages the peer sent (responses, pongs, credits): not refused when the
+  /// queue is full, since dropping them would leave the peer waiting.
+  std::error_code send_control(const message& m) { return enqueue(m, true); }
+  /// The calls in flight on this connection (the mux layer's state).
+  detail::conn_mux& mux() noexcept { return *mux_; }
 
 private:
   friend struct detail::session;
@@ -125,6 +132,7 @@ private:
   COGRID_DECL void wake_writer();
 
   std::shared_ptr<detail::grid_shared> shared_;
+  std::unique_ptr<detail::conn_mux> mux_;
   std::string local_, remote_;
   bool dialer_;
   msg_flags base_flags_;

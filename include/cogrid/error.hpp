@@ -45,6 +45,13 @@ enum class errc : int {
   shutdown = 113,             ///< The manager or connection is shutting down.
   websocket_closed = 114,     ///< The peer closed the WebSocket (close frame).
   unexpected_message = 115,   ///< A handshake or control message arrived where another was required.
+
+  // Calls and streams (200-299).
+  remote_error = 200,         ///< The remote handler failed; the call's error carries the remote's text.
+  unknown_handler = 201,      ///< The remote has no handler for this id or subroute (OpMuxConnectError).
+  handler_exists = 202,       ///< A handler with this id and subroute is registered already.
+  bad_payload = 203,          ///< A payload does not decode as the handler's declared type.
+  invalid_handler = 204,      ///< Handler id 0 is not a valid handler.
 };
 
 /// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.
@@ -53,6 +60,7 @@ enum class condition : int {
   encoding_failed = 2,    ///< A message could not be encoded (caller error or a payload too large).
   connection_failed = 3,  ///< The connection is down or could not be made (transport, WebSocket, handshake).
   rejected = 4,           ///< A peer failed (or we failed) the handshake's checks: auth, skew, host, direction.
+  call_failed = 5,        ///< A call or stream failed at the remote (remote error, unknown handler, bad payload).
 };
 
 /// The category of `cogrid::errc` codes. Its name is "cogrid".

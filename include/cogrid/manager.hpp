@@ -5,6 +5,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/auth.hpp>
+#include <cogrid/call.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/options.hpp>
@@ -106,7 +107,15 @@ public:
   /// Incoming connections rejected so far, by reason.
   COGRID_DECL rejection_counts rejections() const;
 
-  /// The receiver of all non-connection-level messages (the mux layer). Set before `start`.
+  /// Registers `fn` as the handler of single requests to `h` (and, when given, to subroute `route`
+  /// under `h`). Register before `start`, and the same handlers on every node.
+  /// @par Errors
+  /// `errc::handler_exists` when the id (or subroute) has a handler; `errc::invalid_handler` for id 0.
+  COGRID_DECL std::error_code register_unary(handler_id h, raw_unary_handler fn);
+  COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
+
+  /// Replaces the receiver of all non-connection-level messages (by default the manager's own call
+  /// layer). For tests and for users who bring their own mux layer; set before `start`.
   COGRID_DECL void set_sink(message_sink* sink) noexcept;
 
   /// Stops listening, ends all sessions and dial loops, and completes when they are gone.

@@ -13,33 +13,43 @@
 
 namespace cogrid {
 
-/// Holds either a `T` or a non-zero `std::error_code` (like C++23 `std::expected<T, std::error_code>`).
+/// Throws the exception that stands for error `ec`: `std::system_error`. Other error types used with
+/// `result` provide their own `throw_as_exception` (found by argument-dependent lookup).
+[[noreturn]] inline void throw_as_exception(const std::error_code& ec) { throw std::system_error(ec); }
+
+/// Holds either a `T` or an error `E` (like C++23 `std::expected<T, E>`); `E` is `std::error_code`
+/// unless said otherwise (calls use `call_error`, which also carries a remote's error text).
 ///
-/// `value()` throws `std::system_error` when there is no value, so code that prefers exceptions can
-/// write `auto m = decode(buf).value();` and code that does not can test the result first.
+/// `value()` throws (`std::system_error` for error codes) when there is no value, so code that prefers
+/// exceptions can write `auto m = decode(buf).value();` and code that does not can test the result first.
 ///
 /// @par Thread safety
 /// Distinct objects: safe. Shared objects: const member functions only.
-template <class T>
+template <class T, class E = std::error_code>
 class [[nodiscard]] result {
 public:
   using value_type = T;
+  using error_type = E;
 
   /// A result holding `v`.
   result(const T& v) : state_(std::in_place_index<0>, v) {}
   result(T&& v) noexcept(std::is_nothrow_move_constructible_v<T>) : state_(std::in_place_index<0>, std::move(v)) {}
 
-  /// A result holding the error `ec`, which must not be zero.
-  result(std::error_code ec) noexcept : state_(std::in_place_index<1>, ec) { assert(ec); }
-  result(errc e) noexcept : result(make_error_code(e)) {}
+  /// A result holding the error `e` (for error codes: non-zero).
+  result(E e) noexcept(std::is_nothrow_move_constructible_v<E>) : state_(std::in_place_index<1>, std::move(e)) {
+    if constexpr (std::is_same_v<E, std::error_code>) assert(std::get<1>(state_));
+  }
+  /// From an error code, when `E` can be made from one.
+  template <class C, class = std::enable_if_t<std::is_error_code_enum_v<C> && !std::is_same_v<E, C>>>
+  result(C e) noexcept : result(E(make_error_code(e))) {}
 
   bool has_value() const noexcept { return state_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }
 
-  /// The error; a default (zero) error_code when the result holds a value.
-  std::error_code error() const noexcept { return has_value() ? std::error_code{} : std::get<1>(state_); }
+  /// The error; a default-constructed `E` (a zero error_code) when the result holds a value.
+  E error() const { return has_value() ? E{} : std::get<1>(state_); }
 
-  /// The value; throws `std::system_error(error())` when there is none.
+  /// The value; throws `throw_as_exception(error())` (`std::system_error` for codes) when there is none.
   T& value() & { check(); return std::get<0>(state_); }
   const T& value() const& { check(); return std::get<0>(state_); }
   T&& value() && { check(); return std::get<0>(std::move(state_)); }
@@ -57,10 +67,10 @@ public:
 
 private:
   void check() const {
-    if (!has_value()) throw std::system_error(std::get<1>(state_));
+    if (!has_value()) throw_as_exception(std::get<1>(state_));
   }
 
-  std::variant<T, std::error_code> state_;
+  std::variant<T, E> state_;
 };
 
 } // namespace cogrid

@@ -16,6 +16,7 @@
 #include <cogrid/impl/control.ipp>
 #include <cogrid/impl/connection.ipp>
 #include <cogrid/impl/manager.ipp>
+#include <cogrid/impl/mux.ipp>
 #include <cogrid/impl/auth.ipp>
 
 #endif // COGRID_SRC_HPP

@@ -6,3 +6,4 @@
 #include <cogrid/cogrid.hpp>
 #include <cogrid/manager.hpp>
 #include <cogrid/testing.hpp>
+#include <cogrid/unary.hpp>

@@ -5,6 +5,7 @@
 #include <cogrid/connection.hpp>
 #include <cogrid/election.hpp>
 #include <cogrid/detail/grid_shared.hpp>
+#include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/http.hpp>
 #include <cogrid/detail/transport.hpp>
 #include <cogrid/detail/websocket.hpp>
@@ -84,7 +85,7 @@ asio::awaitable<T> with_deadline(asio::awaitable<T> op, std::chrono::millisecond
 } // namespace detail
 
 COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex)
-    : shared_(std::move(shared)), local_(shared_->local), remote_(std::move(remote)),
+    : shared_(std::move(shared)), mux_(std::make_unique<detail::conn_mux>()), local_(shared_->local), remote_(std::move(remote)),
       dialer_(should_connect(local_, remote_)), base_flags_(msg_flags::none), strand_(asio::make_strand(ex)),
       retry_timer_(strand_), loop_done_(strand_), session_done_(strand_) {
   detail::host_url r;
@@ -120,6 +121,14 @@ COGRID_DECL connection_stats connection::stats() const {
     std::lock_guard lk(q_mu_);
     s.queue_length = q_ends_.size();
   }
+  {
+    std::lock_guard lk(mux_->mu);
+    s.calls_out = mux_->outgoing.size();
+    s.calls_in = mux_->incoming.size();
+  }
+  s.late_responses = mux_->late_responses.load(std::memory_order_relaxed);
+  s.calls_cancelled = mux_->cancelled.load(std::memory_order_relaxed);
+  s.unhandled += mux_->unknown_mux.load(std::memory_order_relaxed);
   return s;
 }
 

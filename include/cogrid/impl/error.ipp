@@ -43,6 +43,11 @@ public:
     case errc::shutdown: return "grid shutting down";
     case errc::websocket_closed: return "WebSocket closed by peer";
     case errc::unexpected_message: return "unexpected grid message";
+    case errc::remote_error: return "remote error";
+    case errc::unknown_handler: return "unknown mux handler";
+    case errc::handler_exists: return "handler already exists";
+    case errc::bad_payload: return "payload does not decode as the expected type";
+    case errc::invalid_handler: return "invalid handler id";
     }
     return "unknown cogrid error " + std::to_string(ev);
   }
@@ -52,6 +57,7 @@ public:
     if (ev == 11 || ev == 12) return make_error_condition(condition::encoding_failed);
     if (ev >= 106 && ev <= 111) return make_error_condition(condition::rejected);
     if (ev >= 100 && ev <= 115) return make_error_condition(condition::connection_failed);
+    if (ev == 200 || ev == 201 || ev == 203) return make_error_condition(condition::call_failed);
     return {ev, *this};
   }
 };
@@ -64,6 +70,7 @@ inline bool matches(int ev, condition c) noexcept {
   case condition::encoding_failed: return ev == 11 || ev == 12;
   case condition::connection_failed: return ev >= 100 && ev <= 115;
   case condition::rejected: return ev >= 106 && ev <= 111;
+  case condition::call_failed: return ev == 200 || ev == 201 || ev == 203;
   }
   return false;
 }
@@ -83,6 +90,7 @@ public:
     case condition::encoding_failed: return "grid message encoding failed";
     case condition::connection_failed: return "grid connection failed";
     case condition::rejected: return "grid handshake rejected";
+    case condition::call_failed: return "grid call failed at the remote";
     }
     return "unknown cogrid condition " + std::to_string(ev);
   }

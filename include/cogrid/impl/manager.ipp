@@ -5,6 +5,7 @@
 #include <cogrid/manager.hpp>
 #include <cogrid/election.hpp>
 #include <cogrid/detail/grid_shared.hpp>
+#include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/http.hpp>
 #include <cogrid/detail/transport.hpp>
 #include <cogrid/detail/websocket.hpp>
@@ -31,6 +32,7 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
   std::shared_ptr<asio::ssl::context> tls_server;
   std::chrono::milliseconds max_http_time_skew{};
   std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
+  std::shared_ptr<mux_core> mux;
 
   mutable std::mutex mu; // guards the members below
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors;
@@ -293,6 +295,8 @@ COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : stat
   st.shared->log = std::move(o.log);
   st.tls_server = std::move(o.tls_server);
   st.max_http_time_skew = o.max_http_time_skew;
+  st.mux = std::make_shared<detail::mux_core>(ex);
+  st.shared->sink.store(st.mux.get(), std::memory_order_release);
   for (const auto& h : o.hosts) {
     if (h == o.local || st.conns.count(h)) continue;
     st.conns.emplace(h, std::make_shared<cogrid::connection>(st.shared, h, ex));
@@ -401,6 +405,14 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request r
 COGRID_DECL rejection_counts manager::rejections() const {
   std::lock_guard lk(state_->mu);
   return state_->rejected;
+}
+
+COGRID_DECL std::error_code manager::register_unary(handler_id h, raw_unary_handler fn) {
+  return state_->mux->register_unary(h, std::nullopt, std::move(fn));
+}
+
+COGRID_DECL std::error_code manager::register_unary(handler_id h, std::string_view route, raw_unary_handler fn) {
+  return state_->mux->register_unary(h, make_subroute_id(h, route), std::move(fn));
 }
 
 COGRID_DECL void manager::set_sink(message_sink* sink) noexcept { state_->shared->sink.store(sink, std::memory_order_release); }

@@ -1,0 +1,73 @@
+// cogrid/detail/mux.hpp — the type-erased core of calls: the handler registry, the calls a connection
+// has in flight in both directions, and the routing of mux messages. Compiled once; the typed layer
+// (unary.hpp) only packs and unpacks.
+#ifndef COGRID_DETAIL_MUX_HPP
+#define COGRID_DETAIL_MUX_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/call.hpp>
+#include <cogrid/connection.hpp>
+#include <cogrid/message.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+namespace cogrid::detail {
+
+struct pending_call;
+struct server_call;
+
+/// The calls one connection has in flight, in both directions.
+struct conn_mux {
+  std::mutex mu;
+  std::atomic<std::uint64_t> next_id{0}; // mux ids are never reused on a connection (first id 1)
+  std::unordered_map<std::uint64_t, std::shared_ptr<pending_call>> outgoing;
+  std::unordered_map<std::uint64_t, std::shared_ptr<server_call>> incoming;
+  std::atomic<std::uint64_t> late_responses{0}, cancelled{0}, unknown_mux{0};
+};
+
+/// One per manager: the handler registry, and the sink of every connection's mux messages.
+class mux_core final : public message_sink, public std::enable_shared_from_this<mux_core> {
+public:
+  explicit mux_core(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+
+  COGRID_DECL std::error_code register_unary(handler_id h, std::optional<subroute_id> sub, raw_unary_handler fn);
+
+  COGRID_DECL void on_message(connection& c, const message& m) override;
+  COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
+
+private:
+  COGRID_DECL std::shared_ptr<raw_unary_handler> find_unary(const message& m);
+  COGRID_DECL void serve_request(connection& c, const message& m);
+  COGRID_DECL static asio::awaitable<void> run_server_call(std::shared_ptr<server_call> sc,
+                                                           std::shared_ptr<raw_unary_handler> fn, payload req);
+
+  asio::any_io_executor ex_;
+  std::shared_mutex reg_mu_;
+  std::unordered_map<std::uint8_t, std::shared_ptr<raw_unary_handler>> unary_;
+  std::map<std::array<std::byte, 32>, std::shared_ptr<raw_unary_handler>> unary_sub_;
+};
+
+/// A single request on `c` to handler `h` (and subroute `sub`), waiting for its response.
+/// @par Cancellation
+/// The awaiting coroutine's cancellation slot: completes with `asio::error::operation_aborted` and
+/// tells the remote to stop the handler (OpDisconnectServerMux).
+COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<connection> c, handler_id h,
+                                                           std::optional<subroute_id> sub,
+                                                           std::optional<std::span<const std::byte>> req,
+                                                           call_options opt);
+
+} // namespace cogrid::detail
+
+#if defined(COGRID_HEADER_ONLY)
+#include <cogrid/impl/mux.ipp>
+#endif
+
+#endif // COGRID_DETAIL_MUX_HPP

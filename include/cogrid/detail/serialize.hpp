@@ -1,0 +1,77 @@
+// cogrid/detail/serialize.hpp — how typed handlers' values become payload bytes: msgpack-cxx for user
+// types (declare them with MSGPACK_DEFINE_MAP to get maps keyed by field name, as MinIO's msgp structs
+// are), and raw bytes for `cogrid::payload`.
+#ifndef COGRID_DETAIL_SERIALIZE_HPP
+#define COGRID_DETAIL_SERIALIZE_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/call.hpp>
+
+#include <msgpack.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace cogrid::detail {
+
+/// msgpack-cxx's output stream concept over a byte vector.
+struct byte_sink {
+  std::vector<std::byte>& out;
+  void write(const char* p, std::size_t n) {
+    const auto* b = reinterpret_cast<const std::byte*>(p);
+    out.insert(out.end(), b, b + n);
+  }
+};
+
+template <class T>
+struct codec {
+  /// Appends the encoding of `v`; returns false for a nil payload (never, for msgpack values).
+  static bool pack(const T& v, std::vector<std::byte>& out) {
+    byte_sink s{out};
+    msgpack::pack(s, v);
+    return true;
+  }
+  /// Decodes `in` into `out`: nil or empty decodes as a default `T`. Returns an error text, or nothing.
+  static std::optional<std::string> unpack(const std::optional<std::span<const std::byte>>& in, T& out) {
+    if (!in || in->empty()) {
+      out = T{};
+      return std::nullopt;
+    }
+    try {
+      std::size_t off = 0;
+      msgpack::object_handle oh = msgpack::unpack(reinterpret_cast<const char*>(in->data()), in->size(), off);
+      if (off != in->size()) return std::string("trailing bytes after the msgpack value");
+      oh.get().convert(out);
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+  }
+};
+
+/// Raw bytes: the payload itself, nil kept nil.
+template <>
+struct codec<payload> {
+  static bool pack(const payload& v, std::vector<std::byte>& out) {
+    if (!v) return false;
+    out.insert(out.end(), v->begin(), v->end());
+    return true;
+  }
+  static std::optional<std::string> unpack(const std::optional<std::span<const std::byte>>& in, payload& out) {
+    if (!in) out.reset();
+    else out.emplace(in->begin(), in->end());
+    return std::nullopt;
+  }
+};
+
+inline std::optional<std::span<const std::byte>> view_of(const payload& p) {
+  if (!p) return std::nullopt;
+  return std::span<const std::byte>(*p);
+}
+
+} // namespace cogrid::detail
+
+#endif // COGRID_DETAIL_SERIALIZE_HPP

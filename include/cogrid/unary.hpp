@@ -1,0 +1,169 @@
+// cogrid/unary.hpp — typed single-request handlers: declare once, serve on every node, call from anywhere.
+#ifndef COGRID_UNARY_HPP
+#define COGRID_UNARY_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/call.hpp>
+#include <cogrid/connection.hpp>
+#include <cogrid/manager.hpp>
+#include <cogrid/detail/mux.hpp>
+#include <cogrid/detail/serialize.hpp>
+
+#include <asio/awaitable.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace cogrid {
+
+namespace detail {
+
+template <class T>
+struct awaitable_value {
+  static constexpr bool is_awaitable = false;
+};
+template <class T, class E>
+struct awaitable_value<asio::awaitable<T, E>> {
+  static constexpr bool is_awaitable = true;
+};
+
+template <class T>
+struct is_handler_result : std::false_type {};
+template <class T>
+struct is_handler_result<result<T, handler_error>> : std::true_type {};
+
+template <class Resp>
+handler_result<payload> to_reply(Resp&& v) {
+  using V = std::decay_t<Resp>;
+  std::vector<std::byte> out;
+  if constexpr (std::is_same_v<V, handler_result<payload>>) {
+    return std::forward<Resp>(v);
+  } else if constexpr (std::is_same_v<V, payload>) {
+    return std::forward<Resp>(v);
+  } else if constexpr (is_handler_result<V>::value) {
+    if (!v) return v.error();
+    return to_reply(*std::forward<Resp>(v));
+  } else {
+    codec<V>::pack(v, out);
+    return payload(std::move(out));
+  }
+}
+
+/// Adapts a user handler `F` (taking `Req`, optionally after a `call_context`; returning `Resp`,
+/// `handler_result<Resp>` or an awaitable of either) to a raw handler. A named type rather than a
+/// capturing coroutine lambda: the user's function lives in `fn`, the coroutine takes copies.
+template <class Req, class Resp, class F>
+struct typed_unary {
+  std::shared_ptr<F> fn;
+
+  asio::awaitable<handler_result<payload>> operator()(call_context ctx, payload in) const {
+    return run(fn, std::move(ctx), std::move(in));
+  }
+
+  static asio::awaitable<handler_result<payload>> run(std::shared_ptr<F> fn, call_context ctx, payload in) {
+    Req req{};
+    if (auto err = codec<Req>::unpack(view_of(in), req)) co_return handler_error{"bad request payload: " + *err};
+    if constexpr (std::is_invocable_v<F&, const call_context&, Req>) {
+      using R = std::invoke_result_t<F&, const call_context&, Req>;
+      if constexpr (awaitable_value<R>::is_awaitable) co_return to_reply(co_await (*fn)(ctx, std::move(req)));
+      else co_return to_reply((*fn)(ctx, std::move(req)));
+    } else {
+      static_assert(std::is_invocable_v<F&, Req>, "a unary handler takes (Req) or (const call_context&, Req)");
+      using R = std::invoke_result_t<F&, Req>;
+      if constexpr (awaitable_value<R>::is_awaitable) co_return to_reply(co_await (*fn)(std::move(req)));
+      else co_return to_reply((*fn)(std::move(req)));
+    }
+  }
+};
+
+template <class Resp>
+asio::awaitable<call_result<Resp>> call_packed(std::shared_ptr<connection> c, handler_id id,
+                                               std::optional<subroute_id> sub, std::vector<std::byte> req,
+                                               bool nil, call_options opt) {
+  std::optional<std::span<const std::byte>> view;
+  if (!nil) view = std::span<const std::byte>(req);
+  call_result<payload> r = co_await call_raw(std::move(c), id, sub, view, opt);
+  if (!r) co_return r.error();
+  Resp out{};
+  if (auto err = codec<Resp>::unpack(view_of(*r), out)) co_return call_error(errc::bad_payload, *err);
+  co_return out;
+}
+
+} // namespace detail
+
+/// A single-request handler with request type `Req` and response type `Resp`, addressed by a handler id
+/// and optionally a subroute. `Req` and `Resp` are msgpack-cxx types (structs declared with
+/// `MSGPACK_DEFINE_MAP(field...)` travel as maps keyed by field name, like MinIO's msgp structs, so a C++
+/// struct and a Go struct with the same field names interoperate), or `cogrid::payload` for raw bytes.
+///
+/// @par Example
+/// @code
+/// struct echo_req { std::string Text; MSGPACK_DEFINE_MAP(Text) };  // (no ";" after the macro: -Wpedantic)
+/// inline const cogrid::unary<echo_req, echo_req> echo{cogrid::handler_id{78}};
+/// echo.serve(manager, [](echo_req r) { return r; });                  // on every node
+/// echo_req req{"hi"};
+/// cogrid::call_result<echo_req> r = co_await echo.call(*conn, req);    // from anywhere
+/// @endcode
+/// With GCC 12, pass a named request, not a braced temporary (`echo.call(*conn, {"hi"})`): GCC 12
+/// destroys such a temporary twice when it stands inside a `co_await` expression (a compiler bug).
+///
+/// @par Thread safety
+/// A `unary` is immutable: use it from any thread. It must outlive the calls made through it.
+template <class Req, class Resp>
+class unary {
+public:
+  explicit unary(handler_id id) : id_(id) {}
+  /// A handler on subroute `route` (nested routes: "a/b", see `join_route`).
+  unary(handler_id id, std::string_view route) : id_(id), route_(route), sub_(make_subroute_id(id, route)) {}
+
+  handler_id id() const noexcept { return id_; }
+  const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
+
+  /// Registers `fn` on `m`. `fn` takes `Req` (or `const call_context&, Req`) and returns `Resp`,
+  /// `handler_result<Resp>`, or an `asio::awaitable` of either. It runs as its own coroutine on the
+  /// io_context; throwing or returning a `handler_error` fails the call with that text; the caller's
+  /// cancellation or deadline cancels it (terminal cancellation of its awaited operations).
+  /// @par Errors
+  /// `errc::handler_exists`, `errc::invalid_handler`.
+  template <class F>
+  std::error_code serve(manager& m, F fn) const {
+    raw_unary_handler raw = detail::typed_unary<Req, Resp, F>{std::make_shared<F>(std::move(fn))};
+    return sub_ ? m.register_unary(id_, route_, std::move(raw)) : m.register_unary(id_, std::move(raw));
+  }
+
+  /// Calls the handler over `c` and completes with its response or a `call_error` (see there). The
+  /// request is encoded before this returns.
+  /// @par Cancellation
+  /// Through the awaiting coroutine's cancellation slot (e.g. `call(...) || timer`): completes with
+  /// `asio::error::operation_aborted` and the remote handler is cancelled too. Other calls and the
+  /// connection are not affected.
+  asio::awaitable<call_result<Resp>> call(connection& c, const Req& req, call_options opt = {}) const {
+    std::vector<std::byte> buf;
+    const bool nil = !detail::codec<Req>::pack(req, buf);
+    return detail::call_packed<Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
+  }
+
+  /// The call bound to one connection: `co_await echo.on(conn).call(req)`.
+  struct bound {
+    const unary* u;
+    connection* c;
+    asio::awaitable<call_result<Resp>> call(const Req& req, call_options opt = {}) const { return u->call(*c, req, opt); }
+  };
+  bound on(connection& c) const { return bound{this, &c}; }
+
+private:
+  handler_id id_;
+  std::string route_;
+  std::optional<subroute_id> sub_;
+};
+
+/// A single-request handler in raw bytes (nil and empty kept apart), for users with their own serialization.
+using unary_raw = unary<payload, payload>;
+
+} // namespace cogrid
+
+#endif // COGRID_UNARY_HPP
