@@ -130,6 +130,7 @@ private:
   COGRID_DECL void handle(detail::session& s, const message& m);
   COGRID_DECL void end_session(detail::session& s, std::error_code why);
   COGRID_DECL void wake_writer();
+  COGRID_DECL static asio::awaitable<void> shutdown_on_strand(std::shared_ptr<connection> c);
 
   std::shared_ptr<detail::grid_shared> shared_;
   std::unique_ptr<detail::conn_mux> mux_;

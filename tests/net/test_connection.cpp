@@ -4,6 +4,7 @@
 #include <cogrid/testing.hpp>
 #include <cogrid/election.hpp>
 #include <cogrid/detail/http.hpp>
+#include <cogrid/detail/url.hpp>
 #include <cogrid/detail/transport.hpp>
 #include <cogrid/detail/websocket.hpp>
 

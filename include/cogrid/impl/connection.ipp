@@ -82,6 +82,24 @@ asio::awaitable<T> with_deadline(asio::awaitable<T> op, std::chrono::millisecond
   co_return std::get<0>(std::move(r));
 }
 
+inline asio::awaitable<std::error_code> tcp_connect(asio::ip::tcp::socket& s, asio::ip::tcp::resolver::results_type eps) {
+  std::error_code e;
+  co_await asio::async_connect(s, eps, asio::redirect_error(asio::use_awaitable, e));
+  co_return e;
+}
+
+inline asio::awaitable<std::error_code> tls_handshake(asio::ssl::stream<asio::ip::tcp::socket>& s,
+                                                      asio::ssl::stream_base::handshake_type type) {
+  std::error_code e;
+  co_await s.async_handshake(type, asio::redirect_error(asio::use_awaitable, e));
+  co_return e;
+}
+
+/// Time left until `deadline`, at least 1 ms.
+inline std::chrono::milliseconds time_left(steady::time_point deadline) {
+  return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now()));
+}
+
 } // namespace detail
 
 COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex)
@@ -275,20 +293,12 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
   std::error_code ec;
   std::unique_ptr<detail::transport> t;
   const auto deadline = detail::steady::now() + opt.dial_timeout;
-  auto left = [&] {
-    return std::max(std::chrono::milliseconds(1),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - detail::steady::now()));
-  };
   try {
     tcp::resolver resolver(strand_);
     auto endpoints = co_await resolver.async_resolve(url.host, std::to_string(url.port), asio::use_awaitable);
     tcp::socket sock(strand_);
-    auto connect_op = [](tcp::socket& s, tcp::resolver::results_type eps) -> asio::awaitable<std::error_code> {
-      std::error_code e;
-      co_await asio::async_connect(s, eps, asio::redirect_error(asio::use_awaitable, e));
-      co_return e;
-    };
-    ec = co_await detail::with_deadline(connect_op(sock, endpoints), left(), make_error_code(errc::timeout));
+    ec = co_await detail::with_deadline(detail::tcp_connect(sock, endpoints), detail::time_left(deadline),
+                                        make_error_code(errc::timeout));
     if (ec) throw std::system_error(ec);
     if (url.tls) {
       if (!shared_->tls_client) throw std::system_error(make_error_code(errc::invalid_value), "no TLS client context for https:// remote");
@@ -296,12 +306,8 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
       ssl_stream stream(std::move(sock), *shared_->tls_client);
       SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
       stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
-      auto hs = [](ssl_stream& s) -> asio::awaitable<std::error_code> {
-        std::error_code e;
-        co_await s.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, e));
-        co_return e;
-      };
-      ec = co_await detail::with_deadline(hs(stream), left(), make_error_code(errc::timeout));
+      ec = co_await detail::with_deadline(detail::tls_handshake(stream, asio::ssl::stream_base::client),
+                                          detail::time_left(deadline), make_error_code(errc::timeout));
       if (ec) throw std::system_error(ec);
       t = detail::make_tls_transport(std::move(stream));
     } else {
@@ -315,8 +321,8 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
     detail::ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
     int status = 0;
     ec = co_await detail::with_deadline(
-        detail::ws_client_handshake(*t, url.authority(), shared_->route, headers, limits, leftover, &status), left(),
-        make_error_code(errc::timeout));
+        detail::ws_client_handshake(*t, url.authority(), shared_->route, headers, limits, leftover, &status),
+        detail::time_left(deadline), make_error_code(errc::timeout));
     if (ec) {
       set_last_error("WebSocket upgrade failed: " + ec.message() + (status ? " (HTTP " + std::to_string(status) + ")" : ""));
       t->close();
@@ -600,24 +606,25 @@ COGRID_DECL asio::awaitable<void> connection::health(std::shared_ptr<detail::ses
 }
 
 COGRID_DECL asio::awaitable<void> connection::shutdown() {
-  auto self = shared_from_this();
   // Hop onto the strand for the state changes.
-  co_await asio::co_spawn(strand_, [](std::shared_ptr<connection> c) -> asio::awaitable<void> {
-    c->stopping_ = true;
-    c->retry_timer_.cancel();
-    if (c->current_) c->current_->fail(make_error_code(errc::shutdown));
-    if (c->dial_loop_running_) {
-      std::error_code ec;
-      co_await c->loop_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-    // A session still winding down (acceptor side) ends on its own once failed; end_session signals.
-    while (c->current_) {
-      std::error_code ec;
-      c->session_done_.expires_at(detail::steady::time_point::max());
-      co_await c->session_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-    c->set_state(connection_state::shutdown);
-  }(self), asio::use_awaitable);
+  co_await asio::co_spawn(strand_, shutdown_on_strand(shared_from_this()), asio::use_awaitable);
+}
+
+COGRID_DECL asio::awaitable<void> connection::shutdown_on_strand(std::shared_ptr<connection> c) {
+  c->stopping_ = true;
+  c->retry_timer_.cancel();
+  if (c->current_) c->current_->fail(make_error_code(errc::shutdown));
+  if (c->dial_loop_running_) {
+    std::error_code ec;
+    co_await c->loop_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  // A session still winding down (acceptor side) ends on its own once failed; end_session signals.
+  while (c->current_) {
+    std::error_code ec;
+    c->session_done_.expires_at(detail::steady::time_point::max());
+    co_await c->session_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  c->set_state(connection_state::shutdown);
 }
 
 } // namespace cogrid

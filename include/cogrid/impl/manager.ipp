@@ -105,12 +105,8 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
     }
     using ssl_stream = asio::ssl::stream<asio::ip::tcp::socket>;
     ssl_stream stream(std::move(sock), *st->tls_server);
-    auto hs = [](ssl_stream& s) -> asio::awaitable<std::error_code> {
-      std::error_code e;
-      co_await s.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, e));
-      co_return e;
-    };
-    const std::error_code ec = co_await with_deadline(hs(stream), opt.handshake_timeout, make_error_code(errc::timeout));
+    const std::error_code ec = co_await with_deadline(tls_handshake(stream, asio::ssl::stream_base::server),
+                                                      opt.handshake_timeout, make_error_code(errc::timeout));
     if (ec) {
       st->reject("TLS handshake failed: " + ec.message(), peer);
       st->end_incoming();

@@ -1,0 +1,137 @@
+// grid-node: run one node of a grid from the shell, or make one call to a node.
+//
+//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve
+//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD
+//
+// `serve` runs until SIGINT/SIGTERM with MinIO's test handlers: unary 78 echoes its payload, unary 79
+// fails with "test error: <payload>". `call` joins the grid as --local (listening there too, since the
+// election may make HOST dial us), makes one unary call and prints the response payload, or
+// "error: <text>". Exit status: 0 success, 1 remote error, 2 any other failure.
+#include <cogrid/cogrid.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct args {
+  std::string local, route = std::string(cogrid::route_v1), token = "cogrid";
+  std::vector<std::string> hosts, rest;
+};
+
+int usage() {
+  std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve\n"
+                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n");
+  return 2;
+}
+
+cogrid::payload bytes(const std::string& s) {
+  return std::vector<std::byte>(reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size());
+}
+std::string text(const cogrid::payload& p) { return p ? std::string(reinterpret_cast<const char*>(p->data()), p->size()) : ""; }
+
+struct echo_fn {
+  cogrid::payload operator()(cogrid::payload p) const { return p; }
+};
+struct fail_fn {
+  cogrid::handler_result<cogrid::payload> operator()(cogrid::payload p) const { return cogrid::handler_error{"test error: " + text(p)}; }
+};
+
+asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m) {
+  co_await signals.async_wait(asio::use_awaitable);
+  co_await m.shutdown();
+}
+
+asio::awaitable<int> call_once(cogrid::manager& m, std::string host, int handler, std::string body) {
+  int status = 2;
+  auto c = m.connection(host);
+  if (!c) {
+    std::fprintf(stderr, "error: %s is not in --hosts\n", host.c_str());
+  } else {
+    asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::seconds(10));
+    using namespace asio::experimental::awaitable_operators;
+    auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
+    if (w.index() == 1 || std::get<0>(w)) {
+      std::string why = c->stats().last_error; // set where we dial; where we accept, see our rejections
+      for (const auto& [reason, n] : m.rejections()) why += (why.empty() ? "" : "; ") + ("rejected incoming: " + reason);
+      std::printf("error: not connected to %s: %s\n", host.c_str(), why.c_str());
+    } else {
+      const cogrid::unary_raw u{cogrid::handler_id{static_cast<std::uint8_t>(handler)}};
+      const cogrid::payload req = bytes(body);
+      auto r = co_await u.call(*c, req);
+      if (r) {
+        std::printf("%s\n", text(*r).c_str());
+        status = 0;
+      } else {
+        std::printf("error: %s\n", r.error().message().c_str());
+        status = r.error().code == cogrid::errc::remote_error ? 1 : 2;
+      }
+    }
+  }
+  co_await m.shutdown();
+  co_return status;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : std::string(); };
+    if (k == "--local") a.local = next();
+    else if (k == "--token") a.token = next();
+    else if (k == "--route") a.route = next();
+    else if (k == "--hosts") {
+      const std::string list = next();
+      for (std::size_t at = 0; at <= list.size();) {
+        const std::size_t comma = std::min(list.find(',', at), list.size());
+        if (comma > at) a.hosts.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
+    } else a.rest.push_back(k);
+  }
+  if (a.local.empty() || a.hosts.empty() || a.rest.empty()) return usage();
+  const bool serve = a.rest[0] == "serve" && a.rest.size() == 1;
+  const bool call = a.rest[0] == "call" && a.rest.size() == 4;
+  if (!serve && !call) return usage();
+
+  asio::io_context io;
+  cogrid::manager_options o;
+  o.local = a.local;
+  o.hosts = a.hosts;
+  o.route = a.route;
+  o.auth = cogrid::static_token_auth(a.token);
+  std::unique_ptr<cogrid::manager> m;
+  try {
+    m = std::make_unique<cogrid::manager>(io.get_executor(), std::move(o));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  (void)cogrid::unary_raw{cogrid::handler_id{78}}.serve(*m, echo_fn{});
+  (void)cogrid::unary_raw{cogrid::handler_id{79}}.serve(*m, fail_fn{});
+  if (auto ec = m->listen()) {
+    std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), ec.message().c_str());
+    return 2;
+  }
+  m->start();
+  int status = 0;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  if (serve) {
+    asio::co_spawn(io, wait_signal(signals, *m), asio::detached);
+    std::fprintf(stderr, "grid-node %s serving (handlers 78 echo, 79 error)\n", a.local.c_str());
+  } else {
+    signals.cancel();
+    asio::co_spawn(io, call_once(*m, a.rest[1], std::atoi(a.rest[2].c_str()), a.rest[3]),
+                   [&](std::exception_ptr e, int s) { status = e ? 2 : s; });
+  }
+  io.run();
+  return status;
+}

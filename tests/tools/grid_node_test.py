@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""End-to-end check of examples/grid-node: a serving node and one-shot callers on loopback ports chosen
+by the OS, in both election directions. Usage: grid_node_test.py PATH_TO_GRID_NODE"""
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def main(tool):
+    failures = 0
+    for swap in (False, True):
+        a, b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        server, client = (b, a) if swap else (a, b)
+        hosts = f"{a},{b}"
+        srv = subprocess.Popen([tool, "--local", server, "--hosts", hosts, "--token", "t0k", "serve"],
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            cases = [
+                (["78", "hello grid"], 0, "hello grid"),
+                (["79", "boom"], 1, "error: test error: boom"),
+                (["77", "x"], 2, "error: Invalid Handler for type: 77"),
+            ]
+            for args, want_rc, want_out in cases:
+                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "t0k", "call", server] + args,
+                                   capture_output=True, text=True, timeout=30)
+                ok = r.returncode == want_rc and r.stdout.strip() == want_out
+                print(f"{'ok' if ok else 'FAIL'}: call {args} -> rc={r.returncode} out={r.stdout.strip()!r}")
+                failures += not ok
+            r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "call", server, "78", "x"],
+                               capture_output=True, text=True, timeout=30)
+            ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
+            print(f"{'ok' if ok else 'FAIL'}: wrong token -> rc={r.returncode} out={r.stdout.strip()!r}")
+            failures += not ok
+        finally:
+            srv.send_signal(2)
+            try:
+                rc = srv.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+                rc = -1
+            ok = rc == 0
+            print(f"{'ok' if ok else 'FAIL'}: server exits cleanly on SIGINT (rc={rc})")
+            failures += not ok
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
