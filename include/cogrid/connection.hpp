@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -54,7 +55,11 @@ public:
 /// @par Thread safety
 /// All member functions may be called from any thread. Internally every session runs on the
 /// connection's strand; `send` appends to a mutex-guarded queue (a strand post per message would cost
-/// more than an uncontended lock) and wakes the writer only when it is idle.
+/// more than an uncontended lock) and wakes the writer only when it is idle. The io_context may run on
+/// several threads (checked with ThreadSanitizer under GCC). Clang 16 and older, at -O1 and above, may
+/// cache a thread_local's address across a co_await (LLVM issue 63022, fixed in clang 17), which breaks
+/// Asio's per-thread allocator when a coroutine resumes on another thread: with those compilers run the
+/// io_context on one thread.
 class connection : public std::enable_shared_from_this<connection> {
 public:
   using executor_type = asio::strand<asio::any_io_executor>;
@@ -148,6 +153,7 @@ private:
   asio::steady_timer retry_timer_;           // strand: the dialer's pause between attempts
   asio::steady_timer loop_done_;             // strand: cancelled when the dial loop exits
   asio::steady_timer session_done_;          // strand: cancelled when the current session ends
+  std::minstd_rand rng_;                     // strand: reconnect jitter
 
   // Coroutines waiting in wait_for_connect, each woken through its own one-slot channel.
   std::mutex w_mu_;

@@ -626,4 +626,47 @@ asio::awaitable<void> write_stall(asio::any_io_executor ex) {
 }
 TEST_CASE("a peer that stops reading its socket is dropped by the write deadline") { run_async(write_stall); }
 
+asio::awaitable<void> lock_route_and_rtt(asio::any_io_executor ex) {
+  // MinIO runs a second grid on /minio/grid/lock/v1: any route works when both sides use it.
+  testing::grid g(ex, 2, [](std::size_t, manager_options& o) { o.route = std::string(lock_route_v1); });
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  // Pings (every 50 ms in tests) carry their send time; pongs echo it: RTT and last pong are kept.
+  auto measured = [&] { return g.link(0, 1)->stats().last_ping_rtt.count() > 0 && g.link(1, 0)->stats().last_ping_rtt.count() > 0; };
+  REQUIRE(co_await eventually(measured));
+  const auto st = g.link(0, 1)->stats();
+  CHECK(st.last_ping_rtt < std::chrono::seconds(1));
+  CHECK(st.last_pong >= st.last_connect);
+  CHECK(std::chrono::system_clock::now() - st.last_pong < std::chrono::seconds(2));
+  co_await g.shutdown();
+}
+TEST_CASE("a configured route (the lock grid's) connects; ping RTT and last pong are recorded") { run_async(lock_route_and_rtt); }
+
+asio::awaitable<void> silent_peer(asio::any_io_executor ex) {
+  // A peer that upgrades and then never sends OpConnect is dropped by the handshake read deadline (1 s in
+  // tests) — MinIO sets none, so such a peer stalls its accept path.
+  testing::grid g(ex, 2);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  detail::host_url u;
+  (void)detail::parse_host_url(g.host(0), u);
+  asio::ip::tcp::socket s(ex);
+  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  auto t = detail::make_tcp_transport(std::move(s));
+  std::vector<std::byte> leftover, in;
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Authorization", "Bearer cogrid-test-token"}, {"X-Minio-Time", std::to_string(wire_time::now().unix_nanos())}};
+  REQUIRE(!(co_await detail::ws_client_handshake(*t, u.authority(), "/minio/grid/v1", headers, detail::ws_limits{}, leftover)));
+  detail::ws_stream ws(std::move(t), detail::ws_role::client, detail::ws_limits{}, std::move(leftover));
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::error_code ec = co_await ws.read_message(in); // we say nothing; the node gives up on us
+  CHECK(ec);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+  auto counted = [&] { return g.node(0).rejections().count("grid operation timed out") == 1; };
+  CHECK(co_await eventually(counted));
+  CHECK(g.link(0, 1)->state() == connection_state::connected); // the real peer never noticed
+  co_await g.shutdown();
+}
+TEST_CASE("a peer silent after the upgrade is dropped by the handshake read deadline") { run_async(silent_peer); }
+
 TEST_SUITE_END();

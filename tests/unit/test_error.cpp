@@ -20,6 +20,8 @@ constexpr cogrid::errc all_errcs[] = {
     cogrid::errc::unknown_host,     cogrid::errc::wrong_dial_direction, cogrid::errc::connection_rejected,
     cogrid::errc::queue_full,       cogrid::errc::shutdown,         cogrid::errc::websocket_closed,
     cogrid::errc::unexpected_message,
+    cogrid::errc::remote_error,     cogrid::errc::unknown_handler,  cogrid::errc::handler_exists,
+    cogrid::errc::bad_payload,      cogrid::errc::invalid_handler,
 };
 } // namespace
 
@@ -38,6 +40,7 @@ TEST_CASE("numeric values are stable") {
   CHECK(static_cast<int>(cogrid::errc::buffer_too_small) == 11);
   CHECK(static_cast<int>(cogrid::errc::payload_too_large) == 12);
   for (int i = 0; i <= 15; ++i) CHECK(static_cast<int>(all_errcs[12 + i]) == 100 + i);
+  for (int i = 0; i <= 4; ++i) CHECK(static_cast<int>(all_errcs[28 + i]) == 200 + i);
 }
 
 TEST_CASE("every code has its own message in the cogrid category") {
@@ -60,9 +63,11 @@ TEST_CASE("codes match their conditions") {
   for (cogrid::errc e : all_errcs) {
     const std::error_code ec = e;
     const int v = static_cast<int>(e);
-    const bool wire = v <= 10, encoder = v == 11 || v == 12, conn = v >= 100;
+    const bool wire = v <= 10, encoder = v == 11 || v == 12, conn = v >= 100 && v < 200;
+    const bool remote = v == 200 || v == 201 || v == 203;
     CHECK((ec == condition::encoding_failed) == encoder);
     CHECK((ec == condition::connection_failed) == conn);
+    CHECK((ec == condition::call_failed) == remote);
     if (wire) CHECK(ec == condition::protocol_violation);
     if (encoder) CHECK_FALSE(ec == condition::protocol_violation);
   }

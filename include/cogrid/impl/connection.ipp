@@ -66,8 +66,9 @@ struct session {
 
 using wait_channel = asio::experimental::concurrent_channel<void(std::error_code, int)>;
 
-inline std::chrono::milliseconds jitter(std::chrono::milliseconds lo, std::chrono::milliseconds hi) {
-  thread_local std::minstd_rand rng{std::random_device{}()};
+// A random pause in [lo, hi). `rng` belongs to the connection and is used on its strand only (no
+// thread_local: clang 16 may cache a thread_local's address across a co_await, see README).
+inline std::chrono::milliseconds jitter(std::minstd_rand& rng, std::chrono::milliseconds lo, std::chrono::milliseconds hi) {
   if (hi <= lo) return lo;
   return lo + std::chrono::milliseconds(rng() % static_cast<std::uint64_t>((hi - lo).count()));
 }
@@ -105,7 +106,7 @@ inline std::chrono::milliseconds time_left(steady::time_point deadline) {
 COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex)
     : shared_(std::move(shared)), mux_(std::make_unique<detail::conn_mux>()), local_(shared_->local), remote_(std::move(remote)),
       dialer_(should_connect(local_, remote_)), base_flags_(msg_flags::none), strand_(asio::make_strand(ex)),
-      retry_timer_(strand_), loop_done_(strand_), session_done_(strand_) {
+      retry_timer_(strand_), loop_done_(strand_), session_done_(strand_), rng_(std::random_device{}()) {
   detail::host_url r;
   const bool remote_tls = !detail::parse_host_url(remote_, r) && r.tls;
   if (!(remote_tls && shared_->local_url.tls)) base_flags_ = msg_flags::crc;
@@ -273,7 +274,7 @@ COGRID_DECL asio::awaitable<void> connection::dial_loop(std::shared_ptr<connecti
     }
     self->set_state(connection_state::error);
     // Wait a random 1-2 s (by default) counted from the start of the attempt.
-    const auto wait = detail::jitter(self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
+    const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
     self->retry_timer_.expires_at(started + wait);
     std::error_code wait_ec;
     co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
