@@ -79,6 +79,28 @@ inline asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, con
   co_return co_await with_deadline(ws.write_raw(frame), timeout, make_error_code(errc::timeout));
 }
 
+/// "address:port" of the socket's peer, "?" when unknown (for logs and rejection counts).
+inline std::string peer_of(const asio::ip::tcp::socket& sock) {
+  std::error_code e;
+  const auto ep = sock.remote_endpoint(e);
+  return e ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+/// Moves `from`'s native socket into `to` (a socket on the handshake's own strand).
+inline std::error_code rehome(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to) {
+  std::error_code ec;
+  const auto proto = from.local_endpoint(ec).protocol();
+  if (!ec) to.assign(proto, from.release(), ec);
+  return ec;
+}
+
+/// Ends an incoming connection that failed a check: counts the reason, closes, releases the slot.
+inline void refuse(manager_state& st, transport& t, const std::string& reason, const std::string& peer) {
+  st.reject(reason, peer);
+  t.close();
+  st.end_incoming();
+}
+
 inline std::string_view path_of(std::string_view target) {
   const auto q = target.find('?');
   return q == std::string_view::npos ? target : target.substr(0, q);
@@ -91,12 +113,7 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
 inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
   const connection_options& opt = st->shared->opt;
   std::unique_ptr<transport> t;
-  std::string peer = "?";
-  {
-    std::error_code e;
-    const auto ep = sock.remote_endpoint(e);
-    if (!e) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
-  }
+  std::string peer = peer_of(sock);
   if (st->shared->local_url.tls) {
     if (!st->tls_server) {
       st->reject("no TLS server context", peer);
@@ -125,9 +142,7 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
   if (ec) {
     if (ec == errc::http_header_too_large) co_await http_respond(*t, 431, "Request Header Fields Too Large");
     else if (ec == errc::not_websocket) co_await http_respond(*t, 400, "Bad Request");
-    st->reject("bad HTTP request: " + ec.message(), peer);
-    t->close();
-    st->end_incoming();
+    refuse(*st, *t, "bad HTTP request: " + ec.message(), peer);
     co_return;
   }
   co_await serve_upgrade(st, std::move(t), std::move(req), std::move(leftover), std::move(peer));
@@ -142,16 +157,12 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
   std::error_code ec;
   if (path_of(req.target) != st->shared->route) {
     co_await http_respond(*t, 404, "Not Found");
-    st->reject("wrong route", peer);
-    t->close();
-    st->end_incoming();
+    refuse(*st, *t, "wrong route", peer);
     co_return;
   }
   if (auto e = ws_check_upgrade(req)) {
     co_await http_respond(*t, 426, "Upgrade Required");
-    st->reject("not a WebSocket upgrade", peer);
-    t->close();
-    st->end_incoming();
+    refuse(*st, *t, "not a WebSocket upgrade", peer);
     co_return;
   }
   // MinIO's authReq: a valid Bearer token and an X-Minio-Time close to ours.
@@ -174,16 +185,12 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
     }
     if (aec) {
       co_await http_respond(*t, 403, "Forbidden");
-      st->reject("HTTP upgrade: " + aec.message(), peer);
-      t->close();
-      st->end_incoming();
+      refuse(*st, *t, "HTTP upgrade: " + aec.message(), peer);
       co_return;
     }
   }
   if ((ec = co_await ws_accept(*t, req))) {
-    st->reject("WebSocket accept failed: " + ec.message(), peer);
-    t->close();
-    st->end_incoming();
+    refuse(*st, *t, "WebSocket accept failed: " + ec.message(), peer);
     co_return;
   }
   auto ws = std::make_unique<ws_stream>(std::move(t), ws_role::server, limits, std::move(leftover));
@@ -358,14 +365,7 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
   // Move the socket onto a strand of its own for the handshake.
   auto strand = asio::make_strand(state_->ex);
   asio::ip::tcp::socket s(strand);
-  std::error_code ec;
-  const auto proto = socket.local_endpoint(ec).protocol();
-  if (ec) {
-    state_->end_incoming();
-    return;
-  }
-  s.assign(proto, socket.release(), ec);
-  if (ec) {
+  if (detail::rehome(socket, s)) {
     state_->end_incoming();
     return;
   }
@@ -376,16 +376,8 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request r
   if (!state_->begin_incoming()) return;
   auto strand = asio::make_strand(state_->ex);
   asio::ip::tcp::socket s(strand);
-  std::error_code ec;
-  const auto proto = socket.local_endpoint(ec).protocol();
-  std::string peer = "?";
-  if (!ec) {
-    std::error_code e;
-    const auto ep = socket.remote_endpoint(e);
-    if (!e) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
-    s.assign(proto, socket.release(), ec);
-  }
-  if (ec) {
+  std::string peer = detail::peer_of(socket);
+  if (detail::rehome(socket, s)) {
     state_->end_incoming();
     return;
   }
