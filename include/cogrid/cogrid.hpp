@@ -20,5 +20,6 @@
 #include <cogrid/manager.hpp>
 #include <cogrid/call.hpp>
 #include <cogrid/unary.hpp>
+#include <cogrid/stream.hpp>
 
 #endif // COGRID_COGRID_HPP

@@ -118,6 +118,8 @@ public:
   std::error_code send_control(const message& m) { return enqueue(m, true); }
   /// The calls in flight on this connection (the mux layer's state).
   detail::conn_mux& mux() noexcept { return *mux_; }
+  /// The grid's connection settings.
+  COGRID_DECL const connection_options& options() const noexcept;
 
 private:
   friend struct detail::session;

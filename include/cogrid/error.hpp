@@ -52,6 +52,9 @@ enum class errc : int {
   handler_exists = 202,       ///< A handler with this id and subroute is registered already.
   bad_payload = 203,          ///< A payload does not decode as the handler's declared type.
   invalid_handler = 204,      ///< Handler id 0 is not a valid handler.
+  stream_closed = 205,        ///< A send on a stream whose input was closed, or that has ended.
+  out_of_sequence = 206,      ///< A stream message arrived with the wrong sequence number (the stream is closed).
+  credit_violation = 207,     ///< The peer sent more stream messages than its credits allowed (the stream is closed).
 };
 
 /// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.

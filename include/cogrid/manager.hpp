@@ -9,6 +9,7 @@
 #include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/options.hpp>
+#include <cogrid/detail/stream_core.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -113,6 +114,13 @@ public:
   /// `errc::handler_exists` when the id (or subroute) has a handler; `errc::invalid_handler` for id 0.
   COGRID_DECL std::error_code register_unary(handler_id h, raw_unary_handler fn);
   COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
+
+  /// Registers a stream handler (use `cogrid::stream<P, Req, Resp>::serve`, which builds `e`), under `h`
+  /// or under subroute `route` of `h`.
+  /// @par Errors
+  /// As `register_unary`; `errc::invalid_value` for an out capacity of 0.
+  COGRID_DECL std::error_code register_stream(handler_id h, detail::stream_entry e);
+  COGRID_DECL std::error_code register_stream(handler_id h, std::string_view route, detail::stream_entry e);
 
   /// Replaces the receiver of all non-connection-level messages (by default the manager's own call
   /// layer). For tests and for users who bring their own mux layer; set before `start`.

@@ -38,8 +38,16 @@ struct connection_options {
   std::size_t max_http_header_bytes = 16u << 10;     ///< largest HTTP upgrade head accepted
   std::size_t merge_max_messages = 50;               ///< grid messages per OpMerged container (MinIO maxMergeMessages)
   std::size_t merge_max_bytes = 31u << 10;           ///< bytes per OpMerged container (MinIO: 32 KiB - 1 KiB)
+  /// A stream's caller pings it this often (MinIO clientPingInterval), unless its deadline is sooner.
+  std::chrono::milliseconds stream_ping_interval = 15s;
+  /// A caller that hears nothing from a stream (no pong, no response) for this long ends it as disconnected.
+  std::chrono::milliseconds stream_pong_timeout = 30s;
+  /// A server whose stream got no ping for this long cancels the handler (MinIO: 4 x 15 s), unless the
+  /// stream's deadline is sooner.
+  std::chrono::milliseconds stream_ping_timeout = 60s;
 
-  /// Intervals in milliseconds for tests: ping 50 ms, pong timeout 200 ms, reconnect 10-20 ms, ...
+  /// Intervals in milliseconds for tests: ping 50 ms, pong timeout 200 ms, reconnect 10-20 ms, stream
+  /// pings every 100 ms with a 1 s pong timeout and a 2 s server timeout, ...
   static connection_options for_tests() {
     connection_options o;
     o.ping_interval = 50ms;
@@ -49,6 +57,9 @@ struct connection_options {
     o.handshake_timeout = 1s;
     o.reconnect_min = 10ms;
     o.reconnect_max = 20ms;
+    o.stream_ping_interval = 100ms;
+    o.stream_pong_timeout = 1s;
+    o.stream_ping_timeout = 2s;
     return o;
   }
 };

@@ -17,6 +17,7 @@
 #include <cogrid/impl/connection.ipp>
 #include <cogrid/impl/manager.ipp>
 #include <cogrid/impl/mux.ipp>
+#include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/auth.ipp>
 
 #endif // COGRID_SRC_HPP

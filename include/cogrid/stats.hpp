@@ -49,8 +49,11 @@ struct connection_stats {
   std::size_t queue_length = 0;             ///< messages waiting to be written now
   std::size_t calls_out = 0;                ///< requests this node sent that await their response (open muxes)
   std::size_t calls_in = 0;                 ///< requests from the remote whose handlers run now (open muxes)
+  std::size_t streams_out = 0;              ///< streams this node opened that are still open
+  std::size_t streams_in = 0;               ///< streams the remote opened whose handlers run now
+  std::uint64_t stream_errors = 0;          ///< streams closed because the peer broke sequence or credit rules
   std::uint64_t late_responses = 0;         ///< responses that came (or handlers that ended) after the deadline
-  std::uint64_t calls_cancelled = 0;        ///< handlers cancelled because the caller gave up
+  std::uint64_t calls_cancelled = 0;        ///< handlers (unary or stream) cancelled because the caller gave up
   std::chrono::microseconds last_ping_rtt{0};
   std::chrono::system_clock::time_point last_pong{};     ///< zero when never
   std::chrono::system_clock::time_point last_connect{};  ///< zero when never

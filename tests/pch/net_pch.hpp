@@ -7,3 +7,4 @@
 #include <cogrid/manager.hpp>
 #include <cogrid/testing.hpp>
 #include <cogrid/unary.hpp>
+#include <cogrid/stream.hpp>

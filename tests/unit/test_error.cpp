@@ -21,7 +21,8 @@ constexpr cogrid::errc all_errcs[] = {
     cogrid::errc::queue_full,       cogrid::errc::shutdown,         cogrid::errc::websocket_closed,
     cogrid::errc::unexpected_message,
     cogrid::errc::remote_error,     cogrid::errc::unknown_handler,  cogrid::errc::handler_exists,
-    cogrid::errc::bad_payload,      cogrid::errc::invalid_handler,
+    cogrid::errc::bad_payload,      cogrid::errc::invalid_handler,  cogrid::errc::stream_closed,
+    cogrid::errc::out_of_sequence,  cogrid::errc::credit_violation,
 };
 } // namespace
 
@@ -40,7 +41,7 @@ TEST_CASE("numeric values are stable") {
   CHECK(static_cast<int>(cogrid::errc::buffer_too_small) == 11);
   CHECK(static_cast<int>(cogrid::errc::payload_too_large) == 12);
   for (int i = 0; i <= 15; ++i) CHECK(static_cast<int>(all_errcs[12 + i]) == 100 + i);
-  for (int i = 0; i <= 4; ++i) CHECK(static_cast<int>(all_errcs[28 + i]) == 200 + i);
+  for (int i = 0; i <= 7; ++i) CHECK(static_cast<int>(all_errcs[28 + i]) == 200 + i);
 }
 
 TEST_CASE("every code has its own message in the cogrid category") {
@@ -69,6 +70,8 @@ TEST_CASE("codes match their conditions") {
     CHECK((ec == condition::connection_failed) == conn);
     CHECK((ec == condition::call_failed) == remote);
     if (wire) CHECK(ec == condition::protocol_violation);
+    if (v == 206 || v == 207) CHECK(ec == condition::protocol_violation); // a peer broke a stream's rules
+    if (v == 205) CHECK_FALSE(ec == condition::protocol_violation);       // our own misuse
     if (encoder) CHECK_FALSE(ec == condition::protocol_violation);
   }
   // Handshake refusals are "rejected"; transport trouble is not.

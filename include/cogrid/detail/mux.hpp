@@ -8,6 +8,7 @@
 #include <cogrid/call.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/message.hpp>
+#include <cogrid/detail/stream_core.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -30,7 +31,9 @@ struct conn_mux {
   std::atomic<std::uint64_t> next_id{0}; // mux ids are never reused on a connection (first id 1)
   std::unordered_map<std::uint64_t, std::shared_ptr<pending_call>> outgoing;
   std::unordered_map<std::uint64_t, std::shared_ptr<server_call>> incoming;
-  std::atomic<std::uint64_t> late_responses{0}, cancelled{0}, unknown_mux{0};
+  std::unordered_map<std::uint64_t, std::shared_ptr<client_stream_state>> streams_out;
+  std::unordered_map<std::uint64_t, std::shared_ptr<server_stream>> streams_in;
+  std::atomic<std::uint64_t> late_responses{0}, cancelled{0}, unknown_mux{0}, stream_errors{0};
 };
 
 /// One per manager: the handler registry, and the sink of every connection's mux messages.
@@ -39,6 +42,10 @@ public:
   explicit mux_core(asio::any_io_executor ex) : ex_(std::move(ex)) {}
 
   COGRID_DECL std::error_code register_unary(handler_id h, std::optional<subroute_id> sub, raw_unary_handler fn);
+  COGRID_DECL std::error_code register_stream(handler_id h, std::optional<subroute_id> sub, stream_entry e);
+  /// The stream handler `m` (an OpConnectMux) addresses, or null.
+  COGRID_DECL std::shared_ptr<const stream_entry> find_stream(const message& m);
+  const asio::any_io_executor& executor() const noexcept { return ex_; }
 
   COGRID_DECL void on_message(connection& c, const message& m) override;
   COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
@@ -53,6 +60,8 @@ private:
   std::shared_mutex reg_mu_;
   std::unordered_map<std::uint8_t, std::shared_ptr<raw_unary_handler>> unary_;
   std::map<std::array<std::byte, 32>, std::shared_ptr<raw_unary_handler>> unary_sub_;
+  std::unordered_map<std::uint8_t, std::shared_ptr<const stream_entry>> streams_;
+  std::map<std::array<std::byte, 32>, std::shared_ptr<const stream_entry>> streams_sub_;
 };
 
 /// A single request on `c` to handler `h` (and subroute `sub`), waiting for its response.
@@ -68,6 +77,7 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
 
 #if defined(COGRID_HEADER_ONLY)
 #include <cogrid/impl/mux.ipp>
+#include <cogrid/impl/stream.ipp>
 #endif
 
 #endif // COGRID_DETAIL_MUX_HPP

@@ -144,12 +144,17 @@ COGRID_DECL connection_stats connection::stats() const {
     std::lock_guard lk(mux_->mu);
     s.calls_out = mux_->outgoing.size();
     s.calls_in = mux_->incoming.size();
+    s.streams_out = mux_->streams_out.size();
+    s.streams_in = mux_->streams_in.size();
   }
+  s.stream_errors = mux_->stream_errors.load(std::memory_order_relaxed);
   s.late_responses = mux_->late_responses.load(std::memory_order_relaxed);
   s.calls_cancelled = mux_->cancelled.load(std::memory_order_relaxed);
   s.unhandled += mux_->unknown_mux.load(std::memory_order_relaxed);
   return s;
 }
+
+COGRID_DECL const connection_options& connection::options() const noexcept { return shared_->opt; }
 
 COGRID_DECL void connection::log(log_level level, const std::string& text) const {
   if (shared_->log) shared_->log(level, "grid " + local_ + " -> " + remote_ + ": " + text);

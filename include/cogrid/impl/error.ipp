@@ -48,6 +48,9 @@ public:
     case errc::handler_exists: return "handler already exists";
     case errc::bad_payload: return "payload does not decode as the expected type";
     case errc::invalid_handler: return "invalid handler id";
+    case errc::stream_closed: return "stream closed";
+    case errc::out_of_sequence: return "out-of-sequence item received";
+    case errc::credit_violation: return "stream flow control violated (message without credit)";
     }
     return "unknown cogrid error " + std::to_string(ev);
   }
@@ -58,6 +61,7 @@ public:
     if (ev >= 106 && ev <= 111) return make_error_condition(condition::rejected);
     if (ev >= 100 && ev <= 115) return make_error_condition(condition::connection_failed);
     if (ev == 200 || ev == 201 || ev == 203) return make_error_condition(condition::call_failed);
+    if (ev == 206 || ev == 207) return make_error_condition(condition::protocol_violation);
     return {ev, *this};
   }
 };
@@ -66,7 +70,8 @@ public:
 // protocol violation and a failed connection).
 inline bool matches(int ev, condition c) noexcept {
   switch (c) {
-  case condition::protocol_violation: return (ev >= 1 && ev <= 10) || ev == 102 || ev == 104 || ev == 105 || ev == 115;
+  case condition::protocol_violation:
+    return (ev >= 1 && ev <= 10) || ev == 102 || ev == 104 || ev == 105 || ev == 115 || ev == 206 || ev == 207;
   case condition::encoding_failed: return ev == 11 || ev == 12;
   case condition::connection_failed: return ev >= 100 && ev <= 115;
   case condition::rejected: return ev >= 106 && ev <= 111;

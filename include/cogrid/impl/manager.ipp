@@ -403,6 +403,14 @@ COGRID_DECL std::error_code manager::register_unary(handler_id h, std::string_vi
   return state_->mux->register_unary(h, make_subroute_id(h, route), std::move(fn));
 }
 
+COGRID_DECL std::error_code manager::register_stream(handler_id h, detail::stream_entry e) {
+  return state_->mux->register_stream(h, std::nullopt, std::move(e));
+}
+
+COGRID_DECL std::error_code manager::register_stream(handler_id h, std::string_view route, detail::stream_entry e) {
+  return state_->mux->register_stream(h, make_subroute_id(h, route), std::move(e));
+}
+
 COGRID_DECL void manager::set_sink(message_sink* sink) noexcept { state_->shared->sink.store(sink, std::memory_order_release); }
 
 COGRID_DECL asio::awaitable<void> manager::shutdown() {

@@ -19,8 +19,6 @@
 
 namespace cogrid::detail {
 
-using wait_handler = asio::async_result<asio::use_awaitable_t<>, void(std::error_code)>::handler_type;
-
 /// A single request this node sent and waits on.
 struct pending_call {
   explicit pending_call(const connection::executor_type& ex) : timer(ex) {}
@@ -62,6 +60,26 @@ inline void send_disconnect_server_mux(connection& c, std::uint64_t mux) {
   m.mux_id = mux;
   m.op = op_code::disconnect_server_mux;
   (void)c.send(m);
+}
+
+// Refuses a request or stream for a handler this node does not have. MinIO's answer: the request message
+// re-used as OpMuxConnectError (same mux, seq, handler and deadline; subroute cleared) with the reason.
+inline void reply_unknown_handler(connection& c, const message& m, std::string reason = {}) {
+  mux_connect_error e;
+  if (!reason.empty()) e.error = std::move(reason);
+  else if (static_cast<std::uint8_t>(m.handler) == 0) e.error = "Invalid Handler";
+  else if (m.subroute) e.error = "Invalid Handler for type: " + m.subroute->to_hex();
+  else e.error = "Invalid Handler for type: " + std::to_string(static_cast<unsigned>(m.handler));
+  std::vector<std::byte> body;
+  encode_append(e, body);
+  message reply;
+  reply.mux_id = m.mux_id;
+  reply.seq = m.seq;
+  reply.deadline_ms = m.deadline_ms;
+  reply.handler = m.handler;
+  reply.op = op_code::mux_connect_error;
+  reply.payload = std::span<const std::byte>(body);
+  (void)c.send_control(reply);
 }
 
 // Completes `p` once (later attempts return false): removes it from its connection, stops its deadline,
@@ -191,6 +209,30 @@ COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional
   return {};
 }
 
+COGRID_DECL std::error_code mux_core::register_stream(handler_id h, std::optional<subroute_id> sub, stream_entry e) {
+  if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
+  if (e.cap.out == 0 || !e.start) return errc::invalid_value;
+  auto f = std::make_shared<const stream_entry>(std::move(e));
+  std::unique_lock lk(reg_mu_);
+  if (sub) {
+    if (!streams_sub_.emplace(sub->bytes, std::move(f)).second) return errc::handler_exists;
+  } else if (!streams_.emplace(static_cast<std::uint8_t>(h), std::move(f)).second) {
+    return errc::handler_exists;
+  }
+  return {};
+}
+
+COGRID_DECL std::shared_ptr<const stream_entry> mux_core::find_stream(const message& m) {
+  if (static_cast<std::uint8_t>(m.handler) == 0) return nullptr;
+  std::shared_lock lk(reg_mu_);
+  if (m.subroute) {
+    auto it = streams_sub_.find(m.subroute->bytes);
+    return it == streams_sub_.end() ? nullptr : it->second;
+  }
+  auto it = streams_.find(static_cast<std::uint8_t>(m.handler));
+  return it == streams_.end() ? nullptr : it->second;
+}
+
 COGRID_DECL std::shared_ptr<raw_unary_handler> mux_core::find_unary(const message& m) {
   std::shared_lock lk(reg_mu_);
   if (m.subroute) {
@@ -215,6 +257,7 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
       auto it = mx.outgoing.find(m.mux_id);
       if (it != mx.outgoing.end()) p = it->second;
     }
+    if (!p && m.op == op_code::mux_connect_error && stream_on_message(*this, c, m)) return;
     if (!p) { // a response to a call that gave up (timeout, cancel): counted, not an error
       mx.late_responses.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -237,10 +280,15 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
       auto it = mx.incoming.find(m.mux_id);
       if (it != mx.incoming.end()) sc = it->second;
     }
-    if (sc && !sc->cancelled.exchange(true)) asio::post(sc->strand, [sc] { sc->cancel.emit(asio::cancellation_type::terminal); });
+    if (!sc) {
+      (void)stream_on_message(*this, c, m);
+      return;
+    }
+    if (!sc->cancelled.exchange(true)) asio::post(sc->strand, [sc] { sc->cancel.emit(asio::cancellation_type::terminal); });
     return;
   }
   default:
+    if (stream_on_message(*this, c, m)) return;
     mx.unknown_mux.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -249,21 +297,7 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
 COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   std::shared_ptr<raw_unary_handler> fn = static_cast<std::uint8_t>(m.handler) == 0 ? nullptr : find_unary(m);
   if (!fn) {
-    // MinIO's answer: the request message re-used as OpMuxConnectError, subroute cleared.
-    mux_connect_error e;
-    if (static_cast<std::uint8_t>(m.handler) == 0) e.error = "Invalid Handler";
-    else if (m.subroute) e.error = "Invalid Handler for type: " + m.subroute->to_hex();
-    else e.error = "Invalid Handler for type: " + std::to_string(static_cast<unsigned>(m.handler));
-    std::vector<std::byte> body;
-    encode_append(e, body);
-    message reply;
-    reply.mux_id = m.mux_id;
-    reply.seq = m.seq;
-    reply.deadline_ms = m.deadline_ms;
-    reply.handler = m.handler;
-    reply.op = op_code::mux_connect_error;
-    reply.payload = std::span<const std::byte>(body);
-    (void)c.send_control(reply);
+    reply_unknown_handler(c, m);
     return;
   }
   auto sc = std::make_shared<server_call>(c.shared_from_this(), asio::make_strand(ex_));
@@ -353,6 +387,7 @@ COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, 
   for (auto& p : calls) complete(p, call_error(errc::disconnected));
   for (auto& sc : served)
     if (!sc->cancelled.exchange(true)) asio::post(sc->strand, [sc] { sc->cancel.emit(asio::cancellation_type::terminal); });
+  stream_on_session_end(c, session);
 }
 
 } // namespace cogrid::detail

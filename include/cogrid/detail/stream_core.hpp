@@ -1,0 +1,228 @@
+// cogrid/detail/stream_core.hpp — the type-erased core of streams: both ends' state, credits, sequence
+// numbers, liveness and the routing of stream messages. Compiled once; stream.hpp only packs and unpacks.
+#ifndef COGRID_DETAIL_STREAM_CORE_HPP
+#define COGRID_DETAIL_STREAM_CORE_HPP
+
+#include <cogrid/detail/config.hpp>
+#include <cogrid/call.hpp>
+#include <cogrid/connection.hpp>
+#include <cogrid/message.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace cogrid {
+
+/// How many messages a stream buffers in each direction; both peers must register the same values.
+/// `in` = requests from the caller to the handler (0: the stream has no input), `out` = responses from
+/// the handler to the caller (at least 1). MinIO's defaults are 1 and 1.
+struct stream_capacity {
+  std::uint32_t in = 1;
+  std::uint32_t out = 1;
+};
+
+/// Per-stream settings of the caller.
+struct stream_options {
+  /// Bounds the whole stream on both sides (sent as DeadlineMS); zero means no deadline (MinIO's default
+  /// for streams).
+  std::chrono::milliseconds timeout{0};
+};
+
+namespace detail {
+
+using payload_view = std::optional<std::span<const std::byte>>;
+using wait_handler = asio::async_result<asio::use_awaitable_t<>, void(std::error_code)>::handler_type;
+
+/// A fixed ring of payloads whose byte buffers are reused: after warm-up, buffering a message allocates
+/// nothing. Holds at most `capacity` messages (a stream's credits bound what a peer may send).
+class payload_ring {
+public:
+  void init(std::size_t capacity) { slots_.resize(capacity == 0 ? 1 : capacity); }
+  std::size_t size() const noexcept { return count_; }
+  bool empty() const noexcept { return count_ == 0; }
+  bool full() const noexcept { return count_ == slots_.size(); }
+  void push(const payload_view& v) {
+    slot& s = slots_[(head_ + count_) % slots_.size()];
+    s.nil = !v;
+    if (v) s.bytes.assign(v->begin(), v->end());
+    ++count_;
+  }
+  /// Moves the oldest payload into `out`, swapping buffers so that capacity circulates.
+  void pop(payload& out) {
+    slot& s = slots_[head_];
+    if (s.nil) {
+      out.reset();
+    } else {
+      if (!out) out.emplace();
+      out->swap(s.bytes);
+    }
+    s.bytes.clear();
+    head_ = (head_ + 1) % slots_.size();
+    --count_;
+  }
+
+private:
+  struct slot {
+    std::vector<std::byte> bytes;
+    bool nil = false;
+  };
+  std::vector<slot> slots_;
+  std::size_t head_ = 0, count_ = 0;
+};
+
+/// A coroutine handle that destroys its frame unless it was resumed: handed to Asio so that a frame whose
+/// resumption is dropped (the io_context destroyed with handlers queued) is not leaked.
+class owned_resume {
+public:
+  owned_resume() = default;
+  explicit owned_resume(std::coroutine_handle<> h) noexcept : h_(h) {}
+  owned_resume(owned_resume&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  owned_resume& operator=(owned_resume&&) = delete;
+  ~owned_resume() {
+    if (h_) h_.destroy();
+  }
+  void operator()() {
+    if (auto h = std::exchange(h_, nullptr)) h.resume();
+  }
+
+private:
+  std::coroutine_handle<> h_;
+};
+
+struct server_stream;
+struct gen_promise_base;
+
+/// The frame of a stream handler's generator, as the core sees it.
+struct gen_start {
+  std::coroutine_handle<> handle;
+  gen_promise_base* promise = nullptr;
+};
+
+/// The handler of a stream, in bytes: builds the generator (suspended) for one stream, or throws.
+using raw_stream_start = std::function<gen_start(call_context, payload, const std::shared_ptr<server_stream>&)>;
+
+struct stream_entry {
+  stream_capacity cap;
+  raw_stream_start start;
+};
+
+/// The type-erased part of a stream generator's promise.
+struct gen_promise_base {
+  std::shared_ptr<server_stream> stream; // keeps the stream alive while the frame lives
+  std::exception_ptr error;
+  /// Encodes the value at the current co_yield (into `scratch` when it needs bytes of its own).
+  payload_view (*encode)(gen_promise_base&, std::vector<std::byte>& scratch) = nullptr;
+};
+
+// -- the server side ------------------------------------------------------------------------------------
+
+/// One stream this node serves. Messages from the caller arrive on the connection's strand; the handler's
+/// generator runs on `strand`; the mutex guards what both touch.
+struct server_stream : std::enable_shared_from_this<server_stream> {
+  server_stream(std::shared_ptr<connection> c, asio::strand<asio::any_io_executor> s);
+
+  std::shared_ptr<connection> conn;
+  asio::strand<asio::any_io_executor> strand;
+  asio::cancellation_signal cancel_signal; // strand only: cancels what the generator awaits
+  asio::steady_timer deadline_timer;       // strand
+  asio::steady_timer ping_timer;           // strand
+
+  std::mutex mu;
+  std::uint64_t mux = 0, session = 0;
+  std::uint32_t send_seq = 0, recv_seq = 0;
+  stream_capacity cap;
+  std::uint32_t deadline_ms = 0;
+  std::uint32_t credits = 0;                  // responses we may send now
+  payload_ring input;
+  bool input_closed = false;
+  bool cancelled = false;                     // the handler must stop (caller gone, deadline, error)
+  bool finished = false;                      // the generator returned
+  bool eof_pending = false;                   // the EOF waits for a credit
+  bool eof_is_error = false;
+  std::string eof_text;
+  std::coroutine_handle<> input_waiter;       // the generator, waiting for a request
+  std::coroutine_handle<> yield_waiter;       // the generator, waiting for a credit
+  gen_promise_base* gen = nullptr;
+  std::vector<std::byte> scratch;             // encoding of the current response
+  std::chrono::steady_clock::time_point last_ping;
+};
+
+/// The generator asks to send its current value (at a co_yield). True: suspend until a credit comes.
+COGRID_DECL bool server_on_yield(server_stream& s, std::coroutine_handle<> h);
+/// The generator asks for the next request. True: suspend until one (or the end of input) arrives.
+COGRID_DECL bool server_on_next(server_stream& s, std::coroutine_handle<> h);
+/// Takes the next request into `out` (returning one credit to the caller); false at the end of input.
+/// @throws std::system_error (operation_aborted) when the stream was cancelled.
+COGRID_DECL bool server_take_input(server_stream& s, payload& out);
+/// Throws std::system_error(operation_aborted) when the stream was cancelled.
+COGRID_DECL void server_check_cancelled(server_stream& s);
+/// The generator returned (or threw `error`): sends the EOF and closes the stream.
+COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error);
+
+// -- the client side ------------------------------------------------------------------------------------
+
+/// One stream this node opened.
+struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
+  explicit client_stream_state(const connection::executor_type& ex) : ping_timer(ex), deadline_timer(ex) {}
+
+  std::mutex mu;
+  std::weak_ptr<connection> conn;
+  std::uint64_t mux = 0, session = 0;
+  std::uint32_t send_seq = 0, recv_seq = 0;
+  stream_capacity cap;
+  std::chrono::milliseconds timeout{0};
+  bool acked = false;
+  bool finished = false;     // nothing more will arrive; the mux is closed
+  bool send_closed = false;  // close_send() was called
+  call_error err;            // why it finished (empty: the handler's EOF)
+  std::uint32_t credits = 0; // requests we may send now
+  payload_ring responses;
+  std::optional<wait_handler> open_w, next_w, send_w;
+  asio::cancellation_slot open_slot, next_slot, send_slot;
+  asio::steady_timer ping_timer;     // connection strand
+  asio::steady_timer deadline_timer; // connection strand
+  std::chrono::steady_clock::time_point last_heard;
+};
+
+/// Opens a stream and completes when the remote acknowledged it (or refused it).
+COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> open_stream(
+    std::shared_ptr<connection> c, handler_id h, std::optional<subroute_id> sub, payload_view initial,
+    stream_capacity cap, stream_options opt);
+/// Sends one request, waiting for a credit when there is none.
+COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_stream_state> s, payload_view req);
+/// Ends the stream's input (EOF); no credit needed.
+COGRID_DECL call_error stream_close_send(client_stream_state& s);
+/// Takes the next response into `out`; false once the stream has ended (see `stream_error`).
+COGRID_DECL asio::awaitable<bool> stream_next(std::shared_ptr<client_stream_state> s, payload& out);
+/// Why the stream ended; empty while it runs and after a clean end.
+COGRID_DECL call_error stream_error(client_stream_state& s);
+/// Ends the stream with `operation_aborted` and cancels the remote handler (no-op once ended).
+COGRID_DECL void stream_cancel(client_stream_state& s);
+
+class mux_core;
+/// Routes a stream message (ops 5, 7-13 and stream pings/pongs); false when `m` is not a stream message.
+COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message& m);
+/// The session ended: every stream of it fails (callers) or is cancelled (handlers).
+COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session);
+
+} // namespace detail
+} // namespace cogrid
+
+#endif // COGRID_DETAIL_STREAM_CORE_HPP

@@ -1,0 +1,751 @@
+// Test that header file is self-contained.
+#include <cogrid/stream.hpp>
+
+#include <cogrid/testing.hpp>
+#include <cogrid/unary.hpp>
+
+#include "net_util.hpp"
+
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+
+using namespace cogrid;
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+using cogrid_test::eventually;
+using cogrid_test::run_async;
+using cogrid_test::sleep_for;
+
+namespace {
+
+payload bytes(std::string_view s) { return std::vector<std::byte>(reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()); }
+std::string text(const payload& p) { return p ? std::string(reinterpret_cast<const char*>(p->data()), p->size()) : "<nil>"; }
+
+// grid-node's test streams: 78 "echo" echoes each request; 79 sends N responses "resp-<i>".
+const stream_raw echo_stream{handler_id{78}, "echo"};
+const stream_raw count_stream{handler_id{79}, stream_capacity{0, 1}};
+const unary_raw echo_call{handler_id{78}};
+
+stream_generator<payload> echo_gen(payload, stream_input<payload> in) {
+  while (auto r = co_await in.next()) co_yield std::move(*r);
+}
+
+stream_generator<payload> count_gen(payload n) {
+  const int count = std::stoi(text(n));
+  for (int i = 0; i < count; ++i) {
+    payload p = bytes("resp-" + std::to_string(i));
+    co_yield std::move(p);
+  }
+  if (text(n) == "3") throw handler_error{"three is an error"};
+}
+
+struct echo_unary_fn {
+  payload operator()(payload p) const { return p; }
+};
+
+void serve_test_handlers(testing::grid& g) {
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    REQUIRE(!echo_stream.serve(g.node(i), echo_gen));
+    REQUIRE(!count_stream.serve(g.node(i), count_gen));
+    REQUIRE(!echo_call.serve(g.node(i), echo_unary_fn{}));
+  }
+}
+
+bool idle(testing::grid& g) {
+  for (std::size_t i = 0; i < g.size(); ++i)
+    for (auto& c : g.node(i).connections()) {
+      const auto st = c->stats();
+      if (st.calls_out || st.calls_in || st.streams_out || st.streams_in) return false;
+    }
+  return true;
+}
+
+// After a test: no mux left open on any connection, in either direction.
+asio::awaitable<void> assert_no_active(testing::grid& g) {
+  auto check = [&] { return idle(g); };
+  CHECK(co_await eventually(check));
+}
+
+// Counts what stream handlers saw.
+struct observed {
+  std::atomic<int> started{0}, cancelled{0}, finished{0};
+};
+
+asio::awaitable<void> wait_long() { co_await sleep_for(10s); }
+
+// A handler that sends `first` responses, then waits (10 s) or keeps sending (when `forever`).
+struct blocking_fn {
+  std::shared_ptr<observed> seen;
+  bool forever = false;
+  stream_generator<payload> operator()(payload p) const { return run(seen, forever, std::move(p)); }
+  static stream_generator<payload> run(std::shared_ptr<observed> seen, bool forever, payload p) {
+    seen->started.fetch_add(1);
+    try {
+      payload first = p;
+      co_yield std::move(first);
+      if (forever)
+        for (int i = 0;; ++i) {
+          payload next = bytes(std::to_string(i));
+          co_yield std::move(next);
+        }
+      co_await wait_long();
+    } catch (const std::system_error& e) {
+      if (e.code() == asio::error::operation_aborted) seen->cancelled.fetch_add(1);
+      throw;
+    }
+    seen->finished.fetch_add(1);
+  }
+};
+
+// With input: reads one request, echoes it, then waits (10 s).
+struct blocking_input_fn {
+  std::shared_ptr<observed> seen;
+  stream_generator<payload> operator()(payload, stream_input<payload> in) const { return run(seen, std::move(in)); }
+  static stream_generator<payload> run(std::shared_ptr<observed> seen, stream_input<payload> in) {
+    seen->started.fetch_add(1);
+    try {
+      auto r = co_await in.next();
+      if (r) co_yield std::move(*r);
+      co_await wait_long();
+    } catch (const std::system_error& e) {
+      if (e.code() == asio::error::operation_aborted) seen->cancelled.fetch_add(1);
+      throw;
+    }
+    seen->finished.fetch_add(1);
+  }
+};
+
+// MinIO's typed test messages: maps keyed by field name.
+struct test_request {
+  std::int64_t Num = 0;
+  std::string String;
+  MSGPACK_DEFINE_MAP(Num, String)
+};
+struct test_response {
+  std::int64_t OrgNum = 0;
+  std::string OrgString;
+  std::string Embedded;
+  MSGPACK_DEFINE_MAP(OrgNum, OrgString, Embedded)
+};
+
+// A grid where only the stream rules under test decide liveness: connection pings relaxed.
+testing::grid::configure_fn relaxed_links(std::chrono::milliseconds stream_ping, std::chrono::milliseconds pong_timeout,
+                                          std::chrono::milliseconds ping_timeout) {
+  return [=](std::size_t, manager_options& o) {
+    o.connection.ping_interval = 1s;
+    o.connection.pong_timeout = 30s;
+    o.connection.write_timeout = 10s;
+    o.connection.stream_ping_interval = stream_ping;
+    o.connection.stream_pong_timeout = pong_timeout;
+    o.connection.stream_ping_timeout = ping_timeout;
+  };
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("stream");
+
+asio::awaitable<void> st_roundtrip(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto& c = *g.link(0, 1);
+  payload none;
+  auto s = co_await echo_stream.open(c, none);
+  REQUIRE(s);
+  for (int i = 0; i < 10; ++i) {
+    const std::string want = "echo-" + std::to_string(i);
+    CHECK_FALSE(co_await s->send(bytes(want)));
+    auto r = co_await s->next();
+    REQUIRE(r);
+    CHECK(text(*r) == want);
+  }
+  // Nil and empty requests come back as they went.
+  CHECK_FALSE(co_await s->send(std::nullopt));
+  auto rn = co_await s->next();
+  REQUIRE(rn);
+  CHECK_FALSE(rn->has_value());
+  CHECK_FALSE(co_await s->send(payload(std::vector<std::byte>{})));
+  auto re = co_await s->next();
+  REQUIRE(re);
+  REQUIRE(re->has_value());
+  CHECK((*re)->empty());
+  // Closing the input ends the handler's loop, and with it the stream.
+  CHECK_FALSE(s->close_send());
+  CHECK_FALSE(co_await s->next());
+  CHECK_FALSE(s->error());
+  CHECK_FALSE(s->close_send()); // idempotent
+  auto late = co_await s->send(bytes("late"));
+  CHECK(late.code == errc::stream_closed);
+
+  // A stream without input: N responses, then the end.
+  auto n = co_await count_stream.open(*g.link(1, 0), bytes("5"));
+  REQUIRE(n);
+  std::vector<std::string> got;
+  while (auto r = co_await n->next()) got.push_back(text(*r));
+  CHECK(got == std::vector<std::string>{"resp-0", "resp-1", "resp-2", "resp-3", "resp-4"});
+  CHECK_FALSE(n->error());
+  CHECK((co_await n->send(bytes("x"))).code == errc::stream_closed);
+
+  // A handler that throws after some responses: every response first, then its text.
+  auto e = co_await count_stream.open(c, bytes("3"));
+  REQUIRE(e);
+  got.clear();
+  while (auto r = co_await e->next()) got.push_back(text(*r));
+  CHECK(got.size() == 3);
+  CHECK(e->error().code == errc::remote_error);
+  CHECK(e->error().text == "three is an error");
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("round trip: 10 echoes, nil and empty, close_send, responses then EOF, handler errors") { run_async(st_roundtrip); }
+
+asio::awaitable<void> st_unknown(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  REQUIRE(!echo_stream.serve(g.node(0), echo_gen)); // node 1 serves no stream
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  payload none;
+  auto s = co_await echo_stream.open(*g.link(0, 1), none);
+  REQUIRE(!s);
+  CHECK(s.error().code == errc::unknown_handler);
+  CHECK(s.error().text.rfind("Invalid Handler for type: 4e00", 0) == 0);
+  auto t = co_await count_stream.open(*g.link(0, 1), bytes("1"));
+  CHECK(t.error().code == errc::unknown_handler);
+  CHECK(t.error().text == "Invalid Handler for type: 79");
+  // Registration errors.
+  CHECK(echo_stream.serve(g.node(0), echo_gen) == errc::handler_exists);
+  CHECK(stream_raw{handler_id{0}}.serve(g.node(0), count_gen) == errc::invalid_handler);
+  CHECK(stream_raw(handler_id{70}, stream_capacity{0, 0}).serve(g.node(0), count_gen) == errc::invalid_value);
+  // A unary handler and a stream handler may share an id: they are separate registries (as in MinIO).
+  CHECK_FALSE(echo_call.serve(g.node(0), echo_unary_fn{}));
+  // Opening on a connection that is down fails at once.
+  co_await g.shutdown();
+  auto d = co_await echo_stream.open(*g.link(0, 1), none);
+  CHECK(d.error().code == errc::disconnected);
+}
+TEST_CASE("unknown stream handler or subroute, registration errors, opening while disconnected") { run_async(st_unknown); }
+
+asio::awaitable<void> st_cancel(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto seen = std::make_shared<observed>();
+  const stream_raw oneway{handler_id{60}, stream_capacity{0, 1}};
+  const stream_raw flood{handler_id{61}, stream_capacity{0, 1}};
+  const stream_raw twoway{handler_id{62}, stream_capacity{1, 1}};
+  for (std::size_t i = 0; i < 2; ++i) {
+    REQUIRE(!oneway.serve(g.node(i), blocking_fn{seen, false}));
+    REQUIRE(!flood.serve(g.node(i), blocking_fn{seen, true}));
+    REQUIRE(!twoway.serve(g.node(i), blocking_input_fn{seen}));
+  }
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto& c = *g.link(0, 1);
+
+  // Unbuffered (no input): the handler waits; the caller cancels.
+  {
+    auto s = co_await oneway.open(c, bytes("first"));
+    REQUIRE(s);
+    auto r = co_await s->next();
+    CHECK(text(r.value()) == "first");
+    s->cancel();
+    CHECK_FALSE(co_await s->next());
+    CHECK(s->error().code == asio::error::operation_aborted);
+    auto one = [&] { return seen->cancelled.load() == 1; };
+    CHECK(co_await eventually(one));
+  }
+  // Buffered (input capacity 1), cancelled through the awaiting coroutine's cancellation slot.
+  {
+    auto s = co_await twoway.open(c, std::nullopt);
+    REQUIRE(s);
+    CHECK_FALSE(co_await s->send(bytes("req")));
+    CHECK(text((co_await s->next()).value()) == "req");
+    asio::steady_timer t(ex, 50ms);
+    auto v = co_await (s->next() || t.async_wait(asio::use_awaitable));
+    CHECK(v.index() == 1);
+    CHECK(s->error().code == asio::error::operation_aborted);
+    auto two = [&] { return seen->cancelled.load() == 2; };
+    CHECK(co_await eventually(two));
+  }
+  // A full queue (the caller stops reading while the handler keeps sending): dropping the stream object
+  // still cancels the handler, which is blocked waiting for a credit.
+  {
+    auto s = co_await flood.open(c, bytes("first"));
+    REQUIRE(s);
+    CHECK(text((co_await s->next()).value()) == "first");
+    co_await sleep_for(100ms);
+    CHECK(seen->cancelled.load() == 2);
+  }
+  auto three = [&] { return seen->cancelled.load() == 3; };
+  CHECK(co_await eventually(three));
+  CHECK(seen->finished.load() == 0);
+  auto counted = [&] { return g.link(1, 0)->stats().calls_cancelled == 3; };
+  CHECK(co_await eventually(counted));
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("cancel: unbuffered, buffered through the cancellation slot, full queue by dropping the stream") {
+  run_async(st_cancel);
+}
+
+asio::awaitable<void> st_deadline(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto seen = std::make_shared<observed>();
+  const stream_raw oneway{handler_id{60}, stream_capacity{0, 1}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!oneway.serve(g.node(i), blocking_fn{seen, false}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = co_await oneway.open(*g.link(0, 1), bytes("first"), stream_options{100ms});
+  REQUIRE(s);
+  CHECK(text((co_await s->next()).value()) == "first");
+  CHECK_FALSE(co_await s->next());
+  CHECK(s->error().code == errc::timeout);
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  auto handler_saw_it = [&] { return seen->cancelled.load() == 1; };
+  CHECK(co_await eventually(handler_saw_it)); // the server's own deadline cancelled the handler
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("a deadline bounds the stream on both sides") { run_async(st_deadline); }
+
+asio::awaitable<void> st_out_congestion(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto& c = *g.link(0, 1);
+  auto s = co_await count_stream.open(c, bytes("100"));
+  REQUIRE(s);
+  // The handler is blocked on its credit: 100 single requests on the same connection all complete.
+  for (int i = 0; i < 100; ++i) {
+    const std::string want = "call-" + std::to_string(i);
+    auto r = co_await echo_call.call(c, bytes(want));
+    REQUIRE(r);
+    CHECK(text(*r) == want);
+  }
+  CHECK(c.stats().streams_out == 1);
+  int n = 0;
+  while (auto r = co_await s->next()) {
+    CHECK(text(*r) == "resp-" + std::to_string(n));
+    ++n;
+  }
+  CHECK(n == 100);
+  CHECK_FALSE(s->error());
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("server out-congestion: 100 responses at capacity 1 while 100 unary calls interleave") {
+  run_async(st_out_congestion);
+}
+
+// Waits for the gate to open, then reads every request, checks their order, and answers with the count.
+struct gated_fn {
+  std::shared_ptr<asio::steady_timer> gate;
+  stream_generator<payload> operator()(payload, stream_input<payload> in) const { return run(gate, std::move(in)); }
+  static asio::awaitable<void> wait_gate(std::shared_ptr<asio::steady_timer> gate) {
+    try {
+      co_await gate->async_wait(asio::use_awaitable);
+    } catch (const std::system_error&) { // opened
+    }
+  }
+  static stream_generator<payload> run(std::shared_ptr<asio::steady_timer> gate, stream_input<payload> in) {
+    co_await wait_gate(gate);
+    int n = 0;
+    while (auto r = co_await in.next()) {
+      if (text(*r) != "req-" + std::to_string(n)) throw handler_error{"out of order: " + text(*r)};
+      ++n;
+    }
+    payload count = bytes(std::to_string(n));
+    co_yield std::move(count);
+  }
+};
+
+asio::awaitable<void> send_all(client_stream<payload, payload>& s, int n, std::shared_ptr<std::atomic<int>> sent) {
+  for (int i = 0; i < n; ++i) {
+    if (co_await s.send(bytes("req-" + std::to_string(i)))) co_return;
+    sent->fetch_add(1);
+  }
+  s.close_send();
+}
+
+asio::awaitable<void> st_in_congestion(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto gate = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
+  const stream_raw gated{handler_id{63}, stream_capacity{5, 1}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!gated.serve(g.node(i), gated_fn{gate}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto s = co_await gated.open(*g.link(0, 1), std::nullopt);
+  REQUIRE(s);
+  auto sent = std::make_shared<std::atomic<int>>(0);
+  asio::co_spawn(ex, send_all(*s, 100, sent), asio::detached);
+  // The handler reads nothing yet: the caller may send its 5 credits and no more.
+  auto five = [&] { return sent->load() == 5; };
+  CHECK(co_await eventually(five));
+  co_await sleep_for(100ms);
+  CHECK(sent->load() == 5);
+  gate->cancel();
+  auto r = co_await s->next();
+  REQUIRE(r);
+  CHECK(text(*r) == "100");
+  CHECK(sent->load() == 100);
+  CHECK_FALSE(co_await s->next());
+  CHECK_FALSE(s->error());
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("server in-congestion: capacity 5, 100 requests while the handler is blocked") { run_async(st_in_congestion); }
+
+struct typed_stream_fn {
+  static stream_generator<test_response> run(call_context ctx, test_request p, stream_input<test_request> in) {
+    while (auto r = co_await in.next()) {
+      test_response out{r->Num, r->String, p.String + "@" + ctx.conn->local()};
+      co_yield std::move(out);
+    }
+  }
+  stream_generator<test_response> operator()(call_context ctx, test_request p, stream_input<test_request> in) const {
+    return run(std::move(ctx), std::move(p), std::move(in));
+  }
+};
+
+asio::awaitable<void> st_typed(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  const stream<test_request, test_request, test_response> typed_stream{handler_id{78}, join_route({"subroute", "1"})};
+  const stream<test_request, test_request, test_response> other_route{handler_id{78}, "subroute"};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!typed_stream.serve(g.node(i), typed_stream_fn{}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  const test_request init{0, "init"};
+  auto s = co_await typed_stream.open(*g.link(1, 0), init);
+  REQUIRE(s);
+  for (int i = 0; i < 10; ++i) {
+    const test_request q{i, "s" + std::to_string(i)};
+    CHECK_FALSE(co_await s->send(q));
+    auto r = co_await s->next();
+    REQUIRE(r);
+    CHECK(r->OrgNum == i);
+    CHECK(r->OrgString == q.String);
+    CHECK(r->Embedded == "init@" + g.host(0));
+  }
+  s->close_send();
+  CHECK_FALSE(co_await s->next());
+  CHECK_FALSE(s->error());
+  // The parent route is another handler: not registered.
+  auto o = co_await other_route.open(*g.link(1, 0), init);
+  CHECK(o.error().code == errc::unknown_handler);
+  // A response that does not decode as the declared type ends the stream with bad_payload.
+  const stream<test_request, test_request, std::vector<int>> wrong{handler_id{78}, join_route({"subroute", "1"})};
+  auto w = co_await wrong.open(*g.link(1, 0), init);
+  REQUIRE(w);
+  const test_request q{1, "x"};
+  CHECK_FALSE(co_await w->send(q));
+  CHECK_FALSE(co_await w->next());
+  CHECK(w->error().code == errc::bad_payload);
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("typed streams over nested subroutes") { run_async(st_typed); }
+
+asio::awaitable<void> st_no_ping(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, relaxed_links(50ms, 400ms, 600ms));
+  auto seen = std::make_shared<observed>();
+  const stream_raw oneway{handler_id{60}, stream_capacity{0, 1}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!oneway.serve(g.node(i), blocking_fn{seen, false}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c = g.link(0, 1);
+  const auto session = c->session_id();
+  auto s = co_await oneway.open(*c, bytes("first"));
+  REQUIRE(s);
+  CHECK(text((co_await s->next()).value()) == "first");
+  // Node 1 stops handling what node 0 sends: no pings reach the handler's side, no pongs come back.
+  g.block_inbound(1, 0, true);
+  CHECK_FALSE(co_await s->next());
+  CHECK(s->error().code == errc::disconnected);
+  auto server_gave_up = [&] { return seen->cancelled.load() == 1; };
+  CHECK(co_await eventually(server_gave_up));
+  g.block_inbound(1, 0, false);
+  CHECK(c->session_id() == session); // the connection itself was never dropped
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("no ping: both sides end the stream, the connection stays") { run_async(st_no_ping); }
+
+asio::awaitable<void> st_ping_while_blocked(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, relaxed_links(50ms, 300ms, 500ms));
+  auto gate = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
+  const stream_raw gated{handler_id{63}, stream_capacity{5, 1}};
+  for (std::size_t i = 0; i < 2; ++i) {
+    REQUIRE(!gated.serve(g.node(i), gated_fn{gate}));
+    REQUIRE(!count_stream.serve(g.node(i), count_gen));
+  }
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  // The caller does not read for 4 pong timeouts: pings keep the stream alive (MinIO #19743).
+  auto s = co_await count_stream.open(*g.link(0, 1), bytes("5"));
+  REQUIRE(s);
+  co_await sleep_for(1200ms);
+  int n = 0;
+  while (auto r = co_await s->next()) CHECK(text(*r) == "resp-" + std::to_string(n++));
+  CHECK(n == 5);
+  CHECK_FALSE(s->error());
+  // The handler does not read for 2 server timeouts: the caller's pings keep it alive too.
+  auto t = co_await gated.open(*g.link(0, 1), std::nullopt);
+  REQUIRE(t);
+  CHECK_FALSE(co_await t->send(bytes("req-0")));
+  co_await sleep_for(1000ms);
+  gate->cancel();
+  t->close_send();
+  CHECK(text((co_await t->next()).value()) == "1");
+  CHECK_FALSE(co_await t->next());
+  CHECK_FALSE(t->error());
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("pings keep running while the consumer or the handler is blocked") { run_async(st_ping_while_blocked); }
+
+asio::awaitable<void> st_burst(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  const stream_raw wide{handler_id{64}, stream_capacity{0, 8}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!wide.serve(g.node(i), count_gen));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  // A fast burst then EOF, read late: every response arrives before the end (MinIO #21122).
+  auto s = co_await wide.open(*g.link(0, 1), bytes("1000"));
+  REQUIRE(s);
+  co_await sleep_for(100ms);
+  int n = 0;
+  while (auto r = co_await s->next()) {
+    if (text(*r) != "resp-" + std::to_string(n)) break;
+    ++n;
+  }
+  CHECK(n == 1000);
+  CHECK_FALSE(s->error());
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("a burst of responses then EOF delivers every response before the end") { run_async(st_burst); }
+
+asio::awaitable<void> one_stream(std::shared_ptr<connection> c, int i, std::shared_ptr<std::atomic<int>> ok) {
+  auto s = co_await echo_stream.open(*c, std::nullopt);
+  if (!s) co_return;
+  const std::string want = "stream-" + std::to_string(i);
+  if (co_await s->send(bytes(want))) co_return;
+  auto r = co_await s->next();
+  if (!r || text(*r) != want) co_return;
+  s->close_send();
+  if (co_await s->next() || s->error()) co_return;
+  ok->fetch_add(1);
+}
+
+asio::awaitable<void> st_many(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, relaxed_links(1s, 30s, 60s));
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  constexpr int n = 1000;
+  auto ok = std::make_shared<std::atomic<int>>(0);
+  for (int i = 0; i < n; ++i) asio::co_spawn(ex, one_stream(g.link(i % 2, 1 - i % 2), i, ok), asio::detached);
+  auto all = [&] { return ok->load() == n; };
+  CHECK(co_await eventually(all, 30s));
+  CHECK(ok->load() == n);
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("1,000 concurrent streams") { run_async(st_many, std::chrono::seconds(60)); }
+
+asio::awaitable<void> st_disconnect(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto seen = std::make_shared<observed>();
+  const stream_raw twoway{handler_id{62}, stream_capacity{1, 1}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!twoway.serve(g.node(i), blocking_input_fn{seen}));
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto s = co_await twoway.open(*g.link(0, 1), std::nullopt);
+  REQUIRE(s);
+  CHECK_FALSE(co_await s->send(bytes("a")));
+  CHECK(text((co_await s->next()).value()) == "a");
+  g.kill(1, 0);
+  CHECK_FALSE(co_await s->next());
+  CHECK(s->error().code == errc::disconnected);
+  auto handler_stopped = [&] { return seen->cancelled.load() == 1; };
+  CHECK(co_await eventually(handler_stopped));
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto again = co_await echo_stream.open(*g.link(0, 1), std::nullopt);
+  REQUIRE(again);
+  CHECK_FALSE(co_await again->send(bytes("b")));
+  CHECK(text((co_await again->next()).value()) == "b");
+  again->cancel();
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("a connection that dies mid-stream ends both sides; streams work after the reconnect") {
+  run_async(st_disconnect);
+}
+
+namespace {
+
+// Stands in for a misbehaving peer: records what arrives and lets the test send raw stream messages.
+struct recorder final : message_sink {
+  struct item {
+    std::uint64_t mux;
+    std::uint32_t seq;
+    op_code op;
+    msg_flags flags;
+    std::string text;
+  };
+  std::mutex mu;
+  std::vector<item> got;
+  std::function<void(connection&, const message&)> react;
+
+  void on_message(connection& c, const message& m) override {
+    {
+      std::lock_guard lk(mu);
+      got.push_back({m.mux_id, m.seq, m.op, m.flags, m.payload ? text(payload(std::vector<std::byte>(m.payload->begin(), m.payload->end()))) : ""});
+    }
+    if (react) react(c, m);
+  }
+  void on_session_end(connection&, std::uint64_t, std::error_code) override {}
+
+  std::optional<item> find(std::uint64_t mux, op_code op) {
+    std::lock_guard lk(mu);
+    for (auto& i : got)
+      if (i.mux == mux && i.op == op) return i;
+    return std::nullopt;
+  }
+};
+
+message raw(std::uint64_t mux, std::uint32_t seq, op_code op, msg_flags flags = msg_flags::none) {
+  message m;
+  m.mux_id = mux;
+  m.seq = seq;
+  m.op = op;
+  m.flags = flags;
+  return m;
+}
+
+} // namespace
+
+asio::awaitable<void> st_hostile_caller(asio::any_io_executor ex) {
+  testing::grid g(ex, 3);
+  auto seen = std::make_shared<observed>();
+  auto gate = std::make_shared<asio::steady_timer>(ex, asio::steady_timer::time_point::max());
+  const stream_raw gated{handler_id{63}, stream_capacity{1, 1}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    REQUIRE(!gated.serve(g.node(i), gated_fn{gate}));
+    REQUIRE(!echo_stream.serve(g.node(i), echo_gen));
+  }
+  recorder rogue;
+  g.node(0).set_sink(&rogue); // node 0 speaks raw messages
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c = g.link(0, 1);
+  const auto session = c->session_id();
+
+  // Two requests on one credit while the handler is blocked: "handler blocked", the stream closes.
+  message open = raw(1000, 0, op_code::connect_mux);
+  open.handler = handler_id{63};
+  REQUIRE(!c->send(open));
+  auto acked = [&] { return rogue.find(1000, op_code::ack_mux).has_value(); };
+  REQUIRE(co_await eventually(acked));
+  CHECK(rogue.find(1000, op_code::ack_mux)->seq == 0);
+  REQUIRE(!c->send(raw(1000, 1, op_code::mux_client_msg)));
+  REQUIRE(!c->send(raw(1000, 2, op_code::mux_client_msg)));
+  auto told = [&] { return rogue.find(1000, op_code::disconnect_client_mux).has_value(); };
+  REQUIRE(co_await eventually(told));
+  auto d = *rogue.find(1000, op_code::disconnect_client_mux);
+  CHECK(has(d.flags, msg_flags::payload_is_err));
+  CHECK(d.text == "handler blocked");
+
+  // A wrong sequence number.
+  open.mux_id = 1001;
+  REQUIRE(!c->send(open));
+  REQUIRE(!c->send(raw(1001, 5, op_code::mux_client_msg)));
+  auto told2 = [&] { return rogue.find(1001, op_code::disconnect_client_mux).has_value(); };
+  REQUIRE(co_await eventually(told2));
+  CHECK(rogue.find(1001, op_code::disconnect_client_mux)->text == "receive sequence number mismatch. want 1, got 5");
+
+  // Stateless streams are refused; data for an unknown mux is answered with a disconnect; a ping for an
+  // unknown mux gets a "not found" pong.
+  message stateless = raw(1002, 0, op_code::connect_mux, msg_flags::stateless);
+  stateless.handler = handler_id{63};
+  REQUIRE(!c->send(stateless));
+  REQUIRE(!c->send(raw(1003, 1, op_code::mux_client_msg)));
+  REQUIRE(!c->send(raw(1004, 1, op_code::ping)));
+  auto answered = [&] {
+    return rogue.find(1002, op_code::mux_connect_error) && rogue.find(1003, op_code::disconnect_client_mux) &&
+           rogue.find(1004, op_code::pong);
+  };
+  REQUIRE(co_await eventually(answered));
+  CHECK(rogue.find(1002, op_code::mux_connect_error)->text.find("Stateless streams not supported") != std::string::npos);
+
+  // The connection and everyone else are unaffected.
+  CHECK(c->session_id() == session);
+  CHECK(c->state() == connection_state::connected);
+  auto closed = [&] { return g.link(1, 0)->stats().streams_in == 0; };
+  CHECK(co_await eventually(closed));
+  CHECK(g.link(1, 0)->stats().stream_errors == 2);
+  auto s = co_await echo_stream.open(*g.link(2, 1), std::nullopt);
+  REQUIRE(s);
+  CHECK_FALSE(co_await s->send(bytes("still serving")));
+  CHECK(text((co_await s->next()).value()) == "still serving");
+  s->cancel();
+  gate->cancel();
+  co_await g.shutdown();
+}
+TEST_CASE("a caller that breaks credit or sequence rules loses its stream, not the connection") {
+  run_async(st_hostile_caller);
+}
+
+asio::awaitable<void> st_hostile_server(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  recorder rogue;
+  // Node 1 acknowledges and then sends responses without waiting for credits (or with a bad number).
+  rogue.react = [](connection& c, const message& m) {
+    if (m.op != op_code::connect_mux) return;
+    if (m.handler == handler_id{61}) {
+      (void)c.send_control(raw(m.mux_id, 5, op_code::ack_mux));
+      return;
+    }
+    (void)c.send_control(raw(m.mux_id, 0, op_code::ack_mux));
+    for (std::uint32_t i = 1; i <= 3; ++i) {
+      message r = raw(m.mux_id, i, op_code::mux_server_msg);
+      const std::string body = "r" + std::to_string(i);
+      r.payload = std::as_bytes(std::span(body.data(), body.size()));
+      (void)c.send_control(r);
+    }
+  };
+  g.node(1).set_sink(&rogue);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  const stream_raw s60{handler_id{60}, stream_capacity{0, 1}};
+  auto s = co_await s60.open(*g.link(0, 1), std::nullopt);
+  REQUIRE(s);
+  // The first response fits the one credit; the second breaks the rule and ends the stream.
+  std::vector<std::string> got;
+  while (auto r = co_await s->next()) got.push_back(text(*r));
+  CHECK(got == std::vector<std::string>{"r1"});
+  CHECK(s->error().code == errc::credit_violation);
+  CHECK(s->error().code == condition::protocol_violation);
+  auto cancelled = [&] { return rogue.find(1, op_code::disconnect_server_mux).has_value(); };
+  CHECK(co_await eventually(cancelled)); // the handler is told to stop
+  // An acknowledgement with the wrong number.
+  const stream_raw s61{handler_id{61}, stream_capacity{0, 1}};
+  auto t = co_await s61.open(*g.link(0, 1), std::nullopt);
+  CHECK(t.error().code == errc::out_of_sequence);
+  CHECK(g.link(0, 1)->state() == connection_state::connected);
+  CHECK(g.link(0, 1)->stats().stream_errors == 2);
+  CHECK(g.link(0, 1)->stats().streams_out == 0);
+  co_await g.shutdown();
+}
+TEST_CASE("a handler's side that ignores credits or numbering ends the stream with a clear error") {
+  run_async(st_hostile_server);
+}
+
+TEST_SUITE_END();
