@@ -2,11 +2,16 @@
 //
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD
+//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]
 //
 // `serve` runs until SIGINT/SIGTERM with MinIO's test handlers: unary 78 echoes its payload, unary 79
-// fails with "test error: <payload>". `call` joins the grid as --local (listening there too, since the
-// election may make HOST dial us), makes one unary call and prints the response payload, or
-// "error: <text>". Exit status: 0 success, 1 remote error, 2 any other failure.
+// fails with "test error: <payload>"; stream 78 on subroute "echo" (capacities 1/1) echoes each request,
+// stream 79 (no input, out capacity 1) sends N responses "resp-0" ... "resp-<N-1>" for payload N.
+// `call` joins the grid as --local (listening there too, since the election may make HOST dial us),
+// makes one unary call and prints the response payload, or "error: <text>". `stream` opens a stream
+// (input capacity 1 when REQUESTs are given, else none), sends each REQUEST, ends its input and prints
+// each response on its own line, then "error: <text>" if it failed. Exit status: 0 success, 1 remote
+// error, 2 any other failure.
 #include <cogrid/cogrid.hpp>
 
 #include <asio/co_spawn.hpp>
@@ -21,13 +26,14 @@
 namespace {
 
 struct args {
-  std::string local, route = std::string(cogrid::route_v1), token = "cogrid";
+  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute;
   std::vector<std::string> hosts, rest;
 };
 
 int usage() {
   std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve\n"
-                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n");
+                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n"
+                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n");
   return 2;
 }
 
@@ -43,35 +49,98 @@ struct fail_fn {
   cogrid::handler_result<cogrid::payload> operator()(cogrid::payload p) const { return cogrid::handler_error{"test error: " + text(p)}; }
 };
 
+cogrid::stream_generator<cogrid::payload> echo_stream(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
+  while (auto r = co_await in.next()) co_yield std::move(*r);
+}
+
+cogrid::stream_generator<cogrid::payload> count_stream(cogrid::payload n) {
+  const long count = std::strtol(text(n).c_str(), nullptr, 10);
+  for (long i = 0; i < count; ++i) {
+    cogrid::payload p = bytes("resp-" + std::to_string(i));
+    co_yield std::move(p);
+  }
+}
+
 asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m) {
   co_await signals.async_wait(asio::use_awaitable);
   co_await m.shutdown();
 }
 
-asio::awaitable<int> call_once(cogrid::manager& m, std::string host, int handler, std::string body) {
-  int status = 2;
+int report(const cogrid::call_error& e) {
+  std::printf("error: %s\n", e.message().c_str());
+  return e.code == cogrid::errc::remote_error ? 1 : 2;
+}
+
+// Sends every request while printing the responses as they come, then the rest of them.
+asio::awaitable<void> send_requests(cogrid::client_stream<cogrid::payload, cogrid::payload>& s, std::vector<std::string> requests) {
+  for (const auto& r : requests) {
+    const cogrid::payload p = bytes(r);
+    if (co_await s.send(p)) co_return; // the stream ended: its error is reported by the reader
+  }
+  s.close_send();
+}
+
+asio::awaitable<int> print_responses(cogrid::client_stream<cogrid::payload, cogrid::payload>& s) {
+  while (auto r = co_await s.next()) std::printf("%s\n", text(*r).c_str());
+  if (auto e = s.error()) co_return report(e);
+  co_return 0;
+}
+
+asio::awaitable<int> run_stream(cogrid::client_stream<cogrid::payload, cogrid::payload>& s, std::vector<std::string> requests) {
+  using namespace asio::experimental::awaitable_operators;
+  if (requests.empty()) co_return co_await print_responses(s);
+  co_return co_await (print_responses(s) && send_requests(s, std::move(requests)));
+}
+
+// Waits (10 s at most) for the connection to `host`; prints why not and returns null on failure.
+asio::awaitable<std::shared_ptr<cogrid::connection>> connect_to(cogrid::manager& m, const std::string& host) {
   auto c = m.connection(host);
   if (!c) {
     std::fprintf(stderr, "error: %s is not in --hosts\n", host.c_str());
-  } else {
-    asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::seconds(10));
-    using namespace asio::experimental::awaitable_operators;
-    auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
-    if (w.index() == 1 || std::get<0>(w)) {
-      std::string why = c->stats().last_error; // set where we dial; where we accept, see our rejections
-      for (const auto& [reason, n] : m.rejections()) why += (why.empty() ? "" : "; ") + ("rejected incoming: " + reason);
-      std::printf("error: not connected to %s: %s\n", host.c_str(), why.c_str());
+    co_return nullptr;
+  }
+  asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::seconds(10));
+  using namespace asio::experimental::awaitable_operators;
+  auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
+  if (w.index() == 1 || std::get<0>(w)) {
+    std::string why = c->stats().last_error; // set where we dial; where we accept, see our rejections
+    for (const auto& [reason, n] : m.rejections()) why += (why.empty() ? "" : "; ") + ("rejected incoming: " + reason);
+    std::printf("error: not connected to %s: %s\n", host.c_str(), why.c_str());
+    co_return nullptr;
+  }
+  co_return c;
+}
+
+asio::awaitable<int> call_once(cogrid::manager& m, std::string host, int handler, std::string body) {
+  int status = 2;
+  if (auto c = co_await connect_to(m, host)) {
+    const cogrid::unary_raw u{cogrid::handler_id{static_cast<std::uint8_t>(handler)}};
+    const cogrid::payload req = bytes(body);
+    auto r = co_await u.call(*c, req);
+    if (r) {
+      std::printf("%s\n", text(*r).c_str());
+      status = 0;
     } else {
-      const cogrid::unary_raw u{cogrid::handler_id{static_cast<std::uint8_t>(handler)}};
-      const cogrid::payload req = bytes(body);
-      auto r = co_await u.call(*c, req);
-      if (r) {
-        std::printf("%s\n", text(*r).c_str());
-        status = 0;
-      } else {
-        std::printf("error: %s\n", r.error().message().c_str());
-        status = r.error().code == cogrid::errc::remote_error ? 1 : 2;
-      }
+      status = report(r.error());
+    }
+  }
+  co_await m.shutdown();
+  co_return status;
+}
+
+asio::awaitable<int> stream_once(cogrid::manager& m, std::string host, int handler, std::string subroute,
+                                 std::string body, std::vector<std::string> requests) {
+  int status = 2;
+  if (auto c = co_await connect_to(m, host)) {
+    const cogrid::handler_id id{static_cast<std::uint8_t>(handler)};
+    const cogrid::stream_capacity cap{requests.empty() ? 0u : 1u, 1u};
+    const auto h = subroute.empty() ? cogrid::stream_raw(id, cap) : cogrid::stream_raw(id, subroute, cap);
+    const cogrid::payload init = bytes(body);
+    auto s = co_await h.open(*c, init);
+    if (!s) {
+      status = report(s.error());
+    } else {
+      status = co_await run_stream(*s, std::move(requests));
     }
   }
   co_await m.shutdown();
@@ -88,6 +157,7 @@ int main(int argc, char** argv) {
     if (k == "--local") a.local = next();
     else if (k == "--token") a.token = next();
     else if (k == "--route") a.route = next();
+    else if (k == "--subroute") a.subroute = next();
     else if (k == "--hosts") {
       const std::string list = next();
       for (std::size_t at = 0; at <= list.size();) {
@@ -100,7 +170,8 @@ int main(int argc, char** argv) {
   if (a.local.empty() || a.hosts.empty() || a.rest.empty()) return usage();
   const bool serve = a.rest[0] == "serve" && a.rest.size() == 1;
   const bool call = a.rest[0] == "call" && a.rest.size() == 4;
-  if (!serve && !call) return usage();
+  const bool stream = a.rest[0] == "stream" && a.rest.size() >= 4;
+  if (!serve && !call && !stream) return usage();
 
   asio::io_context io;
   cogrid::manager_options o;
@@ -117,6 +188,8 @@ int main(int argc, char** argv) {
   }
   (void)cogrid::unary_raw{cogrid::handler_id{78}}.serve(*m, echo_fn{});
   (void)cogrid::unary_raw{cogrid::handler_id{79}}.serve(*m, fail_fn{});
+  (void)cogrid::stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(*m, echo_stream);
+  (void)cogrid::stream_raw(cogrid::handler_id{79}, cogrid::stream_capacity{0, 1}).serve(*m, count_stream);
   if (auto ec = m->listen()) {
     std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), ec.message().c_str());
     return 2;
@@ -126,7 +199,12 @@ int main(int argc, char** argv) {
   asio::signal_set signals(io, SIGINT, SIGTERM);
   if (serve) {
     asio::co_spawn(io, wait_signal(signals, *m), asio::detached);
-    std::fprintf(stderr, "grid-node %s serving (handlers 78 echo, 79 error)\n", a.local.c_str());
+    std::fprintf(stderr, "grid-node %s serving (unary 78 echo, 79 error; stream 78/echo echo, 79 count)\n", a.local.c_str());
+  } else if (stream) {
+    signals.cancel();
+    std::vector<std::string> requests(a.rest.begin() + 4, a.rest.end());
+    asio::co_spawn(io, stream_once(*m, a.rest[1], std::atoi(a.rest[2].c_str()), a.subroute, a.rest[3], std::move(requests)),
+                   [&](std::exception_ptr e, int s) { status = e ? 2 : s; });
   } else {
     signals.cancel();
     asio::co_spawn(io, call_once(*m, a.rest[1], std::atoi(a.rest[2].c_str()), a.rest[3]),

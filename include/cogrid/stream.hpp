@@ -260,11 +260,10 @@ class stream_input {
 public:
   explicit stream_input(std::shared_ptr<detail::server_stream> s) : s_(std::move(s)) {}
   /// Awaitable (inside the generator only) yielding `std::optional<Req>`: empty at the end of input.
-  detail::input_awaiter<Req> next() noexcept { return detail::input_awaiter<Req>(s_.get(), &buf_); }
+  detail::input_awaiter<Req> next() noexcept { return detail::input_awaiter<Req>(s_.get(), &s_->input_buf); }
 
 private:
   std::shared_ptr<detail::server_stream> s_;
-  payload buf_; // reused across requests
 };
 
 /// The caller's end of an open stream. Move-only; destroying it (or `cancel()`) before the stream ended

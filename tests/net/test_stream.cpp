@@ -557,7 +557,7 @@ asio::awaitable<void> st_many(asio::any_io_executor ex) {
   co_await assert_no_active(g);
   co_await g.shutdown();
 }
-TEST_CASE("1,000 concurrent streams") { run_async(st_many, std::chrono::seconds(60)); }
+TEST_CASE("1,000 concurrent streams (two io threads)") { run_async(st_many, std::chrono::seconds(60), 2); }
 
 asio::awaitable<void> st_disconnect(asio::any_io_executor ex) {
   testing::grid g(ex, 2);

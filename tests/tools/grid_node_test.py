@@ -36,6 +36,19 @@ def main(tool):
                 ok = r.returncode == want_rc and r.stdout.strip() == want_out
                 print(f"{'ok' if ok else 'FAIL'}: call {args} -> rc={r.returncode} out={r.stdout.strip()!r}")
                 failures += not ok
+            streams = [
+                (["78", "--subroute", "echo", "init", "a", "bb", "ccc"], 0, "a\nbb\nccc"),
+                (["79", "3"], 0, "resp-0\nresp-1\nresp-2"),
+                (["79", "0"], 0, ""),
+                (["78", "--subroute", "nope", "x", "y"], 2, "error: Invalid Handler for type: 4e"),
+            ]
+            for args, want_rc, want_out in streams:
+                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "t0k", "stream", server] + args,
+                                   capture_output=True, text=True, timeout=30)
+                out = r.stdout.strip()
+                ok = r.returncode == want_rc and (out.startswith(want_out) if want_rc else out == want_out)
+                print(f"{'ok' if ok else 'FAIL'}: stream {args} -> rc={r.returncode} out={out!r}")
+                failures += not ok
             r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "call", server, "78", "x"],
                                capture_output=True, text=True, timeout=30)
             ok = r.returncode == 2 and r.stdout.startswith("error: not connected")

@@ -161,6 +161,7 @@ struct server_stream : std::enable_shared_from_this<server_stream> {
   std::coroutine_handle<> yield_waiter;       // the generator, waiting for a credit
   gen_promise_base* gen = nullptr;
   std::vector<std::byte> scratch;             // encoding of the current response
+  payload input_buf;                          // strand: the request being decoded, reused
   std::chrono::steady_clock::time_point last_ping;
 };
 
