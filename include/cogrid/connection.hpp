@@ -14,6 +14,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
+#include <cogrid/detail/strand.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -62,7 +63,8 @@ public:
 /// io_context on one thread.
 class connection : public std::enable_shared_from_this<connection> {
 public:
-  using executor_type = asio::strand<asio::any_io_executor>;
+  /// A strand of its own (see `detail::make_strand_executor`).
+  using executor_type = asio::any_io_executor;
 
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;

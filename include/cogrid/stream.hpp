@@ -192,7 +192,8 @@ template <class T>
 class stream_generator {
 public:
   struct promise_type : detail::gen_promise_base {
-    std::optional<T> current;
+    std::optional<T> owned;    // a yielded temporary (or converted value), kept until the next co_yield
+    const T* current = nullptr; // the value being sent
 
     promise_type() noexcept { encode = &encode_current; }
     stream_generator get_return_object() noexcept { return stream_generator(std::coroutine_handle<promise_type>::from_promise(*this)); }
@@ -201,10 +202,16 @@ public:
     void unhandled_exception() noexcept { error = std::current_exception(); }
     void return_void() const noexcept {}
 
+    /// `co_yield value`: an lvalue is sent from where it is (it outlives the suspension), without a copy.
+    detail::yield_awaiter yield_value(const T& v) noexcept {
+      current = &v;
+      return detail::yield_awaiter(stream.get());
+    }
     template <class U>
-      requires std::constructible_from<T, U&&>
+      requires(std::constructible_from<T, U &&> && !std::is_same_v<std::remove_cvref_t<U>, T>) || std::is_same_v<U, T>
     detail::yield_awaiter yield_value(U&& v) {
-      current.emplace(std::forward<U>(v));
+      owned.emplace(std::forward<U>(v));
+      current = &*owned;
       return detail::yield_awaiter(stream.get());
     }
 
@@ -216,7 +223,7 @@ public:
       } else if constexpr (detail::is_asio_awaitable<D>::value) {
         return detail::bridge_awaiter<typename detail::is_asio_awaitable<D>::value_type>(stream.get(), std::move(a));
       } else if constexpr (std::is_same_v<D, asio::this_coro::executor_t>) {
-        return detail::executor_awaiter{{}, asio::any_io_executor(stream->strand)};
+        return detail::executor_awaiter{{}, stream->strand};
       } else {
         static_assert(detail::always_false<D>, "a stream generator awaits stream inputs and asio::awaitable<T> only");
       }

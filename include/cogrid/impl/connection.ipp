@@ -105,7 +105,7 @@ inline std::chrono::milliseconds time_left(steady::time_point deadline) {
 
 COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex)
     : shared_(std::move(shared)), mux_(std::make_unique<detail::conn_mux>()), local_(shared_->local), remote_(std::move(remote)),
-      dialer_(should_connect(local_, remote_)), base_flags_(msg_flags::none), strand_(asio::make_strand(ex)),
+      dialer_(should_connect(local_, remote_)), base_flags_(msg_flags::none), strand_(detail::make_strand_executor(ex)),
       retry_timer_(strand_), loop_done_(strand_), session_done_(strand_), rng_(std::random_device{}()) {
   detail::host_url r;
   const bool remote_tls = !detail::parse_host_url(remote_, r) && r.tls;

@@ -255,7 +255,7 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
 
 inline asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std::shared_ptr<asio::ip::tcp::acceptor> acc) {
   for (;;) {
-    asio::ip::tcp::socket sock(asio::make_strand(st->ex));
+    asio::ip::tcp::socket sock(detail::make_strand_executor(st->ex));
     std::error_code ec;
     co_await acc->async_accept(sock, asio::redirect_error(asio::use_awaitable, ec));
     if (st->stopping || ec == asio::error::operation_aborted || !acc->is_open()) break;
@@ -327,7 +327,7 @@ COGRID_DECL void manager::start() {
 }
 
 COGRID_DECL void manager::listen(asio::ip::tcp::acceptor acceptor) {
-  auto strand = asio::make_strand(state_->ex);
+  auto strand = detail::make_strand_executor(state_->ex);
   auto acc = std::make_shared<asio::ip::tcp::acceptor>(strand);
   const auto protocol = acceptor.local_endpoint().protocol(); // before release(): argument order is unspecified
   acc->assign(protocol, acceptor.release());
@@ -363,7 +363,7 @@ COGRID_DECL std::error_code manager::listen() {
 COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
   if (!state_->begin_incoming()) return;
   // Move the socket onto a strand of its own for the handshake.
-  auto strand = asio::make_strand(state_->ex);
+  auto strand = detail::make_strand_executor(state_->ex);
   asio::ip::tcp::socket s(strand);
   if (detail::rehome(socket, s)) {
     state_->end_incoming();
@@ -374,7 +374,7 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
 
 COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request request, std::vector<std::byte> leftover) {
   if (!state_->begin_incoming()) return;
-  auto strand = asio::make_strand(state_->ex);
+  auto strand = detail::make_strand_executor(state_->ex);
   asio::ip::tcp::socket s(strand);
   std::string peer = detail::peer_of(socket);
   if (detail::rehome(socket, s)) {

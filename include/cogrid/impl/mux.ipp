@@ -10,7 +10,6 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
@@ -35,11 +34,14 @@ struct pending_call {
 
 /// A single request this node serves.
 struct server_call {
-  server_call(std::shared_ptr<connection> c, asio::strand<asio::any_io_executor> s) : conn(std::move(c)), strand(std::move(s)) {}
+  server_call(std::shared_ptr<connection> c, asio::any_io_executor s)
+      : conn(std::move(c)), strand(std::move(s)), deadline(strand) {}
   std::shared_ptr<connection> conn;
-  asio::strand<asio::any_io_executor> strand; // the handler's coroutine runs here
+  asio::any_io_executor strand;               // the handler's coroutine runs here (a strand)
   asio::cancellation_signal cancel;           // emitted on `strand` only
+  asio::steady_timer deadline;                // strand: cancels the handler when the caller's deadline passes
   std::atomic<bool> cancelled{false};
+  bool timed_out = false;                     // strand
   std::uint64_t mux = 0, session = 0;
   std::uint32_t seq = 0, deadline_ms = 0;
   handler_id handler{};
@@ -300,7 +302,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
-  auto sc = std::make_shared<server_call>(c.shared_from_this(), asio::make_strand(ex_));
+  auto sc = std::make_shared<server_call>(c.shared_from_this(), make_strand_executor(ex_));
   sc->mux = m.mux_id;
   sc->seq = m.seq;
   sc->deadline_ms = m.deadline_ms;
@@ -317,25 +319,31 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
                  asio::bind_cancellation_slot(slot, asio::detached));
 }
 
+struct server_call_deadline_fn {
+  std::shared_ptr<server_call> sc;
+  void operator()(std::error_code ec) const {
+    if (ec) return; // the handler finished first
+    sc->timed_out = true;
+    if (!sc->cancelled.load()) sc->cancel.emit(asio::cancellation_type::terminal); // we run on sc->strand
+  }
+};
+
 COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<server_call> sc,
                                                             std::shared_ptr<raw_unary_handler> fn, payload req) {
-  using namespace asio::experimental::awaitable_operators;
   call_context ctx;
   ctx.conn = sc->conn.get();
   ctx.handler = sc->handler;
   ctx.subroute = sc->subroute;
   if (sc->deadline_ms) ctx.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(sc->deadline_ms);
   handler_result<payload> r = handler_error{"handler produced no result"};
-  bool timed_out = false;
+  // The deadline is a timer that cancels the handler (not `handler || timer`: Asio's awaitable operators
+  // cost a parallel group and an exception in the loser on every call).
+  if (sc->deadline_ms) {
+    sc->deadline.expires_after(std::chrono::milliseconds(sc->deadline_ms));
+    sc->deadline.async_wait(server_call_deadline_fn{sc});
+  }
   try {
-    if (sc->deadline_ms) {
-      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(sc->deadline_ms));
-      auto v = co_await ((*fn)(ctx, std::move(req)) || t.async_wait(asio::use_awaitable));
-      if (v.index() == 0) r = std::get<0>(std::move(v));
-      else timed_out = true;
-    } else {
-      r = co_await (*fn)(ctx, std::move(req));
-    }
+    r = co_await (*fn)(ctx, std::move(req));
   } catch (const std::system_error& e) {
     r = handler_error{e.code() == asio::error::operation_aborted ? "handler cancelled" : e.what()};
   } catch (const std::exception& e) {
@@ -343,6 +351,8 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
   } catch (...) {
     r = handler_error{"handler failed with a non-standard exception"};
   }
+  sc->deadline.cancel();
+  const bool timed_out = sc->timed_out;
   conn_mux& mx = sc->conn->mux();
   {
     std::lock_guard lk(mx.mu);

@@ -42,7 +42,7 @@ inline message mux_message(std::uint64_t mux, op_code op, msg_flags flags = msg_
 
 // -- the server side ------------------------------------------------------------------------------------
 
-COGRID_DECL server_stream::server_stream(std::shared_ptr<connection> c, asio::strand<asio::any_io_executor> s)
+COGRID_DECL server_stream::server_stream(std::shared_ptr<connection> c, asio::any_io_executor s)
     : conn(std::move(c)), strand(std::move(s)), deadline_timer(strand), ping_timer(strand) {}
 
 inline void server_unlist(server_stream& s) {
@@ -244,7 +244,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
-  auto s = std::make_shared<server_stream>(c.shared_from_this(), asio::make_strand(core.executor()));
+  auto s = std::make_shared<server_stream>(c.shared_from_this(), make_strand_executor(core.executor()));
   s->mux = m.mux_id;
   s->session = c.session_id();
   s->cap = entry->cap;

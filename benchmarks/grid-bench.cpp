@@ -1,0 +1,433 @@
+// grid-bench: calls and streams between N grid nodes in one process on loopback, after MinIO's
+// BenchmarkRequests / BenchmarkStream (grid-protocol.md §5).
+//
+//   grid-bench --mode MODE --servers N --callers C --payload BYTES --seconds S [--threads T] [--tls] [--json]
+//
+// Modes: unary (echo of a random payload), unary-rpc (typed {Num, String} -> typed response),
+// stream-responses (a fresh stream per op, 10 responses of the payload size, out capacity 1),
+// stream-request (10 requests then EOF), stream-twoway (10 echoes, each message counted), mesh (the N
+// nodes connect and stay idle: connect time and memory per connection only).
+//
+// Each of the C callers is a coroutine that picks a random source and destination node per op. ops/s are
+// real operations per second (MinIO's vops/s multiplies by the number of servers; this does not).
+// Allocations are counted by a replaced global operator new; socket writes and messages come from the
+// connections' statistics; latencies go into a log-linear histogram (no allocation per op).
+#include <cogrid/cogrid.hpp>
+
+#include "../tests/net/tls_util.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+std::atomic<long> g_allocs{0};
+} // namespace
+
+void* operator new(std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+struct config {
+  std::string mode = "unary";
+  std::size_t servers = 2, callers = 32, payload = 512;
+  double seconds = 5;
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  bool tls = false, json = false;
+};
+
+// Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
+struct histogram {
+  std::array<std::uint64_t, 64 * 16> counts{};
+  void add(std::chrono::nanoseconds d) {
+    const std::uint64_t ns = static_cast<std::uint64_t>(std::max<std::int64_t>(d.count(), 1));
+    const int e = 63 - __builtin_clzll(ns);
+    const int sub = e >= 4 ? static_cast<int>((ns >> (e - 4)) & 15) : static_cast<int>(ns & 15);
+    ++counts[static_cast<std::size_t>(e * 16 + sub)];
+  }
+  void merge(const histogram& o) {
+    for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += o.counts[i];
+  }
+  double percentile_us(double q) const {
+    std::uint64_t total = 0;
+    for (auto c : counts) total += c;
+    if (total == 0) return 0;
+    const auto want = static_cast<std::uint64_t>(q * static_cast<double>(total));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      seen += counts[i];
+      if (seen > want) {
+        const int e = static_cast<int>(i / 16), sub = static_cast<int>(i % 16);
+        const double lo = e >= 4 ? std::ldexp(16.0 + sub, e - 4) : sub;
+        const double width = e >= 4 ? std::ldexp(1.0, e - 4) : 1;
+        return (lo + width / 2) / 1000.0;
+      }
+    }
+    return 0;
+  }
+};
+
+double rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  return 0;
+}
+
+// MinIO's typed benchmark messages (maps keyed by field name).
+struct bench_request {
+  std::int64_t Num = 0;
+  std::string String;
+  MSGPACK_DEFINE_MAP(Num, String)
+};
+struct bench_response {
+  std::int64_t OrgNum = 0;
+  std::string OrgString;
+  std::string Embedded;
+  MSGPACK_DEFINE_MAP(OrgNum, OrgString, Embedded)
+};
+
+const cogrid::unary_raw echo{cogrid::handler_id{78}};
+const cogrid::unary<bench_request, bench_response> rpc{cogrid::handler_id{79}};
+const cogrid::stream_raw responses_stream{cogrid::handler_id{78}, "some-subroute", cogrid::stream_capacity{0, 1}};
+const cogrid::stream_raw request_stream{cogrid::handler_id{79}, "some-subroute", cogrid::stream_capacity{1, 1}};
+const cogrid::stream_raw twoway_stream{cogrid::handler_id{77}, "some-subroute", cogrid::stream_capacity{1, 1}};
+
+struct echo_fn {
+  cogrid::payload operator()(cogrid::payload p) const { return p; }
+};
+struct rpc_fn {
+  bench_response operator()(bench_request r) const { return {r.Num, r.String, "embedded"}; }
+};
+
+// 10 responses of the initial payload's size, each starting with its index.
+cogrid::stream_generator<cogrid::payload> ten_responses(cogrid::payload p) {
+  cogrid::payload out = std::move(p);
+  for (int i = 0; i < 10; ++i) {
+    if (out && !out->empty()) (*out)[0] = static_cast<std::byte>(i);
+    co_yield out;
+  }
+}
+
+cogrid::stream_generator<cogrid::payload> count_requests(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
+  while (co_await in.next()) {
+  }
+  co_return;
+}
+
+cogrid::stream_generator<cogrid::payload> echo_each(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
+  while (auto r = co_await in.next()) co_yield std::move(*r);
+}
+
+struct shared_state {
+  config cfg;
+  std::vector<std::unique_ptr<cogrid::manager>> nodes;
+  std::vector<std::string> hosts;
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<std::uint64_t> ops{0}, errors{0};
+  std::atomic<int> callers_done{0};
+  std::mutex hist_mu;
+  histogram hist;
+  std::string first_error;
+};
+
+// One operation of the chosen mode from `c`; returns how many ops it counts for (0 on failure).
+asio::awaitable<int> one_op(shared_state& st, cogrid::connection& c, const cogrid::payload& body, std::int64_t n,
+                            std::string& err) {
+  const std::string& mode = st.cfg.mode;
+  if (mode == "unary") {
+    auto r = co_await echo.call(c, body);
+    if (!r) err = r.error().message();
+    co_return r && r->has_value() && (*r)->size() == body->size() ? 1 : 0;
+  }
+  if (mode == "unary-rpc") {
+    const bench_request req{n, "hello"};
+    auto r = co_await rpc.call(c, req);
+    if (!r) err = r.error().message();
+    co_return r && r->OrgNum == n ? 1 : 0;
+  }
+  if (mode == "stream-responses") {
+    auto s = co_await responses_stream.open(c, body);
+    if (!s) {
+      err = s.error().message();
+      co_return 0;
+    }
+    int got = 0;
+    while (auto r = co_await s->next()) ++got;
+    if (s->error()) err = s->error().message();
+    co_return got == 10 && !s->error() ? 10 : 0;
+  }
+  if (mode == "stream-request") {
+    auto s = co_await request_stream.open(c, std::nullopt);
+    if (!s) {
+      err = s.error().message();
+      co_return 0;
+    }
+    for (int i = 0; i < 10; ++i)
+      if (auto e = co_await s->send(body)) {
+        err = e.message();
+        co_return 0;
+      }
+    s->close_send();
+    while (co_await s->next()) {
+    }
+    if (s->error()) err = s->error().message();
+    co_return s->error() ? 0 : 10;
+  }
+  // stream-twoway
+  auto s = co_await twoway_stream.open(c, std::nullopt);
+  if (!s) {
+    err = s.error().message();
+    co_return 0;
+  }
+  for (int i = 0; i < 10; ++i) {
+    if (auto e = co_await s->send(body)) {
+      err = e.message();
+      co_return 0;
+    }
+    auto r = co_await s->next();
+    if (!r) {
+      err = s->error().message();
+      co_return 0;
+    }
+  }
+  s->close_send();
+  while (co_await s->next()) {
+  }
+  co_return s->error() ? 0 : 20;
+}
+
+asio::awaitable<void> caller(shared_state& st, std::size_t index) {
+  std::minstd_rand rng(static_cast<unsigned>(index * 7919 + 17));
+  cogrid::payload body(std::vector<std::byte>(st.cfg.payload));
+  for (auto& b : *body) b = static_cast<std::byte>(rng());
+  histogram h;
+  std::uint64_t local_ops = 0;
+  std::string err;
+  const std::size_t n = st.nodes.size();
+  while (!st.stop.load(std::memory_order_relaxed)) {
+    const std::size_t src = rng() % n;
+    std::size_t dst = rng() % (n - 1);
+    if (dst >= src) ++dst;
+    auto c = st.nodes[src]->connection(st.hosts[dst]);
+    const auto t0 = clock_type::now();
+    const int k = co_await one_op(st, *c, body, static_cast<std::int64_t>(rng()), err);
+    const auto t1 = clock_type::now();
+    if (!st.measuring.load(std::memory_order_relaxed)) continue;
+    if (k == 0) {
+      if (st.errors.fetch_add(1) == 0) {
+        std::lock_guard lk(st.hist_mu);
+        st.first_error = err;
+      }
+      continue;
+    }
+    h.add(t1 - t0);
+    st.ops.fetch_add(static_cast<std::uint64_t>(k), std::memory_order_relaxed);
+    local_ops += static_cast<std::uint64_t>(k);
+  }
+  {
+    std::lock_guard lk(st.hist_mu);
+    st.hist.merge(h);
+  }
+  st.callers_done.fetch_add(1);
+}
+
+struct totals {
+  std::uint64_t writes = 0, messages = 0;
+};
+totals connection_totals(shared_state& st) {
+  totals t;
+  for (auto& m : st.nodes)
+    for (auto& c : m->connections()) {
+      const auto s = c->stats();
+      t.writes += s.socket_writes;
+      t.messages += s.messages_out;
+    }
+  return t;
+}
+
+asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
+  const config& cfg = st.cfg;
+  const double rss0 = rss_mb();
+  const auto t_connect = clock_type::now();
+  for (auto& m : st.nodes) m->start();
+  for (auto& m : st.nodes)
+    for (auto& c : m->connections())
+      if (auto ec = co_await c->wait_for_connect()) {
+        std::fprintf(stderr, "error: not connected: %s\n", ec.message().c_str());
+        co_return 2;
+      }
+  const double connect_ms = std::chrono::duration<double, std::milli>(clock_type::now() - t_connect).count();
+  const std::size_t links = cfg.servers * (cfg.servers - 1) / 2;
+  co_await sleep_for(200ms); // let handshakes' buffers settle
+  const double idle_conn_kb = (rss_mb() - rss0) * 1024.0 / static_cast<double>(links);
+  std::fprintf(stderr, "%zu nodes, %zu connections up in %.1f ms; %.1f KiB RSS per connection (both ends)\n",
+               cfg.servers, links, connect_ms, idle_conn_kb);
+
+  std::uint64_t ops = 0;
+  double secs = 0, allocs_per_op = 0, writes_per_msg = 0, rss_growth = 0;
+  if (cfg.mode != "mesh") {
+    for (std::size_t i = 0; i < cfg.callers; ++i) asio::co_spawn(io, caller(st, i), asio::detached);
+    co_await sleep_for(std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(std::min(1.0, cfg.seconds / 5))));
+    const totals w0 = connection_totals(st);
+    const long a0 = g_allocs.load();
+    const double rss_start = rss_mb();
+    const auto t0 = clock_type::now();
+    st.measuring = true;
+    const auto end = t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(cfg.seconds));
+    std::uint64_t last = 0;
+    while (clock_type::now() < end) {
+      co_await sleep_for(std::min<clock_type::duration>(1s, end - clock_type::now()));
+      const std::uint64_t now_ops = st.ops.load();
+      std::fprintf(stderr, "  %6.1f s  %10.0f ops/s\n", std::chrono::duration<double>(clock_type::now() - t0).count(),
+                   static_cast<double>(now_ops - last) / 1.0);
+      last = now_ops;
+    }
+    st.measuring = false;
+    secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    ops = st.ops.load();
+    const long a1 = g_allocs.load();
+    const totals w1 = connection_totals(st);
+    rss_growth = rss_mb() - rss_start;
+    st.stop = true;
+    while (st.callers_done.load() != static_cast<int>(cfg.callers)) co_await sleep_for(1ms);
+    allocs_per_op = ops ? static_cast<double>(a1 - a0) / static_cast<double>(ops) : 0;
+    writes_per_msg = w1.messages > w0.messages ? static_cast<double>(w1.writes - w0.writes) / static_cast<double>(w1.messages - w0.messages) : 0;
+  } else {
+    co_await sleep_for(std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(cfg.seconds)));
+  }
+  for (auto& m : st.nodes) co_await m->shutdown();
+
+  const double ops_per_sec = secs > 0 ? static_cast<double>(ops) / secs : 0;
+  const double p50 = st.hist.percentile_us(0.50), p99 = st.hist.percentile_us(0.99);
+  std::printf("%s: %zu servers, %zu callers, %zu B, %u threads%s: %.0f ops/s, p50 %.1f us, p99 %.1f us, "
+              "%.2f allocs/op, %.3f writes/msg, %llu errors, RSS %.1f MB (+%.1f MB while measuring), "
+              "connect %.1f ms, %.1f KiB/connection\n",
+              cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.tls ? ", TLS" : "", ops_per_sec,
+              p50, p99, allocs_per_op, writes_per_msg, static_cast<unsigned long long>(st.errors.load()), rss_mb(),
+              rss_growth, connect_ms, idle_conn_kb);
+  if (st.errors.load()) std::printf("first error: %s\n", st.first_error.c_str());
+  if (cfg.json)
+    std::printf("{\"mode\": \"%s\", \"servers\": %zu, \"callers\": %zu, \"payload\": %zu, \"threads\": %u, \"tls\": %s, "
+                "\"ops\": %llu, \"seconds\": %.3f, \"ops_per_sec\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+                "\"allocs_per_op\": %.3f, \"writes_per_msg\": %.4f, \"rss_mb\": %.1f, \"rss_growth_mb\": %.1f, "
+                "\"connect_ms\": %.1f, \"idle_conn_kb\": %.1f, \"errors\": %llu}\n",
+                cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.tls ? "true" : "false",
+                static_cast<unsigned long long>(ops), secs, ops_per_sec, p50, p99, allocs_per_op, writes_per_msg, rss_mb(),
+                rss_growth, connect_ms, idle_conn_kb, static_cast<unsigned long long>(st.errors.load()));
+  co_return st.errors.load() && ops == 0 && cfg.mode != "mesh" ? 1 : 0;
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh\n"
+                       "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--tls] [--json]\n");
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  config cfg;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : ""; };
+    if (k == "--mode") cfg.mode = val();
+    else if (k == "--servers") cfg.servers = std::strtoul(val(), nullptr, 10);
+    else if (k == "--callers") cfg.callers = std::strtoul(val(), nullptr, 10);
+    else if (k == "--payload") cfg.payload = std::strtoul(val(), nullptr, 10);
+    else if (k == "--seconds") cfg.seconds = std::strtod(val(), nullptr);
+    else if (k == "--threads") cfg.threads = static_cast<unsigned>(std::strtoul(val(), nullptr, 10));
+    else if (k == "--tls") cfg.tls = true;
+    else if (k == "--json") cfg.json = true;
+    else return usage();
+  }
+  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh"};
+  if (std::find(modes.begin(), modes.end(), cfg.mode) == modes.end() || cfg.servers < 2 || cfg.servers > 64 ||
+      cfg.callers < 1 || cfg.threads < 1 || cfg.seconds <= 0)
+    return usage();
+
+  asio::io_context io(static_cast<int>(cfg.threads));
+  shared_state st;
+  st.cfg = cfg;
+  std::shared_ptr<asio::ssl::context> server_tls, client_tls;
+  if (cfg.tls) {
+    const auto cert = cogrid_test::make_test_cert("localhost");
+    server_tls = cogrid::make_server_tls_context(cert.cert_pem, cert.key_pem);
+    client_tls = cogrid::make_client_tls_context(cert.cert_pem);
+  }
+  std::vector<asio::ip::tcp::acceptor> acceptors;
+  for (std::size_t i = 0; i < cfg.servers; ++i) {
+    asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    st.hosts.push_back(std::string(cfg.tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(a.local_endpoint().port()));
+    acceptors.push_back(std::move(a));
+  }
+  for (std::size_t i = 0; i < cfg.servers; ++i) {
+    cogrid::manager_options o;
+    o.local = st.hosts[i];
+    o.hosts = st.hosts;
+    o.auth = cogrid::static_token_auth("grid-bench");
+    o.connection.reconnect_min = 10ms; // MinIO's pacing otherwise; only the first dial is sped up
+    o.connection.reconnect_max = 20ms;
+    o.tls_client = client_tls;
+    o.tls_server = server_tls;
+    st.nodes.push_back(std::make_unique<cogrid::manager>(io.get_executor(), std::move(o)));
+    auto& m = *st.nodes.back();
+    (void)echo.serve(m, echo_fn{});
+    (void)rpc.serve(m, rpc_fn{});
+    (void)responses_stream.serve(m, ten_responses);
+    (void)request_stream.serve(m, count_requests);
+    (void)twoway_stream.serve(m, echo_each);
+    m.listen(std::move(acceptors[i]));
+  }
+  int status = 2;
+  asio::co_spawn(io, run(st, io), [&](std::exception_ptr e, int s) {
+    status = e ? 2 : s;
+    if (e) try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::fprintf(stderr, "error: %s\n", ex.what());
+      }
+  });
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < cfg.threads; ++i) pool.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  return status;
+}
