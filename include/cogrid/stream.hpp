@@ -261,7 +261,8 @@ private:
 
 /// The requests a stream handler receives: `while (auto r = co_await in.next())`. Each request taken
 /// returns one credit to the caller. A request that does not decode as `Req` throws `call_exception`
-/// (`errc::bad_payload`) from `next()`.
+/// (`errc::bad_payload`) from `next()`. With GCC 12 bind the result (`while (auto r = co_await in.next())`):
+/// `while (co_await in.next())` is miscompiled (a non-trivial co_await result used as a loop condition).
 template <class Req>
 class stream_input {
 public:
