@@ -14,6 +14,7 @@
 // connections' statistics; latencies go into a log-linear histogram (no allocation per op).
 #include <cogrid/cogrid.hpp>
 
+#include "../tests/net/test_types.hpp"
 #include "../tests/net/tls_util.hpp"
 
 #include <asio/co_spawn.hpp>
@@ -107,17 +108,8 @@ double rss_mb() {
 }
 
 // MinIO's typed benchmark messages (maps keyed by field name).
-struct bench_request {
-  std::int64_t Num = 0;
-  std::string String;
-  MSGPACK_DEFINE_MAP(Num, String)
-};
-struct bench_response {
-  std::int64_t OrgNum = 0;
-  std::string OrgString;
-  std::string Embedded;
-  MSGPACK_DEFINE_MAP(OrgNum, OrgString, Embedded)
-};
+using bench_request = cogrid_test::test_request;
+using bench_response = cogrid_test::test_response;
 
 const cogrid::unary_raw echo{cogrid::handler_id{78}};
 const cogrid::unary<bench_request, bench_response> rpc{cogrid::handler_id{79}};

@@ -5,6 +5,7 @@
 #include <cogrid/unary.hpp>
 
 #include "net_util.hpp"
+#include "test_types.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
 
@@ -19,11 +20,13 @@ using namespace asio::experimental::awaitable_operators;
 using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
+using cogrid_test::bytes;
+using cogrid_test::test_request;
+using cogrid_test::test_response;
+using cogrid_test::text;
 
 namespace {
 
-payload bytes(std::string_view s) { return std::vector<std::byte>(reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()); }
-std::string text(const payload& p) { return p ? std::string(reinterpret_cast<const char*>(p->data()), p->size()) : "<nil>"; }
 
 // grid-node's test streams: 78 "echo" echoes each request; 79 sends N responses "resp-<i>".
 const stream_raw echo_stream{handler_id{78}, "echo"};
@@ -117,19 +120,6 @@ struct blocking_input_fn {
     }
     seen->finished.fetch_add(1);
   }
-};
-
-// MinIO's typed test messages: maps keyed by field name.
-struct test_request {
-  std::int64_t Num = 0;
-  std::string String;
-  MSGPACK_DEFINE_MAP(Num, String)
-};
-struct test_response {
-  std::int64_t OrgNum = 0;
-  std::string OrgString;
-  std::string Embedded;
-  MSGPACK_DEFINE_MAP(OrgNum, OrgString, Embedded)
 };
 
 // A grid where only the stream rules under test decide liveness: connection pings relaxed.

@@ -4,6 +4,7 @@
 #include <cogrid/testing.hpp>
 
 #include "net_util.hpp"
+#include "test_types.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
 
@@ -17,6 +18,10 @@ using namespace asio::experimental::awaitable_operators;
 using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
+using cogrid_test::bytes;
+using cogrid_test::test_request;
+using cogrid_test::test_response;
+using cogrid_test::text;
 
 namespace {
 
@@ -24,8 +29,6 @@ namespace {
 const unary_raw echo{handler_id{78}};
 const unary_raw fail{handler_id{79}};
 
-payload bytes(std::string_view s) { return std::vector<std::byte>(reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()); }
-std::string text(const payload& p) { return p ? std::string(reinterpret_cast<const char*>(p->data()), p->size()) : "<nil>"; }
 
 struct echo_fn {
   payload operator()(payload p) const { return p; }
@@ -51,19 +54,6 @@ asio::awaitable<void> assert_no_active(testing::grid& g) {
   };
   CHECK(co_await eventually(idle));
 }
-
-// MinIO's typed test messages: maps keyed by field name.
-struct test_request {
-  std::int64_t Num = 0;
-  std::string String;
-  MSGPACK_DEFINE_MAP(Num, String)
-};
-struct test_response {
-  std::int64_t OrgNum = 0;
-  std::string OrgString;
-  std::string Embedded;
-  MSGPACK_DEFINE_MAP(OrgNum, OrgString, Embedded)
-};
 
 } // namespace
 

@@ -13,6 +13,7 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -39,13 +40,21 @@ struct conn_mux {
 /// One per manager: the handler registry, and the sink of every connection's mux messages.
 class mux_core final : public message_sink, public std::enable_shared_from_this<mux_core> {
 public:
-  explicit mux_core(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  explicit mux_core(asio::any_io_executor ex) : ex_(std::move(ex)) {
+    for (auto& s : strands_) s = make_strand_executor(ex_);
+  }
 
   COGRID_DECL std::error_code register_unary(handler_id h, std::optional<subroute_id> sub, raw_unary_handler fn);
   COGRID_DECL std::error_code register_stream(handler_id h, std::optional<subroute_id> sub, stream_entry e);
   /// The stream handler `m` (an OpConnectMux) addresses, or null.
   COGRID_DECL std::shared_ptr<const stream_entry> find_stream(const message& m);
   const asio::any_io_executor& executor() const noexcept { return ex_; }
+  /// A strand for one served call or stream, from a fixed pool (round robin): making a strand per call
+  /// costs an allocation and a lock in Asio's strand service. Calls that share a strand only take turns
+  /// while running; a handler that awaits does not hold up the others.
+  const asio::any_io_executor& handler_strand() noexcept {
+    return strands_[next_strand_.fetch_add(1, std::memory_order_relaxed) % strands_.size()];
+  }
 
   COGRID_DECL void on_message(connection& c, const message& m) override;
   COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
@@ -57,6 +66,8 @@ private:
                                                            std::shared_ptr<raw_unary_handler> fn, payload req);
 
   asio::any_io_executor ex_;
+  std::array<asio::any_io_executor, 64> strands_;
+  std::atomic<std::size_t> next_strand_{0};
   std::shared_mutex reg_mu_;
   std::unordered_map<std::uint8_t, std::shared_ptr<raw_unary_handler>> unary_;
   std::map<std::array<std::byte, 32>, std::shared_ptr<raw_unary_handler>> unary_sub_;

@@ -302,7 +302,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
-  auto sc = std::make_shared<server_call>(c.shared_from_this(), make_strand_executor(ex_));
+  auto sc = std::make_shared<server_call>(c.shared_from_this(), handler_strand());
   sc->mux = m.mux_id;
   sc->seq = m.seq;
   sc->deadline_ms = m.deadline_ms;

@@ -244,7 +244,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
-  auto s = std::make_shared<server_stream>(c.shared_from_this(), make_strand_executor(core.executor()));
+  auto s = std::make_shared<server_stream>(c.shared_from_this(), core.handler_strand());
   s->mux = m.mux_id;
   s->session = c.session_id();
   s->cap = entry->cap;
