@@ -66,7 +66,11 @@ struct typed_unary {
 
   static asio::awaitable<handler_result<payload>> run(std::shared_ptr<F> fn, call_context ctx, payload in) {
     Req req{};
-    if (auto err = codec<Req>::unpack(view_of(in), req)) co_return handler_error{"bad request payload: " + *err};
+    if constexpr (std::is_same_v<Req, payload>) {
+      req = std::move(in); // raw bytes: handed over, not copied
+    } else if (auto err = codec<Req>::unpack(view_of(in), req)) {
+      co_return handler_error{"bad request payload: " + *err};
+    }
     if constexpr (std::is_invocable_v<F&, const call_context&, Req>) {
       using R = std::invoke_result_t<F&, const call_context&, Req>;
       if constexpr (awaitable_value<R>::is_awaitable) co_return to_reply(co_await (*fn)(ctx, std::move(req)));
