@@ -50,6 +50,12 @@ namespace detail {
 using payload_view = std::optional<std::span<const std::byte>>;
 using wait_handler = asio::async_result<asio::use_awaitable_t<>, void(std::error_code)>::handler_type;
 
+/// A coroutine waiting in an Asio operation of ours: its handler, and the cancellation slot we assigned.
+struct waiter {
+  std::optional<wait_handler> h;
+  asio::cancellation_slot slot;
+};
+
 /// A fixed ring of payloads whose byte buffers are reused: after warm-up, buffering a message allocates
 /// nothing. Holds at most `capacity` messages (a stream's credits bound what a peer may send).
 class payload_ring {
@@ -179,6 +185,9 @@ COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error);
 
 // -- the client side ------------------------------------------------------------------------------------
 
+/// What a caller of a stream waits for.
+enum class wait_kind { open = 0, next = 1, send = 2 };
+
 /// One stream this node opened.
 struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
   explicit client_stream_state(const connection::executor_type& ex) : ping_timer(ex), deadline_timer(ex) {}
@@ -195,8 +204,7 @@ struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
   call_error err;            // why it finished (empty: the handler's EOF)
   std::uint32_t credits = 0; // requests we may send now
   payload_ring responses;
-  std::optional<wait_handler> open_w, next_w, send_w;
-  asio::cancellation_slot open_slot, next_slot, send_slot;
+  waiter waits[3];           // indexed by wait_kind: open, next, send
   asio::steady_timer ping_timer;     // connection strand
   asio::steady_timer deadline_timer; // connection strand
   std::chrono::steady_clock::time_point last_heard;

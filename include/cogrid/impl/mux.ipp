@@ -23,8 +23,7 @@ struct pending_call {
   explicit pending_call(const connection::executor_type& ex) : timer(ex) {}
   std::mutex mu;
   bool done = false;
-  std::optional<wait_handler> handler;
-  asio::cancellation_slot slot;
+  waiter w;
   std::uint64_t mux = 0, session = 0;
   std::weak_ptr<connection> conn;
   asio::steady_timer timer; // the deadline, on the connection's strand
@@ -84,20 +83,70 @@ inline void reply_unknown_handler(connection& c, const message& m, std::string r
   (void)c.send_control(reply);
 }
 
+// Under the owner's lock: stores the awaiting coroutine's handler and routes its cancellation to `on_cancel`.
+template <class F>
+void arm(waiter& w, wait_handler h, F on_cancel) {
+  auto slot = asio::get_associated_cancellation_slot(h);
+  w.h.emplace(std::move(h));
+  if (slot.is_connected()) {
+    w.slot = slot;
+    slot.assign(std::move(on_cancel));
+  }
+}
+
+// Under the owner's lock: moves a stored waiter (if any, and if `to` is empty) into `to`, to be woken
+// by `wake` after the lock is released.
+inline void take_waiter(waiter& from, waiter& to) {
+  if (from.h && !to.h) {
+    to.h.emplace(std::move(*from.h)); // not move-assignable: move-construct out
+    from.h.reset();
+    to.slot = std::exchange(from.slot, asio::cancellation_slot());
+  }
+}
+
+struct wake_fn {
+  wait_handler h;
+  asio::cancellation_slot slot;
+  void operator()() {
+    if (slot.is_connected()) slot.clear();
+    std::move(h)(std::error_code{});
+  }
+};
+
+// Resumes the waiting coroutine on its own executor.
+inline void wake(waiter&& w) {
+  if (!w.h) return;
+  auto ex = asio::get_associated_executor(*w.h);
+  asio::post(ex, wake_fn{std::move(*w.h), w.slot});
+}
+
+// The text a failed handler (unary or stream) sends back: a `handler_error` thrown as is, the what() of
+// a standard exception, "handler cancelled" for operation_aborted.
+inline std::string describe_failure(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const handler_error& he) {
+    return he.text;
+  } catch (const std::system_error& se) {
+    return se.code() == asio::error::operation_aborted ? std::string("handler cancelled") : std::string(se.what());
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "handler failed with a non-standard exception";
+  }
+}
+
 // Completes `p` once (later attempts return false): removes it from its connection, stops its deadline,
 // and resumes the caller on the caller's executor.
 inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, payload resp = std::nullopt) {
-  std::optional<wait_handler> h;
+  waiter w;
   {
     std::lock_guard lk(p->mu);
     if (p->done) return false;
     p->done = true;
     p->err = std::move(err);
     p->resp = std::move(resp);
-    if (p->handler) { // not move-assignable: move-construct out
-      h.emplace(std::move(*p->handler));
-      p->handler.reset();
-    }
+    take_waiter(p->w, w);
   }
   if (auto c = p->conn.lock()) {
     {
@@ -106,13 +155,7 @@ inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, pay
     }
     asio::post(c->get_executor(), [p] { p->timer.cancel(); });
   }
-  if (h) {
-    auto ex = asio::get_associated_executor(*h);
-    asio::post(ex, [h = std::move(*h), p]() mutable {
-      if (p->slot.is_connected()) p->slot.clear();
-      std::move(h)(std::error_code{});
-    });
-  }
+  wake(std::move(w));
   return true;
 }
 
@@ -143,14 +186,9 @@ struct call_initiation {
   std::chrono::milliseconds timeout;
 
   void operator()(wait_handler h) const {
-    auto slot = asio::get_associated_cancellation_slot(h);
     {
       std::lock_guard lk(p->mu);
-      p->handler.emplace(std::move(h));
-      if (slot.is_connected()) {
-        p->slot = slot;
-        slot.assign(call_cancel_fn{p});
-      }
+      arm(p->w, std::move(h), call_cancel_fn{p});
     }
     if (std::error_code ec = c->send(*m)) {
       complete(p, call_error(ec));
@@ -342,15 +380,13 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
     sc->deadline.expires_after(std::chrono::milliseconds(sc->deadline_ms));
     sc->deadline.async_wait(server_call_deadline_fn{sc});
   }
+  std::exception_ptr failed;
   try {
     r = co_await (*fn)(ctx, std::move(req));
-  } catch (const std::system_error& e) {
-    r = handler_error{e.code() == asio::error::operation_aborted ? "handler cancelled" : e.what()};
-  } catch (const std::exception& e) {
-    r = handler_error{e.what()};
   } catch (...) {
-    r = handler_error{"handler failed with a non-standard exception"};
+    failed = std::current_exception();
   }
+  if (failed) r = handler_error{describe_failure(failed)};
   sc->deadline.cancel();
   const bool timed_out = sc->timed_out;
   conn_mux& mx = sc->conn->mux();

@@ -19,10 +19,6 @@ namespace cogrid::detail {
 
 using steady_clock = std::chrono::steady_clock;
 
-inline std::string stream_text(const message& m) {
-  return m.payload ? std::string(reinterpret_cast<const char*>(m.payload->data()), m.payload->size()) : std::string();
-}
-
 // Sends `m` numbered with `seq` and advances `seq` only when it was queued, so that a refused message
 // leaves no gap. Stream messages are never refused for a full queue: credits bound them already.
 inline std::error_code send_numbered(connection& c, message& m, std::uint32_t& seq) {
@@ -52,13 +48,16 @@ inline void server_unlist(server_stream& s) {
   if (it != mx.streams_in.end() && it->second.get() == &s) mx.streams_in.erase(it);
 }
 
-struct stop_server_timers {
+// On the stream's strand: stops what the generator awaits and the stream's timers.
+inline void stop_server_timers(server_stream& s) {
+  s.cancel_signal.emit(asio::cancellation_type::terminal);
+  s.deadline_timer.cancel();
+  s.ping_timer.cancel();
+}
+
+struct stop_server_timers_fn {
   std::shared_ptr<server_stream> s;
-  void operator()() const {
-    s->cancel_signal.emit(asio::cancellation_type::terminal);
-    s->deadline_timer.cancel();
-    s->ping_timer.cancel();
-  }
+  void operator()() const { stop_server_timers(*s); }
 };
 
 // Under s.mu: the current value of the generator, as OpMuxServerMsg.
@@ -80,13 +79,16 @@ inline void send_eof(server_stream& s) {
 }
 
 // Stops the handler: its generator is resumed (to throw operation_aborted) or its awaited operation is
-// cancelled. With a non-empty `tell`, the caller gets OpDisconnectClientMux carrying that error.
-inline void server_cancel(const std::shared_ptr<server_stream>& sp, const std::string& tell) {
+// cancelled. With a non-empty `tell`, the caller gets OpDisconnectClientMux carrying that error. True when
+// a running handler was stopped (not one that had returned and waits to send its EOF).
+inline bool server_cancel(const std::shared_ptr<server_stream>& sp, const std::string& tell) {
   server_stream& s = *sp;
   std::coroutine_handle<> w;
+  bool running = false;
   {
     std::lock_guard lk(s.mu);
-    if (s.cancelled || (s.finished && !s.eof_pending)) return;
+    if (s.cancelled || (s.finished && !s.eof_pending)) return false;
+    running = !s.finished;
     s.cancelled = true;
     s.eof_pending = false;
     if (!tell.empty() && s.conn->session_id() == s.session) {
@@ -99,7 +101,13 @@ inline void server_cancel(const std::shared_ptr<server_stream>& sp, const std::s
   }
   server_unlist(s);
   if (w) asio::post(s.strand, owned_resume(w));
-  asio::post(s.strand, stop_server_timers{sp});
+  asio::post(s.strand, stop_server_timers_fn{sp});
+  return running;
+}
+
+// The caller gave up (cancel, deadline, lost pings): the handler stops and is counted as cancelled.
+inline void server_abandon(const std::shared_ptr<server_stream>& sp, const std::string& tell) {
+  if (server_cancel(sp, tell)) sp->conn->mux().cancelled.fetch_add(1, std::memory_order_relaxed);
 }
 
 // The caller broke the stream's rules: the stream ends with `text` told to the caller; the connection stays.
@@ -142,20 +150,6 @@ COGRID_DECL bool server_take_input(server_stream& s, payload& out) {
   return true;
 }
 
-inline std::string describe_failure(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const handler_error& he) {
-    return he.text;
-  } catch (const std::system_error& se) {
-    return se.code() == asio::error::operation_aborted ? std::string("handler cancelled") : std::string(se.what());
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "handler failed with a non-standard exception";
-  }
-}
-
 COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error) {
   std::string text = error ? describe_failure(error) : std::string();
   bool closed = false;
@@ -177,8 +171,7 @@ COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error) 
   }
   if (closed) {
     server_unlist(s);
-    s.deadline_timer.cancel(); // we run on the stream's strand
-    s.ping_timer.cancel();
+    stop_server_timers(s); // we run on the stream's strand
   }
 }
 
@@ -187,8 +180,7 @@ struct server_deadline_fn {
   void operator()(std::error_code ec) const {
     if (ec) return;
     // The caller has its own deadline and ends the stream there; the handler stops, nothing is sent.
-    s->conn->mux().cancelled.fetch_add(1, std::memory_order_relaxed);
-    server_cancel(s, std::string());
+    server_abandon(s, std::string());
   }
 };
 
@@ -204,8 +196,7 @@ struct server_ping_check_fn {
       dead = steady_clock::now() - s->last_ping > o.stream_ping_timeout;
     }
     if (dead) {
-      s->conn->mux().cancelled.fetch_add(1, std::memory_order_relaxed);
-      server_cancel(s, "no ping from the caller within " + std::to_string(o.stream_ping_timeout.count()) + " ms");
+      server_abandon(s, "no ping from the caller within " + std::to_string(o.stream_ping_timeout.count()) + " ms");
       return;
     }
     s->ping_timer.expires_after(std::min(o.stream_ping_interval, o.stream_ping_timeout));
@@ -275,9 +266,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
   gen_start g;
   std::exception_ptr failed;
   try {
-    payload initial;
-    if (m.payload) initial.emplace(m.payload->begin(), m.payload->end());
-    g = entry->start(std::move(ctx), std::move(initial), s);
+    g = entry->start(std::move(ctx), copy_payload(m), s);
   } catch (...) {
     failed = std::current_exception();
   }
@@ -379,7 +368,7 @@ inline void server_on_credit(connection& c, const message& m) {
   if (w) asio::post(s.strand, owned_resume(w));
   if (closed) {
     server_unlist(s);
-    asio::post(s.strand, stop_server_timers{sp});
+    asio::post(s.strand, stop_server_timers_fn{sp});
   }
 }
 
@@ -412,46 +401,10 @@ inline void server_on_ping(connection& c, const message& m) {
 // OpDisconnectServerMux: the caller cancelled or dropped the stream.
 inline void server_on_disconnect(connection& c, const message& m) {
   auto sp = find_server_stream(c, m.mux_id);
-  if (!sp) return;
-  bool counted = false;
-  {
-    std::lock_guard lk(sp->mu);
-    counted = !sp->cancelled && !sp->finished;
-  }
-  if (counted) c.mux().cancelled.fetch_add(1, std::memory_order_relaxed);
-  server_cancel(sp, std::string());
+  if (sp) server_abandon(sp, std::string());
 }
 
 // -- the client side ------------------------------------------------------------------------------------
-
-struct wake_fn {
-  wait_handler h;
-  asio::cancellation_slot slot;
-  void operator()() {
-    if (slot.is_connected()) slot.clear();
-    std::move(h)(std::error_code{});
-  }
-};
-
-struct pending_wake {
-  std::optional<wait_handler> h;
-  asio::cancellation_slot slot;
-};
-
-// Under s.mu: takes a stored waiter, to be woken (by `wake`) after the lock is released.
-inline void take_waiter(std::optional<wait_handler>& w, asio::cancellation_slot& slot, pending_wake& p) {
-  if (w && !p.h) {
-    p.h.emplace(std::move(*w));
-    w.reset();
-    p.slot = std::exchange(slot, asio::cancellation_slot());
-  }
-}
-
-inline void wake(pending_wake&& p) {
-  if (!p.h) return;
-  auto ex = asio::get_associated_executor(*p.h);
-  asio::post(ex, wake_fn{std::move(*p.h), p.slot});
-}
 
 struct stop_client_timers {
   std::shared_ptr<client_stream_state> s;
@@ -465,7 +418,7 @@ struct stop_client_timers {
 // and wakes every waiter. False when it had ended already.
 inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_error why, bool tell_server) {
   client_stream_state& s = *sp;
-  pending_wake w1, w2, w3;
+  waiter woken[3];
   std::shared_ptr<connection> c = s.conn.lock();
   {
     std::lock_guard lk(s.mu);
@@ -476,9 +429,7 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
       message m = mux_message(s.mux, op_code::disconnect_server_mux);
       (void)send_numbered(*c, m, s.send_seq);
     }
-    take_waiter(s.open_w, s.open_slot, w1);
-    take_waiter(s.next_w, s.next_slot, w2);
-    take_waiter(s.send_w, s.send_slot, w3);
+    for (int i = 0; i < 3; ++i) take_waiter(s.waits[i], woken[i]);
   }
   if (c) {
     {
@@ -488,9 +439,7 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
     }
     asio::post(c->get_executor(), stop_client_timers{sp});
   }
-  wake(std::move(w1));
-  wake(std::move(w2));
-  wake(std::move(w3));
+  for (auto& w : woken) wake(std::move(w));
   return true;
 }
 
@@ -510,33 +459,21 @@ struct client_cancel_fn {
   }
 };
 
-enum class wait_kind { open, next, send };
-
 // Stores the awaiting coroutine's handler until its condition holds (or completes it at once).
 struct client_wait_init {
   std::shared_ptr<client_stream_state> s;
   wait_kind kind;
 
   void operator()(wait_handler h) const {
-    auto slot = asio::get_associated_cancellation_slot(h);
-    pending_wake now;
+    waiter now;
     {
       std::lock_guard lk(s->mu);
       bool ready = s->finished;
       if (kind == wait_kind::open) ready = ready || s->acked;
       if (kind == wait_kind::next) ready = ready || !s->responses.empty();
       if (kind == wait_kind::send) ready = ready || s->credits > 0;
-      std::optional<wait_handler>& w = kind == wait_kind::open ? s->open_w : kind == wait_kind::next ? s->next_w : s->send_w;
-      asio::cancellation_slot& ws = kind == wait_kind::open ? s->open_slot : kind == wait_kind::next ? s->next_slot : s->send_slot;
-      if (ready) {
-        now.h.emplace(std::move(h));
-      } else {
-        w.emplace(std::move(h));
-        if (slot.is_connected()) {
-          ws = slot;
-          slot.assign(client_cancel_fn{s});
-        }
-      }
+      if (ready) now.h.emplace(std::move(h));
+      else arm(s->waits[static_cast<int>(kind)], std::move(h), client_cancel_fn{s});
     }
     wake(std::move(now));
   }
@@ -653,7 +590,7 @@ COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_strea
       std::lock_guard lk(s->mu);
       if (s->finished) co_return s->err ? s->err : call_error(errc::stream_closed, "the stream has ended");
       if (s->send_closed || s->cap.in == 0) co_return call_error(errc::stream_closed);
-      if (s->send_w) co_return call_error(errc::invalid_value, "one send at a time on a stream");
+      if (s->waits[static_cast<int>(wait_kind::send)].h) co_return call_error(errc::invalid_value, "one send at a time on a stream");
       if (s->credits > 0) {
         auto c = s->conn.lock();
         if (!c) co_return call_error(errc::disconnected);
@@ -725,7 +662,7 @@ inline bool client_on_message(connection& c, const message& m) {
     return true;
   }
   case op_code::disconnect_client_mux:
-    if (has(m.flags, msg_flags::payload_is_err)) client_finish(sp, call_error(errc::remote_error, stream_text(m)), false);
+    if (has(m.flags, msg_flags::payload_is_err)) client_finish(sp, call_error(errc::remote_error, text_of(m)), false);
     else client_finish(sp, call_error(errc::disconnected), false);
     return true;
   case op_code::pong: {
@@ -744,7 +681,7 @@ inline bool client_on_message(connection& c, const message& m) {
     break;
   }
   // Numbered messages: ack, data, credit.
-  pending_wake w;
+  waiter w;
   std::optional<call_error> end;
   std::optional<call_error> violation;
   {
@@ -759,17 +696,17 @@ inline bool client_on_message(connection& c, const message& m) {
       if (m.op == op_code::ack_mux) {
         s.acked = true;
         s.credits = s.cap.in;
-        take_waiter(s.open_w, s.open_slot, w);
+        take_waiter(s.waits[static_cast<int>(wait_kind::open)], w);
       } else if (m.op == op_code::unblock_cl_mux) {
         if (s.credits < s.cap.in) ++s.credits;
-        take_waiter(s.send_w, s.send_slot, w);
+        take_waiter(s.waits[static_cast<int>(wait_kind::send)], w);
       } else if (has(m.flags, msg_flags::eof)) { // buffered responses stay readable (MinIO #21122)
-        end = has(m.flags, msg_flags::payload_is_err) ? call_error(errc::remote_error, stream_text(m)) : call_error();
+        end = has(m.flags, msg_flags::payload_is_err) ? call_error(errc::remote_error, text_of(m)) : call_error();
       } else if (s.responses.full()) {
         violation = call_error(errc::credit_violation, "response without credit (Response was blocked)");
       } else {
         s.responses.push(m.payload);
-        take_waiter(s.next_w, s.next_slot, w);
+        take_waiter(s.waits[static_cast<int>(wait_kind::next)], w);
       }
     }
   }
