@@ -3,6 +3,7 @@
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]
+//   ... [--stdio HOST] [--exec COMMAND] ...
 //
 // `serve` runs until SIGINT/SIGTERM with MinIO's test handlers: unary 78 echoes its payload, unary 79
 // fails with "test error: <payload>"; stream 78 on subroute "echo" (capacities 1/1) echoes each request,
@@ -12,28 +13,36 @@
 // (input capacity 1 when REQUESTs are given, else none), sends each REQUEST, ends its input and prints
 // each response on its own line, then "error: <text>" if it failed. Exit status: 0 success, 1 remote
 // error, 2 any other failure.
+// `--stdio HOST` speaks the grid to HOST over stdin/stdout instead of TCP (no listener; the node exits
+// when stdin ends), in the manner of `ssh host grid-node --stdio ...`; `--exec COMMAND` runs COMMAND
+// (with /bin/sh) and speaks the grid to HOST (call/stream's HOST) over the child's stdin/stdout.
 #include <cogrid/cogrid.hpp>
 
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
 namespace {
 
 struct args {
-  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute;
+  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute, stdio_host, exec;
   std::vector<std::string> hosts, rest;
 };
 
 int usage() {
   std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve\n"
                        "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n"
-                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n");
+                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n"
+                       "       options: --stdio HOST (the grid to HOST over stdin/stdout), --exec COMMAND (over a child's stdin/stdout)\n");
   return 2;
 }
 
@@ -59,6 +68,50 @@ cogrid::stream_generator<cogrid::payload> count_stream(cogrid::payload n) {
     cogrid::payload p = bytes("resp-" + std::to_string(i));
     co_yield std::move(p);
   }
+}
+
+// The transport of --stdio: ends the program (as SIGTERM does) when the stream ends or is closed.
+class stdio_transport final : public cogrid::transport {
+public:
+  explicit stdio_transport(std::unique_ptr<cogrid::transport> t) : t_(std::move(t)) {}
+  asio::awaitable<std::size_t> read_some(asio::mutable_buffer b, std::error_code& ec) override {
+    const std::size_t n = co_await t_->read_some(b, ec);
+    if (ec) end();
+    co_return n;
+  }
+  asio::awaitable<void> write_all(asio::const_buffer b, std::error_code& ec) override { co_await t_->write_all(b, ec); }
+  void close() noexcept override { // refused, or shut down: nothing more can come over stdio
+    t_->close();
+    end();
+  }
+  std::string peer() const override { return t_->peer(); }
+  asio::any_io_executor get_executor() override { return t_->get_executor(); }
+
+private:
+  void end() {
+    if (!ended_.exchange(true)) std::raise(SIGTERM);
+  }
+  std::unique_ptr<cogrid::transport> t_;
+  std::atomic<bool> ended_{false};
+};
+
+// Runs `command` with /bin/sh, its stdin and stdout joined to the returned transport.
+std::unique_ptr<cogrid::transport> spawn(asio::io_context& io, const std::string& command, pid_t& pid) {
+  int to_child[2], from_child[2];
+  if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return nullptr;
+  pid = ::fork();
+  if (pid < 0) return nullptr;
+  if (pid == 0) {
+    ::dup2(to_child[0], 0);
+    ::dup2(from_child[1], 1);
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(to_child[0]);
+  ::close(from_child[1]);
+  using desc = asio::posix::stream_descriptor;
+  return cogrid::make_fd_transport(desc(io, from_child[0]), desc(io, to_child[1]), "exec: " + command);
 }
 
 asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m) {
@@ -158,6 +211,8 @@ int main(int argc, char** argv) {
     else if (k == "--token") a.token = next();
     else if (k == "--route") a.route = next();
     else if (k == "--subroute") a.subroute = next();
+    else if (k == "--stdio") a.stdio_host = next();
+    else if (k == "--exec") a.exec = next();
     else if (k == "--hosts") {
       const std::string list = next();
       for (std::size_t at = 0; at <= list.size();) {
@@ -190,11 +245,29 @@ int main(int argc, char** argv) {
   (void)cogrid::unary_raw{cogrid::handler_id{79}}.serve(*m, fail_fn{});
   (void)cogrid::stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(*m, echo_stream);
   (void)cogrid::stream_raw(cogrid::handler_id{79}, cogrid::stream_capacity{0, 1}).serve(*m, count_stream);
-  if (auto ec = m->listen()) {
-    std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), ec.message().c_str());
-    return 2;
+  std::signal(SIGPIPE, SIG_IGN); // a peer gone while we write is an error code, not a signal
+  pid_t child = -1;
+  if (!a.stdio_host.empty()) {
+    using desc = asio::posix::stream_descriptor;
+    auto t = cogrid::make_fd_transport(desc(io, ::dup(0)), desc(io, ::dup(1)), "stdio");
+    ::dup2(2, 1); // from here on, stdout is the grid's alone: anything printed goes to stderr
+    if (auto ec = m->attach(a.stdio_host, std::make_unique<stdio_transport>(std::move(t)))) {
+      std::fprintf(stderr, "error: --stdio %s: %s\n", a.stdio_host.c_str(), ec.message().c_str());
+      return 2;
+    }
+  } else if (!a.exec.empty() && !serve) {
+    auto t = spawn(io, a.exec, child);
+    if (!t || m->attach(a.rest[1], std::move(t))) {
+      std::fprintf(stderr, "error: cannot run %s for %s\n", a.exec.c_str(), a.rest[1].c_str());
+      return 2;
+    }
+  } else {
+    if (auto ec = m->listen()) {
+      std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), ec.message().c_str());
+      return 2;
+    }
+    m->start();
   }
-  m->start();
   int status = 0;
   asio::signal_set signals(io, SIGINT, SIGTERM);
   if (serve) {
@@ -211,5 +284,10 @@ int main(int argc, char** argv) {
                    [&](std::exception_ptr e, int s) { status = e ? 2 : s; });
   }
   io.run();
+  if (child > 0) {
+    m.reset(); // closes the child's stdin: it ends
+    int ws = 0;
+    ::waitpid(child, &ws, 0);
+  }
   return status;
 }

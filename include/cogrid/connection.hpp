@@ -9,6 +9,7 @@
 #include <cogrid/message.hpp>
 #include <cogrid/options.hpp>
 #include <cogrid/stats.hpp>
+#include <cogrid/transport.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -109,6 +110,9 @@ public:
   COGRID_DECL connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex);
   /// Starts the dial loop (dialer side). Idempotent.
   COGRID_DECL void start();
+  /// Dialer side of `manager::attach`: the next dial attempt runs the handshake over `t` instead of
+  /// dialing, and later attempts wait for the next attached stream.
+  COGRID_DECL void attach(std::unique_ptr<transport> t);
   /// Runs a session over an accepted and handshaken WebSocket (acceptor side), replacing any current one.
   COGRID_DECL void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
   /// Ends everything; `state()` becomes shutdown. Completes when the session and dial loop are gone.
@@ -154,6 +158,8 @@ private:
   bool started_ = false;                    // strand
   bool dial_loop_running_ = false;          // strand
   std::shared_ptr<detail::session> current_; // strand
+  std::unique_ptr<transport> attached_;      // strand: a stream from attach() for the next attempt
+  bool attached_only_ = false;               // strand: attach() was used; never dial TCP
   asio::steady_timer retry_timer_;           // strand: the dialer's pause between attempts
   asio::steady_timer loop_done_;             // strand: cancelled when the dial loop exits
   asio::steady_timer session_done_;          // strand: cancelled when the current session ends

@@ -9,6 +9,7 @@
 #include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/options.hpp>
+#include <cogrid/transport.hpp>
 #include <cogrid/detail/stream_core.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -54,6 +55,9 @@ struct manager_options {
   /// X-Minio-Time of the HTTP upgrade must be within this of our clock (MinIO's DefaultSkewTime).
   std::chrono::milliseconds max_http_time_skew = std::chrono::minutes(15);
   log_sink log;
+  /// Opens the byte streams to the remotes this node dials, instead of TCP/TLS (see `transport_dialer`;
+  /// `memory_network::dialer` is one). Unset: TCP, and TLS for https:// remotes.
+  transport_dialer dialer;
 };
 
 /// An HTTP request head that the application's own server read from a connection, handed to
@@ -105,6 +109,20 @@ public:
   /// the upgrade, and runs the handshake. For TLS, hand the socket over before the TLS handshake instead.
   COGRID_DECL void accept(asio::ip::tcp::socket socket, upgrade_request request, std::vector<std::byte> leftover = {});
 
+  /// Takes a connected byte stream on which a remote dials this node (for example the other end of an
+  /// in-memory pipe, or this process's stdin/stdout): reads the HTTP upgrade and runs the grid handshake
+  /// with the same checks as over TCP. No TLS is added: `t` is used as it is.
+  COGRID_DECL void accept(std::unique_ptr<transport> t);
+
+  /// Runs the connection to `remote` over `t`, a byte stream already connected to that remote node
+  /// (a child process's pipes, stdin/stdout, a tunnel), whichever side the election makes the dialer:
+  /// if this node dials `remote`, the handshake is sent over `t` (and the connection never dials TCP;
+  /// after `t` ends it waits for the next stream attached); otherwise `t` is accepted as by `accept`.
+  /// The other node does the same with its end. Needs no `start()` for this connection.
+  /// @par Errors
+  /// `errc::unknown_host` when `remote` is not a remote of this grid (`t` is closed).
+  COGRID_DECL std::error_code attach(std::string_view remote, std::unique_ptr<transport> t);
+
   /// Incoming connections rejected so far, by reason.
   COGRID_DECL rejection_counts rejections() const;
 
@@ -130,7 +148,45 @@ public:
   COGRID_DECL asio::awaitable<void> shutdown();
 
 private:
+  friend class memory_network;
   std::shared_ptr<detail::manager_state> state_;
+};
+
+/// Managers of one process connected to each other without sockets, over in-memory pipes: the same
+/// protocol, handshake, authentication, liveness checks and reconnects as over TCP (hashicorp/raft's
+/// InmemTransport plays this part for Raft). For unit tests of handlers and for single-process
+/// simulations of a cluster, including partitions.
+///
+/// @code
+/// cogrid::memory_network net;
+/// o.dialer = net.dialer(o.local);       // for every node, before constructing its manager
+/// cogrid::manager m(io.get_executor(), o);
+/// net.add(m);                            // then m.start() as usual; no listen()
+/// @endcode
+///
+/// @par Thread safety
+/// All member functions may be called from any thread. The network may be destroyed before or after
+/// its managers; a manager destroyed without `remove` is simply unreachable.
+class memory_network {
+public:
+  COGRID_DECL memory_network();
+  /// The dialer for the node whose host string is `local` (for `manager_options::dialer`).
+  COGRID_DECL transport_dialer dialer(std::string local) const;
+  /// Makes `m` reachable under its local host string.
+  COGRID_DECL void add(manager& m);
+  /// Makes `m` unreachable (its open links stay until they fail or are cut).
+  COGRID_DECL void remove(manager& m);
+  /// Takes `host` off the network (`up` false) or puts it back: while it is off, every pipe to or from
+  /// it is cut at once (both ends see the link fail) and dials to or from it fail with
+  /// `errc::disconnected`, as a host whose cable was pulled.
+  COGRID_DECL void set_host_up(std::string_view host, bool up);
+  /// Pipes made so far (each successful dial makes one).
+  COGRID_DECL std::uint64_t dials() const;
+
+private:
+  struct state;
+  struct dial_fn;
+  std::shared_ptr<state> st_;
 };
 
 /// A client TLS context that verifies servers against the system's trust store and `extra_ca_pem` (a PEM

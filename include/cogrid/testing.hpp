@@ -27,13 +27,22 @@ namespace cogrid::testing {
 /// Construct and shut down from one thread; the managers themselves are thread-safe.
 class grid {
 public:
+  /// How the nodes reach each other.
+  enum class network { loopback, memory };
+
   /// Hook to adjust each node's options (index, options) before its manager is made.
   using configure_fn = std::function<void(std::size_t, manager_options&)>;
 
   /// Binds n listeners and makes n managers sharing a static test token, with `connection_options::for_tests()`.
-  grid(asio::any_io_executor ex, std::size_t n, configure_fn configure = {}) {
+  /// With `network::memory` the nodes are joined by a `memory_network` instead (no socket at all; hosts
+  /// are "http://node<i>:9000"), and `set_host_up` can cut a node off.
+  grid(asio::any_io_executor ex, std::size_t n, configure_fn configure = {}, network net = network::loopback) {
     std::vector<asio::ip::tcp::acceptor> acceptors;
     for (std::size_t i = 0; i < n; ++i) {
+      if (net == network::memory) {
+        hosts_.push_back("http://node" + std::to_string(i) + ":9000");
+        continue;
+      }
       asio::ip::tcp::acceptor a(ex, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
       hosts_.push_back("http://127.0.0.1:" + std::to_string(a.local_endpoint().port()));
       acceptors.push_back(std::move(a));
@@ -44,9 +53,11 @@ public:
       o.hosts = hosts_;
       o.auth = static_token_auth("cogrid-test-token");
       o.connection = connection_options::for_tests();
+      if (net == network::memory) o.dialer = memory_.dialer(o.local);
       if (configure) configure(i, o);
       managers_.push_back(std::make_unique<manager>(ex, std::move(o)));
-      managers_.back()->listen(std::move(acceptors[i]));
+      if (net == network::memory) memory_.add(*managers_.back());
+      else managers_.back()->listen(std::move(acceptors[i]));
     }
   }
 
@@ -75,12 +86,18 @@ public:
   /// Node i stops handling what node j sends it (read and discarded, pongs included).
   void block_inbound(std::size_t i, std::size_t j, bool on) { link(i, j)->block_inbound(on); }
 
+  /// In-memory grids: takes node i off the network (every link to it cut, dials fail) or puts it back.
+  void set_host_up(std::size_t i, bool up) { memory_.set_host_up(hosts_.at(i), up); }
+  /// In-memory grids: the network joining the nodes.
+  memory_network& memory() noexcept { return memory_; }
+
   /// Shuts every node down; completes when all sessions and loops are gone.
   asio::awaitable<void> shutdown() {
     for (auto& m : managers_) co_await m->shutdown();
   }
 
 private:
+  memory_network memory_; // declared first: destroyed after the managers
   std::vector<std::string> hosts_;
   std::vector<std::unique_ptr<manager>> managers_;
 };

@@ -64,7 +64,29 @@ def main(tool):
             ok = rc == 0
             print(f"{'ok' if ok else 'FAIL'}: server exits cleanly on SIGINT (rc={rc})")
             failures += not ok
+    failures += check_exec(tool)
     return 1 if failures else 0
+
+
+def check_exec(tool):
+    """--exec runs a child grid-node with --stdio: the grid over its stdin/stdout, no socket, both directions."""
+    failures = 0
+    a, b = "http://node-a:1", "http://node-b:1"
+    hosts = f"{a},{b}"
+    for me, child in ((a, b), (b, a)):
+        child_cmd = f"'{tool}' --local {child} --hosts {hosts} --token s3 --stdio {me} serve"
+        for mode, args, want in (("call", ["78", "over stdio"], "over stdio"), ("stream", ["79", "2"], "resp-0\nresp-1")):
+            r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--token", "s3", "--exec", child_cmd, mode, child] + args,
+                               capture_output=True, text=True, timeout=30)
+            ok = r.returncode == 0 and r.stdout.strip() == want
+            print(f"{'ok' if ok else 'FAIL'}: {mode} over --exec/--stdio ({me} -> {child}) -> rc={r.returncode} out={r.stdout.strip()!r}")
+            failures += not ok
+    r = subprocess.run([tool, "--local", a, "--hosts", hosts, "--token", "s3", "--exec",
+                        f"'{tool}' --local {b} --hosts {hosts} --token other --stdio {a} serve", "call", b, "78", "x"],
+                       capture_output=True, text=True, timeout=30)
+    ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
+    print(f"{'ok' if ok else 'FAIL'}: wrong token over --exec -> rc={r.returncode} out={r.stdout.strip()!r}")
+    return failures + (not ok)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include <cogrid/auth.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/options.hpp>
+#include <cogrid/transport.hpp>
 #include <cogrid/detail/url.hpp>
 
 #include <asio/ssl/context.hpp>
@@ -26,6 +27,7 @@ struct grid_shared {
   connection_options opt;
   std::shared_ptr<asio::ssl::context> tls_client; // for https:// remotes
   log_sink log;
+  transport_dialer dialer; // empty: TCP (and TLS for https://)
   std::atomic<message_sink*> sink{nullptr};
 };
 

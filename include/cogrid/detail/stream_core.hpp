@@ -7,6 +7,7 @@
 #include <cogrid/call.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/message.hpp>
+#include <cogrid/detail/waiter.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
@@ -48,14 +49,6 @@ struct stream_options {
 namespace detail {
 
 using payload_view = std::optional<std::span<const std::byte>>;
-using wait_handler = asio::async_result<asio::use_awaitable_t<>, void(std::error_code)>::handler_type;
-
-/// A coroutine waiting in an Asio operation of ours: its handler, and the cancellation slot we assigned.
-struct waiter {
-  std::optional<wait_handler> h;
-  asio::cancellation_slot slot;
-};
-
 /// A fixed ring of payloads whose byte buffers are reused: after warm-up, buffering a message allocates
 /// nothing. Holds at most `capacity` messages (a stream's credits bound what a peer may send).
 class payload_ring {

@@ -259,8 +259,36 @@ COGRID_DECL void connection::adopt(std::unique_ptr<detail::ws_stream> ws, node_i
   });
 }
 
+COGRID_DECL void connection::attach(std::unique_ptr<transport> t) {
+  auto holder = std::make_shared<std::unique_ptr<transport>>(std::move(t));
+  asio::post(strand_, [self = shared_from_this(), holder] {
+    if (self->stopping_) {
+      (*holder)->close();
+      return;
+    }
+    if (self->attached_) self->attached_->close(); // an earlier stream that was never used
+    self->attached_ = std::move(*holder);
+    self->attached_only_ = true;
+    if (self->dial_loop_running_) {
+      self->retry_timer_.cancel(); // waiting between attempts or for a stream: go now
+      return;
+    }
+    self->started_ = true;
+    self->dial_loop_running_ = true;
+    asio::co_spawn(self->strand_, dial_loop(self), asio::detached);
+  });
+}
+
 COGRID_DECL asio::awaitable<void> connection::dial_loop(std::shared_ptr<connection> self) {
   while (!self->stopping_) {
+    if (self->attached_only_ && !self->attached_) {
+      // This connection runs over streams handed to attach(): nothing to dial until the next one.
+      self->set_state(connection_state::error);
+      self->retry_timer_.expires_at(detail::steady::time_point::max());
+      std::error_code wait_ec;
+      co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+      continue;
+    }
     self->set_state(connection_state::connecting);
     std::unique_ptr<detail::ws_stream> ws;
     node_id rid;
@@ -297,27 +325,36 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
     co_return ec;
   }
   std::error_code ec;
-  std::unique_ptr<detail::transport> t;
+  std::unique_ptr<detail::transport> t = std::move(attached_); // a stream handed to attach(), used once
   const auto deadline = detail::steady::now() + opt.dial_timeout;
   try {
-    tcp::resolver resolver(strand_);
-    auto endpoints = co_await resolver.async_resolve(url.host, std::to_string(url.port), asio::use_awaitable);
-    tcp::socket sock(strand_);
-    ec = co_await detail::with_deadline(detail::tcp_connect(sock, endpoints), detail::time_left(deadline),
-                                        make_error_code(errc::timeout));
-    if (ec) throw std::system_error(ec);
-    if (url.tls) {
-      if (!shared_->tls_client) throw std::system_error(make_error_code(errc::invalid_value), "no TLS client context for https:// remote");
-      using ssl_stream = asio::ssl::stream<tcp::socket>;
-      ssl_stream stream(std::move(sock), *shared_->tls_client);
-      SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
-      stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
-      ec = co_await detail::with_deadline(detail::tls_handshake(stream, asio::ssl::stream_base::client),
-                                          detail::time_left(deadline), make_error_code(errc::timeout));
+    if (!t && shared_->dialer) {
+      result<std::unique_ptr<transport>> r = co_await detail::with_deadline(
+          shared_->dialer(remote_), opt.dial_timeout, result<std::unique_ptr<transport>>(make_error_code(errc::timeout)));
+      if (!r) throw std::system_error(r.error(), "dialer");
+      if (!*r) throw std::system_error(make_error_code(errc::disconnected), "dialer returned no transport");
+      t = std::move(*r);
+    }
+    if (!t) {
+      tcp::resolver resolver(strand_);
+      auto endpoints = co_await resolver.async_resolve(url.host, std::to_string(url.port), asio::use_awaitable);
+      tcp::socket sock(strand_);
+      ec = co_await detail::with_deadline(detail::tcp_connect(sock, endpoints), detail::time_left(deadline),
+                                          make_error_code(errc::timeout));
       if (ec) throw std::system_error(ec);
-      t = detail::make_tls_transport(std::move(stream));
-    } else {
-      t = detail::make_tcp_transport(std::move(sock));
+      if (url.tls) {
+        if (!shared_->tls_client) throw std::system_error(make_error_code(errc::invalid_value), "no TLS client context for https:// remote");
+        using ssl_stream = asio::ssl::stream<tcp::socket>;
+        ssl_stream stream(std::move(sock), *shared_->tls_client);
+        SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
+        stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
+        ec = co_await detail::with_deadline(detail::tls_handshake(stream, asio::ssl::stream_base::client),
+                                            detail::time_left(deadline), make_error_code(errc::timeout));
+        if (ec) throw std::system_error(ec);
+        t = detail::make_tls_transport(std::move(stream));
+      } else {
+        t = detail::make_tcp_transport(std::move(sock));
+      }
     }
     std::vector<std::pair<std::string, std::string>> headers;
     const std::string token = shared_->auth.token ? shared_->auth.token() : std::string();

@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 
 #include <charconv>
+#include <set>
 
 namespace cogrid {
 namespace detail {
@@ -108,6 +109,7 @@ inline std::string_view path_of(std::string_view target) {
 
 inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
                                            http_request req, std::vector<std::byte> leftover, std::string peer);
+inline asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer);
 
 // The grid handshake of one incoming connection, in MinIO's order. Runs on the socket's strand.
 inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
@@ -134,6 +136,12 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
     t = make_tcp_transport(std::move(sock));
   }
 
+  co_await serve_request(st, std::move(t), std::move(peer));
+}
+
+// Reads the HTTP upgrade request from `t` and goes on with the handshake. Ends the incoming count.
+inline asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer) {
+  const connection_options& opt = st->shared->opt;
   const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
   http_request req;
   std::vector<std::byte> leftover;
@@ -253,6 +261,21 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
   st->end_incoming();
 }
 
+// The grid handshake of an incoming connection on a byte stream that needs no TLS layer from us.
+inline asio::awaitable<void> serve_transport(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t) {
+  std::string peer = t->peer(); // before the move: argument order is unspecified
+  co_await serve_request(st, std::move(t), std::move(peer));
+}
+
+inline void accept_transport(const std::shared_ptr<manager_state>& st, std::unique_ptr<transport> t) {
+  if (!t) return;
+  if (!st->begin_incoming()) {
+    t->close();
+    return;
+  }
+  asio::co_spawn(make_strand_executor(st->ex), serve_transport(st, std::move(t)), asio::detached);
+}
+
 inline asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std::shared_ptr<asio::ip::tcp::acceptor> acc) {
   for (;;) {
     asio::ip::tcp::socket sock(detail::make_strand_executor(st->ex));
@@ -296,6 +319,7 @@ COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : stat
   st.shared->opt = o.connection;
   st.shared->tls_client = std::move(o.tls_client);
   st.shared->log = std::move(o.log);
+  st.shared->dialer = std::move(o.dialer);
   st.tls_server = std::move(o.tls_server);
   st.max_http_time_skew = o.max_http_time_skew;
   st.mux = std::make_shared<detail::mux_core>(ex);
@@ -390,6 +414,20 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request r
                                                std::move(leftover), std::move(peer)), asio::detached);
 }
 
+COGRID_DECL void manager::accept(std::unique_ptr<transport> t) { detail::accept_transport(state_, std::move(t)); }
+
+COGRID_DECL std::error_code manager::attach(std::string_view remote, std::unique_ptr<transport> t) {
+  auto it = state_->conns.find(remote);
+  if (it == state_->conns.end()) {
+    if (t) t->close();
+    return make_error_code(errc::unknown_host);
+  }
+  if (!t) return make_error_code(errc::invalid_value);
+  if (it->second->dialer()) it->second->attach(std::move(t));
+  else accept(std::move(t));
+  return {};
+}
+
 COGRID_DECL rejection_counts manager::rejections() const {
   std::lock_guard lk(state_->mu);
   return state_->rejected;
@@ -432,6 +470,86 @@ COGRID_DECL asio::awaitable<void> manager::shutdown() {
     std::error_code ec;
     co_await drained->async_receive(asio::redirect_error(asio::use_awaitable, ec));
   }
+}
+
+struct memory_network::state {
+  mutable std::mutex mu;
+  std::map<std::string, std::weak_ptr<detail::manager_state>, std::less<>> nodes;
+  std::set<std::string, std::less<>> down;
+  struct link {
+    std::string a, b;
+    std::weak_ptr<detail::memory_link> pipe;
+  };
+  std::vector<link> links;
+  std::uint64_t dials = 0;
+
+  // Finds the target of a dial from `local` to `remote` and records the pipe; null when unreachable.
+  std::shared_ptr<detail::manager_state> prepare(const std::string& local, const std::string& remote,
+                                                 const std::shared_ptr<detail::memory_link>& pipe) {
+    std::lock_guard lk(mu);
+    std::shared_ptr<detail::manager_state> target;
+    if (auto it = nodes.find(remote); it != nodes.end()) target = it->second.lock();
+    if (!target || down.count(remote) || down.count(local)) return nullptr;
+    std::erase_if(links, [](const link& l) { return l.pipe.expired(); });
+    links.push_back({local, remote, pipe});
+    ++dials;
+    return target;
+  }
+};
+
+// The dialer of one node: a named function object, not a capturing lambda (GCC 12 and coroutines).
+struct memory_network::dial_fn {
+  std::shared_ptr<memory_network::state> st;
+  std::string local;
+
+  static asio::awaitable<result<std::unique_ptr<transport>>> dial(std::shared_ptr<state> st, std::string local, std::string remote) {
+    const auto ex = co_await asio::this_coro::executor;
+    auto pipe = std::make_shared<detail::memory_link>();
+    std::shared_ptr<detail::manager_state> target = st->prepare(local, remote, pipe);
+    if (!target) co_return make_error_code(errc::disconnected);
+    auto ends = detail::make_memory_pipe(pipe, ex, "memory:" + remote, "memory:" + local);
+    detail::accept_transport(target, std::move(ends.second));
+    co_return std::move(ends.first);
+  }
+
+  asio::awaitable<result<std::unique_ptr<transport>>> operator()(std::string remote) const {
+    return dial(st, local, std::move(remote));
+  }
+};
+
+COGRID_DECL memory_network::memory_network() : st_(std::make_shared<state>()) {}
+
+COGRID_DECL transport_dialer memory_network::dialer(std::string local) const { return dial_fn{st_, std::move(local)}; }
+
+COGRID_DECL void memory_network::add(manager& m) {
+  std::lock_guard lk(st_->mu);
+  st_->nodes[m.local()] = m.state_;
+}
+
+COGRID_DECL void memory_network::remove(manager& m) {
+  std::lock_guard lk(st_->mu);
+  st_->nodes.erase(m.local());
+}
+
+COGRID_DECL void memory_network::set_host_up(std::string_view host, bool up) {
+  std::vector<std::shared_ptr<detail::memory_link>> cut;
+  {
+    std::lock_guard lk(st_->mu);
+    if (up) {
+      if (auto it = st_->down.find(host); it != st_->down.end()) st_->down.erase(it);
+      return;
+    }
+    st_->down.emplace(host);
+    for (auto& l : st_->links)
+      if (l.a == host || l.b == host)
+        if (auto p = l.pipe.lock()) cut.push_back(std::move(p));
+  }
+  for (auto& p : cut) detail::sever(*p);
+}
+
+COGRID_DECL std::uint64_t memory_network::dials() const {
+  std::lock_guard lk(st_->mu);
+  return st_->dials;
 }
 
 COGRID_DECL std::shared_ptr<asio::ssl::context> make_client_tls_context(std::string_view extra_ca_pem) {

@@ -83,43 +83,6 @@ inline void reply_unknown_handler(connection& c, const message& m, std::string r
   (void)c.send_control(reply);
 }
 
-// Under the owner's lock: stores the awaiting coroutine's handler and routes its cancellation to `on_cancel`.
-template <class F>
-void arm(waiter& w, wait_handler h, F on_cancel) {
-  auto slot = asio::get_associated_cancellation_slot(h);
-  w.h.emplace(std::move(h));
-  if (slot.is_connected()) {
-    w.slot = slot;
-    slot.assign(std::move(on_cancel));
-  }
-}
-
-// Under the owner's lock: moves a stored waiter (if any, and if `to` is empty) into `to`, to be woken
-// by `wake` after the lock is released.
-inline void take_waiter(waiter& from, waiter& to) {
-  if (from.h && !to.h) {
-    to.h.emplace(std::move(*from.h)); // not move-assignable: move-construct out
-    from.h.reset();
-    to.slot = std::exchange(from.slot, asio::cancellation_slot());
-  }
-}
-
-struct wake_fn {
-  wait_handler h;
-  asio::cancellation_slot slot;
-  void operator()() {
-    if (slot.is_connected()) slot.clear();
-    std::move(h)(std::error_code{});
-  }
-};
-
-// Resumes the waiting coroutine on its own executor.
-inline void wake(waiter&& w) {
-  if (!w.h) return;
-  auto ex = asio::get_associated_executor(*w.h);
-  asio::post(ex, wake_fn{std::move(*w.h), w.slot});
-}
-
 // The text a failed handler (unary or stream) sends back: a `handler_error` thrown as is, the what() of
 // a standard exception, "handler cancelled" for operation_aborted.
 inline std::string describe_failure(const std::exception_ptr& e) {

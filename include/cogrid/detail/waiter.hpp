@@ -1,0 +1,67 @@
+// cogrid/detail/waiter.hpp — a coroutine suspended in one of cogrid's own asynchronous operations, and
+// the three steps every such operation takes: arm (store the handler and hook its cancellation slot),
+// take (move it out under the owner's lock) and wake (resume it on its own executor, outside the lock).
+#ifndef COGRID_DETAIL_WAITER_HPP
+#define COGRID_DETAIL_WAITER_HPP
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <optional>
+#include <system_error>
+#include <utility>
+
+namespace cogrid::detail {
+
+using wait_handler = asio::async_result<asio::use_awaitable_t<>, void(std::error_code)>::handler_type;
+
+/// A coroutine waiting in an Asio operation of ours: its handler, and the cancellation slot we assigned.
+struct waiter {
+  std::optional<wait_handler> h;
+  asio::cancellation_slot slot;
+};
+
+// Under the owner's lock: stores the awaiting coroutine's handler and routes its cancellation to `on_cancel`.
+template <class F>
+void arm(waiter& w, wait_handler h, F on_cancel) {
+  auto slot = asio::get_associated_cancellation_slot(h);
+  w.h.emplace(std::move(h));
+  if (slot.is_connected()) {
+    w.slot = slot;
+    slot.assign(std::move(on_cancel));
+  }
+}
+
+// Under the owner's lock: moves a stored waiter (if any, and if `to` is empty) into `to`, to be woken
+// by `wake` after the lock is released.
+inline void take_waiter(waiter& from, waiter& to) {
+  if (from.h && !to.h) {
+    to.h.emplace(std::move(*from.h)); // not move-assignable: move-construct out
+    from.h.reset();
+    to.slot = std::exchange(from.slot, asio::cancellation_slot());
+  }
+}
+
+struct wake_fn {
+  wait_handler h;
+  asio::cancellation_slot slot;
+  void operator()() {
+    if (slot.is_connected()) slot.clear();
+    std::move(h)(std::error_code{});
+  }
+};
+
+// Resumes the waiting coroutine on its own executor.
+inline void wake(waiter&& w) {
+  if (!w.h) return;
+  auto ex = asio::get_associated_executor(*w.h);
+  asio::post(ex, wake_fn{std::move(*w.h), w.slot});
+}
+
+} // namespace cogrid::detail
+
+#endif // COGRID_DETAIL_WAITER_HPP
