@@ -16,6 +16,7 @@
 #include <cogrid/auth.hpp>
 #include <cogrid/options.hpp>
 #include <cogrid/stats.hpp>
+#include <cogrid/metrics.hpp>
 #include <cogrid/transport.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/manager.hpp>

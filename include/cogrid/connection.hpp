@@ -126,6 +126,8 @@ public:
   detail::conn_mux& mux() noexcept { return *mux_; }
   /// The grid's connection settings.
   COGRID_DECL const connection_options& options() const noexcept;
+  /// What the manager shares with its connections (handler metrics, trace hook, ...).
+  detail::grid_shared& shared() const noexcept { return *shared_; }
 
 private:
   friend struct detail::session;

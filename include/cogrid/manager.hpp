@@ -8,6 +8,7 @@
 #include <cogrid/call.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
+#include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
 #include <cogrid/transport.hpp>
 #include <cogrid/detail/stream_core.hpp>
@@ -58,6 +59,9 @@ struct manager_options {
   /// Opens the byte streams to the remotes this node dials, instead of TCP/TLS (see `transport_dialer`;
   /// `memory_network::dialer` is one). Unset: TCP, and TLS for https:// remotes.
   transport_dialer dialer;
+  /// Called once per finished call and stream, both the ones served here and the ones made from here
+  /// (see `call_trace`). Unset: nothing is traced.
+  trace_hook trace;
 };
 
 /// An HTTP request head that the application's own server read from a connection, handed to
@@ -122,6 +126,14 @@ public:
   /// @par Errors
   /// `errc::unknown_host` when `remote` is not a remote of this grid (`t` is closed).
   COGRID_DECL std::error_code attach(std::string_view remote, std::unique_ptr<transport> t);
+
+  /// Counters and latency histograms of every handler this node serves and every handler it called,
+  /// one entry per handler id, subroute, kind and side.
+  COGRID_DECL std::vector<handler_stats> handler_statistics() const;
+  /// Statistics of every connection (`connection::stats()` of each).
+  COGRID_DECL std::vector<connection_stats> connection_statistics() const;
+  /// All of the above as Prometheus text exposition (`render_prometheus`, labelled with the local host).
+  COGRID_DECL std::string prometheus() const;
 
   /// Incoming connections rejected so far, by reason.
   COGRID_DECL rejection_counts rejections() const;

@@ -19,5 +19,6 @@
 #include <cogrid/impl/mux.ipp>
 #include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/auth.ipp>
+#include <cogrid/impl/metrics.ipp>
 
 #endif // COGRID_SRC_HPP

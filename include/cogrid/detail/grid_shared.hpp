@@ -4,6 +4,7 @@
 
 #include <cogrid/auth.hpp>
 #include <cogrid/control.hpp>
+#include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
 #include <cogrid/transport.hpp>
 #include <cogrid/detail/url.hpp>
@@ -28,6 +29,8 @@ struct grid_shared {
   std::shared_ptr<asio::ssl::context> tls_client; // for https:// remotes
   log_sink log;
   transport_dialer dialer; // empty: TCP (and TLS for https://)
+  trace_hook trace;        // empty: no per-call trace
+  metrics_registry metrics;
   std::atomic<message_sink*> sink{nullptr};
 };
 

@@ -26,6 +26,12 @@ namespace cogrid::detail {
 struct pending_call;
 struct server_call;
 
+/// A registered unary handler and its counters.
+struct unary_entry {
+  raw_unary_handler fn;
+  handler_metrics* metrics = nullptr;
+};
+
 /// The calls one connection has in flight, in both directions.
 struct conn_mux {
   std::mutex mu;
@@ -40,12 +46,13 @@ struct conn_mux {
 /// One per manager: the handler registry, and the sink of every connection's mux messages.
 class mux_core final : public message_sink, public std::enable_shared_from_this<mux_core> {
 public:
-  explicit mux_core(asio::any_io_executor ex) : ex_(std::move(ex)) {
+  mux_core(asio::any_io_executor ex, metrics_registry& metrics) : ex_(std::move(ex)), metrics_(metrics) {
     for (auto& s : strands_) s = make_strand_executor(ex_);
   }
 
-  COGRID_DECL std::error_code register_unary(handler_id h, std::optional<subroute_id> sub, raw_unary_handler fn);
-  COGRID_DECL std::error_code register_stream(handler_id h, std::optional<subroute_id> sub, stream_entry e);
+  /// Registers a handler; `route` names its subroute in statistics.
+  COGRID_DECL std::error_code register_unary(handler_id h, std::optional<subroute_id> sub, std::string_view route, raw_unary_handler fn);
+  COGRID_DECL std::error_code register_stream(handler_id h, std::optional<subroute_id> sub, std::string_view route, stream_entry e);
   /// The stream handler `m` (an OpConnectMux) addresses, or null.
   COGRID_DECL std::shared_ptr<const stream_entry> find_stream(const message& m);
   const asio::any_io_executor& executor() const noexcept { return ex_; }
@@ -60,17 +67,18 @@ public:
   COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
 
 private:
-  COGRID_DECL std::shared_ptr<raw_unary_handler> find_unary(const message& m);
+  COGRID_DECL std::shared_ptr<const unary_entry> find_unary(const message& m);
   COGRID_DECL void serve_request(connection& c, const message& m);
   COGRID_DECL static asio::awaitable<void> run_server_call(std::shared_ptr<server_call> sc,
-                                                           std::shared_ptr<raw_unary_handler> fn, payload req);
+                                                           std::shared_ptr<const unary_entry> fn, payload req);
 
   asio::any_io_executor ex_;
+  metrics_registry& metrics_;
   std::array<asio::any_io_executor, 64> strands_;
   std::atomic<std::size_t> next_strand_{0};
   std::shared_mutex reg_mu_;
-  std::unordered_map<std::uint8_t, std::shared_ptr<raw_unary_handler>> unary_;
-  std::map<std::array<std::byte, 32>, std::shared_ptr<raw_unary_handler>> unary_sub_;
+  std::unordered_map<std::uint8_t, std::shared_ptr<const unary_entry>> unary_;
+  std::map<std::array<std::byte, 32>, std::shared_ptr<const unary_entry>> unary_sub_;
   std::unordered_map<std::uint8_t, std::shared_ptr<const stream_entry>> streams_;
   std::map<std::array<std::byte, 32>, std::shared_ptr<const stream_entry>> streams_sub_;
 };

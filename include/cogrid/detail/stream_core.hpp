@@ -7,6 +7,7 @@
 #include <cogrid/call.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/message.hpp>
+#include <cogrid/metrics.hpp>
 #include <cogrid/detail/waiter.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -120,6 +121,7 @@ using raw_stream_start = std::function<gen_start(call_context, payload, const st
 struct stream_entry {
   stream_capacity cap;
   raw_stream_start start;
+  handler_metrics* metrics = nullptr; // set at registration
 };
 
 /// The type-erased part of a stream generator's promise.
@@ -162,6 +164,8 @@ struct server_stream : std::enable_shared_from_this<server_stream> {
   std::vector<std::byte> scratch;             // encoding of the current response
   payload input_buf;                          // strand: the request being decoded, reused
   std::chrono::steady_clock::time_point last_ping;
+  call_meter meter;                           // under mu; ended when the stream leaves the connection
+  std::size_t bytes_in = 0, bytes_out = 0;    // under mu
 };
 
 /// The generator asks to send its current value (at a co_yield). True: suspend until a credit comes.
@@ -201,6 +205,8 @@ struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
   asio::steady_timer ping_timer;     // connection strand
   asio::steady_timer deadline_timer; // connection strand
   std::chrono::steady_clock::time_point last_heard;
+  call_meter meter;                           // under mu; ended in client_finish
+  std::size_t bytes_in = 0, bytes_out = 0;    // under mu
 };
 
 /// Opens a stream and completes when the remote acknowledged it (or refused it).

@@ -320,9 +320,10 @@ COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : stat
   st.shared->tls_client = std::move(o.tls_client);
   st.shared->log = std::move(o.log);
   st.shared->dialer = std::move(o.dialer);
+  st.shared->trace = std::move(o.trace);
   st.tls_server = std::move(o.tls_server);
   st.max_http_time_skew = o.max_http_time_skew;
-  st.mux = std::make_shared<detail::mux_core>(ex);
+  st.mux = std::make_shared<detail::mux_core>(ex, st.shared->metrics);
   st.shared->sink.store(st.mux.get(), std::memory_order_release);
   for (const auto& h : o.hosts) {
     if (h == o.local || st.conns.count(h)) continue;
@@ -434,19 +435,32 @@ COGRID_DECL rejection_counts manager::rejections() const {
 }
 
 COGRID_DECL std::error_code manager::register_unary(handler_id h, raw_unary_handler fn) {
-  return state_->mux->register_unary(h, std::nullopt, std::move(fn));
+  return state_->mux->register_unary(h, std::nullopt, {}, std::move(fn));
 }
 
 COGRID_DECL std::error_code manager::register_unary(handler_id h, std::string_view route, raw_unary_handler fn) {
-  return state_->mux->register_unary(h, make_subroute_id(h, route), std::move(fn));
+  return state_->mux->register_unary(h, make_subroute_id(h, route), route, std::move(fn));
 }
 
 COGRID_DECL std::error_code manager::register_stream(handler_id h, detail::stream_entry e) {
-  return state_->mux->register_stream(h, std::nullopt, std::move(e));
+  return state_->mux->register_stream(h, std::nullopt, {}, std::move(e));
 }
 
 COGRID_DECL std::error_code manager::register_stream(handler_id h, std::string_view route, detail::stream_entry e) {
-  return state_->mux->register_stream(h, make_subroute_id(h, route), std::move(e));
+  return state_->mux->register_stream(h, make_subroute_id(h, route), route, std::move(e));
+}
+
+COGRID_DECL std::vector<handler_stats> manager::handler_statistics() const { return state_->shared->metrics.snapshot(); }
+
+COGRID_DECL std::vector<connection_stats> manager::connection_statistics() const {
+  std::vector<connection_stats> out;
+  out.reserve(state_->conns.size());
+  for (const auto& [h, c] : state_->conns) out.push_back(c->stats());
+  return out;
+}
+
+COGRID_DECL std::string manager::prometheus() const {
+  return render_prometheus(state_->shared->local, connection_statistics(), handler_statistics());
 }
 
 COGRID_DECL void manager::set_sink(message_sink* sink) noexcept { state_->shared->sink.store(sink, std::memory_order_release); }

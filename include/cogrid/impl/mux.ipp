@@ -45,6 +45,7 @@ struct server_call {
   std::uint32_t seq = 0, deadline_ms = 0;
   handler_id handler{};
   std::optional<subroute_id> subroute;
+  call_meter meter; // the handler's strand
 };
 
 inline std::string text_of(const message& m) {
@@ -175,8 +176,16 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
                                                            std::optional<std::span<const std::byte>> req,
                                                            call_options opt) {
   if (static_cast<std::uint8_t>(h) == 0) co_return call_error(errc::invalid_handler);
-  if (c->state() != connection_state::connected) co_return call_error(errc::disconnected);
-  if (opt.timeout < std::chrono::milliseconds(1)) co_return call_error(errc::timeout);
+  call_meter meter;
+  meter.begin(c->shared().metrics.called(call_kind::unary, h, sub));
+  const std::size_t req_bytes = req ? req->size() : 0;
+  std::error_code early;
+  if (c->state() != connection_state::connected) early = errc::disconnected;
+  else if (opt.timeout < std::chrono::milliseconds(1)) early = errc::timeout;
+  if (early) {
+    meter.end(c->shared().trace, c->remote(), early, 0, 0);
+    co_return call_error(early);
+  }
   auto p = std::make_shared<pending_call>(c->get_executor());
   p->conn = c;
   p->session = c->session_id();
@@ -195,14 +204,19 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
   m.subroute = sub;
   call_initiation init{p, c, &m, opt.timeout};
   co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(std::move(init), asio::use_awaitable);
-  std::lock_guard lk(p->mu);
-  if (p->err) co_return std::move(p->err);
-  co_return std::move(p->resp);
+  std::unique_lock lk(p->mu);
+  call_error err = std::move(p->err);
+  payload resp = std::move(p->resp);
+  lk.unlock();
+  meter.end(c->shared().trace, c->remote(), err.code, resp ? resp->size() : 0, req_bytes);
+  if (err) co_return err;
+  co_return resp;
 }
 
-COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional<subroute_id> sub, raw_unary_handler fn) {
+COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional<subroute_id> sub, std::string_view route,
+                                                     raw_unary_handler fn) {
   if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
-  auto f = std::make_shared<raw_unary_handler>(std::move(fn));
+  auto f = std::make_shared<const unary_entry>(unary_entry{std::move(fn), &metrics_.served(call_kind::unary, h, sub, route)});
   std::unique_lock lk(reg_mu_);
   if (sub) {
     if (!unary_sub_.emplace(sub->bytes, std::move(f)).second) return errc::handler_exists;
@@ -212,9 +226,11 @@ COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional
   return {};
 }
 
-COGRID_DECL std::error_code mux_core::register_stream(handler_id h, std::optional<subroute_id> sub, stream_entry e) {
+COGRID_DECL std::error_code mux_core::register_stream(handler_id h, std::optional<subroute_id> sub, std::string_view route,
+                                                      stream_entry e) {
   if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
   if (e.cap.out == 0 || !e.start) return errc::invalid_value;
+  e.metrics = &metrics_.served(call_kind::stream, h, sub, route);
   auto f = std::make_shared<const stream_entry>(std::move(e));
   std::unique_lock lk(reg_mu_);
   if (sub) {
@@ -236,7 +252,7 @@ COGRID_DECL std::shared_ptr<const stream_entry> mux_core::find_stream(const mess
   return it == streams_.end() ? nullptr : it->second;
 }
 
-COGRID_DECL std::shared_ptr<raw_unary_handler> mux_core::find_unary(const message& m) {
+COGRID_DECL std::shared_ptr<const unary_entry> mux_core::find_unary(const message& m) {
   std::shared_lock lk(reg_mu_);
   if (m.subroute) {
     auto it = unary_sub_.find(m.subroute->bytes);
@@ -298,7 +314,7 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
 }
 
 COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
-  std::shared_ptr<raw_unary_handler> fn = static_cast<std::uint8_t>(m.handler) == 0 ? nullptr : find_unary(m);
+  std::shared_ptr<const unary_entry> fn = static_cast<std::uint8_t>(m.handler) == 0 ? nullptr : find_unary(m);
   if (!fn) {
     reply_unknown_handler(c, m);
     return;
@@ -310,6 +326,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   sc->handler = m.handler;
   sc->subroute = m.subroute;
   sc->session = c.session_id();
+  sc->meter.begin(*fn->metrics);
   {
     std::lock_guard lk(c.mux().mu);
     c.mux().incoming[m.mux_id] = sc;
@@ -330,7 +347,7 @@ struct server_call_deadline_fn {
 };
 
 COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<server_call> sc,
-                                                            std::shared_ptr<raw_unary_handler> fn, payload req) {
+                                                            std::shared_ptr<const unary_entry> fn, payload req) {
   call_context ctx;
   ctx.conn = sc->conn.get();
   ctx.handler = sc->handler;
@@ -344,8 +361,9 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
     sc->deadline.async_wait(server_call_deadline_fn{sc});
   }
   std::exception_ptr failed;
+  const std::size_t req_bytes = req ? req->size() : 0;
   try {
-    r = co_await (*fn)(ctx, std::move(req));
+    r = co_await fn->fn(ctx, std::move(req));
   } catch (...) {
     failed = std::current_exception();
   }
@@ -358,14 +376,19 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
     auto it = mx.incoming.find(sc->mux);
     if (it != mx.incoming.end() && it->second == sc) mx.incoming.erase(it);
   }
+  const trace_hook& hook = sc->conn->shared().trace;
   if (sc->cancelled) {
     mx.cancelled.fetch_add(1, std::memory_order_relaxed);
+    sc->meter.end(hook, sc->conn->remote(), asio::error::operation_aborted, req_bytes, 0);
     co_return;
   }
   if (timed_out) { // the caller has given up: count it, send nothing (MinIO drops it silently)
     mx.late_responses.fetch_add(1, std::memory_order_relaxed);
+    sc->meter.end(hook, sc->conn->remote(), make_error_code(errc::timeout), req_bytes, 0);
     co_return;
   }
+  sc->meter.end(hook, sc->conn->remote(), r ? std::error_code() : make_error_code(errc::remote_error), req_bytes,
+                r ? (*r ? (*r)->size() : 0) : r.error().text.size());
   if (sc->conn->session_id() != sc->session) co_return; // the caller's session is gone
   message out;
   out.mux_id = sc->mux;

@@ -41,11 +41,27 @@ inline message mux_message(std::uint64_t mux, op_code op, msg_flags flags = msg_
 COGRID_DECL server_stream::server_stream(std::shared_ptr<connection> c, asio::any_io_executor s)
     : conn(std::move(c)), strand(std::move(s)), deadline_timer(strand), ping_timer(strand) {}
 
+// Takes the stream off its connection (once) and records how it ended. Called without s.mu held.
 inline void server_unlist(server_stream& s) {
   conn_mux& mx = s.conn->mux();
-  std::lock_guard lk(mx.mu);
-  auto it = mx.streams_in.find(s.mux);
-  if (it != mx.streams_in.end() && it->second.get() == &s) mx.streams_in.erase(it);
+  {
+    std::lock_guard lk(mx.mu);
+    auto it = mx.streams_in.find(s.mux);
+    if (it == mx.streams_in.end() || it->second.get() != &s) return;
+    mx.streams_in.erase(it);
+  }
+  call_meter meter;
+  std::error_code status;
+  std::size_t in = 0, out = 0;
+  {
+    std::lock_guard lk(s.mu);
+    meter = std::exchange(s.meter, call_meter{});
+    if (s.cancelled) status = asio::error::operation_aborted;
+    else if (s.eof_is_error) status = make_error_code(errc::remote_error);
+    in = s.bytes_in;
+    out = s.bytes_out;
+  }
+  meter.end(s.conn->shared().trace, s.conn->remote(), status, in, out);
 }
 
 // On the stream's strand: stops what the generator awaits and the stream's timers.
@@ -65,6 +81,7 @@ inline void send_value(server_stream& s) {
   s.scratch.clear();
   message m = mux_message(s.mux, op_code::mux_server_msg);
   m.payload = s.gen->encode(*s.gen, s.scratch);
+  if (m.payload) s.bytes_out += m.payload->size();
   (void)send_numbered(*s.conn, m, s.send_seq);
 }
 
@@ -253,6 +270,8 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
       return;
     }
   }
+  s->meter.begin(*entry->metrics);
+  if (m.payload) s->bytes_in += m.payload->size();
   call_context ctx;
   ctx.conn = &c;
   ctx.handler = m.handler;
@@ -323,6 +342,7 @@ inline void server_on_request(connection& c, const message& m) {
         violation = "handler blocked"; // the caller sent without a credit
       } else {
         s.input.push(m.payload);
+        if (m.payload) s.bytes_in += m.payload->size();
       }
       if (violation.empty()) w = std::exchange(s.input_waiter, nullptr);
     }
@@ -420,11 +440,17 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
   client_stream_state& s = *sp;
   waiter woken[3];
   std::shared_ptr<connection> c = s.conn.lock();
+  call_meter meter;
+  std::error_code status = why.code;
+  std::size_t in = 0, out = 0;
   {
     std::lock_guard lk(s.mu);
     if (s.finished) return false;
     s.finished = true;
     s.err = std::move(why);
+    meter = std::exchange(s.meter, call_meter{});
+    in = s.bytes_in;
+    out = s.bytes_out;
     if (tell_server && c && c->session_id() == s.session) {
       message m = mux_message(s.mux, op_code::disconnect_server_mux);
       (void)send_numbered(*c, m, s.send_seq);
@@ -438,6 +464,9 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
       if (it != c->mux().streams_out.end() && it->second == sp) c->mux().streams_out.erase(it);
     }
     asio::post(c->get_executor(), stop_client_timers{sp});
+    meter.end(c->shared().trace, c->remote(), status, in, out);
+  } else {
+    meter.end(trace_hook(), std::string_view(), status, in, out); // the connection is gone: counters only
   }
   for (auto& w : woken) wake(std::move(w));
   return true;
@@ -557,6 +586,8 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
   s->timeout = opt.timeout;
   s->responses.init(cap.out);
   s->last_heard = steady_clock::now();
+  s->meter.begin(c->shared().metrics.called(call_kind::stream, h, sub));
+  if (initial) s->bytes_out += initial->size();
   {
     std::lock_guard lk(c->mux().mu);
     c->mux().streams_out.emplace(s->mux, s);
@@ -598,6 +629,7 @@ COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_strea
         m.payload = req;
         if (std::error_code ec = send_numbered(*c, m, s->send_seq)) co_return call_error(ec);
         --s->credits;
+        if (req) s->bytes_out += req->size();
         co_return call_error();
       }
     }
@@ -706,6 +738,7 @@ inline bool client_on_message(connection& c, const message& m) {
         violation = call_error(errc::credit_violation, "response without credit (Response was blocked)");
       } else {
         s.responses.push(m.payload);
+        if (m.payload) s.bytes_in += m.payload->size();
         take_waiter(s.waits[static_cast<int>(wait_kind::next)], w);
       }
     }
