@@ -51,6 +51,8 @@ struct connection_stats {
   std::size_t calls_in = 0;                 ///< requests from the remote whose handlers run now (open muxes)
   std::size_t streams_out = 0;              ///< streams this node opened that are still open
   std::size_t streams_in = 0;               ///< streams the remote opened whose handlers run now
+  std::uint64_t calls_made = 0;             ///< unary calls and streams this node started on this connection, ever
+  std::uint64_t calls_served = 0;           ///< unary calls and streams the remote started whose handlers ran here, ever
   std::uint64_t stream_errors = 0;          ///< streams closed because the peer broke sequence or credit rules
   std::uint64_t late_responses = 0;         ///< responses that came (or handlers that ended) after the deadline
   std::uint64_t calls_cancelled = 0;        ///< handlers (unary or stream) cancelled because the caller gave up

@@ -73,6 +73,32 @@ protected:
   std::uint64_t writes_ = 0;
 };
 
+namespace detail {
+
+// The read of every Asio-stream transport: at least one byte, or an error (EOF at the end).
+template <class Stream>
+asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std::error_code& ec) {
+  ec.clear();
+  const std::size_t n = co_await s.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+  if (n != 0) ec.clear(); // bytes arrived: report them now, the error (if any) again on the next read
+  else if (!ec && buf.size() != 0) ec = asio::error::eof;
+  co_return n;
+}
+
+// The write of every Asio-stream transport: all of `bytes`, counted once in `writes`.
+template <class Stream>
+asio::awaitable<void> write_to(Stream& s, bool open, asio::const_buffer bytes, std::error_code& ec, std::uint64_t& writes) {
+  ec.clear();
+  if (!open) {
+    ec = asio::error::bad_descriptor;
+    co_return;
+  }
+  ++writes;
+  co_await asio::async_write(s, bytes, asio::redirect_error(asio::use_awaitable, ec));
+}
+
+} // namespace detail
+
 /// The transport over any connected Asio AsyncReadStream + AsyncWriteStream: `asio::ip::tcp::socket`,
 /// `asio::ssl::stream<tcp::socket>` (handshake done), `asio::local::stream_protocol::socket`,
 /// `asio::posix::stream_descriptor`, ... close() closes the lowest layer (no TLS close_notify: the
@@ -88,21 +114,11 @@ public:
   Stream& stream() noexcept { return stream_; }
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
-    ec.clear();
-    const std::size_t n = co_await stream_.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
-    if (n != 0) ec.clear(); // bytes arrived: report them now, the error (if any) again on the next read
-    else if (!ec && buf.size() != 0) ec = asio::error::eof;
-    co_return n;
+    return detail::read_from(stream_, buf, ec);
   }
 
   asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) override {
-    ec.clear();
-    if (!lowest().is_open()) {
-      ec = asio::error::bad_descriptor;
-      co_return;
-    }
-    ++writes_;
-    co_await asio::async_write(stream_, bytes, asio::redirect_error(asio::use_awaitable, ec));
+    return detail::write_to(stream_, lowest().is_open(), bytes, ec, writes_);
   }
 
   void close() noexcept override {
@@ -166,21 +182,11 @@ public:
       : in_(std::move(in)), out_(std::move(out)), peer_(std::move(peer)) {}
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
-    ec.clear();
-    const std::size_t n = co_await in_.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
-    if (n != 0) ec.clear();
-    else if (!ec && buf.size() != 0) ec = asio::error::eof;
-    co_return n;
+    return detail::read_from(in_, buf, ec);
   }
 
   asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) override {
-    ec.clear();
-    if (!out_.is_open()) {
-      ec = asio::error::bad_descriptor;
-      co_return;
-    }
-    ++writes_;
-    co_await asio::async_write(out_, bytes, asio::redirect_error(asio::use_awaitable, ec));
+    return detail::write_to(out_, out_.is_open(), bytes, ec, writes_);
   }
 
   void close() noexcept override {

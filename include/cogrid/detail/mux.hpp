@@ -41,6 +41,7 @@ struct conn_mux {
   std::unordered_map<std::uint64_t, std::shared_ptr<client_stream_state>> streams_out;
   std::unordered_map<std::uint64_t, std::shared_ptr<server_stream>> streams_in;
   std::atomic<std::uint64_t> late_responses{0}, cancelled{0}, unknown_mux{0}, stream_errors{0};
+  std::atomic<std::uint64_t> calls_made{0}, calls_served{0}; // unary calls and streams, ever
 };
 
 /// One per manager: the handler registry, and the sink of every connection's mux messages.

@@ -148,6 +148,8 @@ COGRID_DECL connection_stats connection::stats() const {
     s.streams_in = mux_->streams_in.size();
   }
   s.stream_errors = mux_->stream_errors.load(std::memory_order_relaxed);
+  s.calls_made = mux_->calls_made.load(std::memory_order_relaxed);
+  s.calls_served = mux_->calls_served.load(std::memory_order_relaxed);
   s.late_responses = mux_->late_responses.load(std::memory_order_relaxed);
   s.calls_cancelled = mux_->cancelled.load(std::memory_order_relaxed);
   s.unhandled += mux_->unknown_mux.load(std::memory_order_relaxed);

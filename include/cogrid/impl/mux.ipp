@@ -186,6 +186,7 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
     meter.end(c->shared().trace, c->remote(), early, 0, 0);
     co_return call_error(early);
   }
+  c->mux().calls_made.fetch_add(1, std::memory_order_relaxed);
   auto p = std::make_shared<pending_call>(c->get_executor());
   p->conn = c;
   p->session = c->session_id();
@@ -327,6 +328,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   sc->subroute = m.subroute;
   sc->session = c.session_id();
   sc->meter.begin(*fn->metrics);
+  c.mux().calls_served.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(c.mux().mu);
     c.mux().incoming[m.mux_id] = sc;

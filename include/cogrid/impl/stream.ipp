@@ -271,6 +271,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     }
   }
   s->meter.begin(*entry->metrics);
+  c.mux().calls_served.fetch_add(1, std::memory_order_relaxed);
   if (m.payload) s->bytes_in += m.payload->size();
   call_context ctx;
   ctx.conn = &c;
@@ -587,6 +588,7 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
   s->responses.init(cap.out);
   s->last_heard = steady_clock::now();
   s->meter.begin(c->shared().metrics.called(call_kind::stream, h, sub));
+  c->mux().calls_made.fetch_add(1, std::memory_order_relaxed);
   if (initial) s->bytes_out += initial->size();
   {
     std::lock_guard lk(c->mux().mu);
