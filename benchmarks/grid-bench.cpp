@@ -6,7 +6,9 @@
 // Modes: unary (echo of a random payload), unary-rpc (typed {Num, String} -> typed response),
 // stream-responses (a fresh stream per op, 10 responses of the payload size, out capacity 1),
 // stream-request (10 requests then EOF), stream-twoway (10 echoes, each message counted), mesh (the N
-// nodes connect and stay idle: connect time and memory per connection only).
+// nodes connect and stay idle: connect time and memory per connection only), soak (memory: --calls unary
+// calls, then --streams streams of 10 responses, then 100 echoes of 1 MiB; RSS after each phase, with
+// freed heap returned first (malloc_trim); exits 1 when RSS grew by more than --max-growth-mb).
 //
 // Each of the C callers is a coroutine that picks a random source and destination node per op. ops/s are
 // real operations per second (MinIO's vops/s multiplies by the number of servers; this does not).
@@ -28,6 +30,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <malloc.h>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -66,6 +69,8 @@ struct config {
   double seconds = 5;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   bool tls = false, json = false;
+  std::uint64_t calls = 1'000'000, streams = 100'000; // soak
+  double max_growth_mb = 10;
 };
 
 // Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
@@ -276,7 +281,94 @@ asio::awaitable<void> sleep_for(std::chrono::nanoseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+// Soak: `st.cfg.callers` callers share one budget of operations (`left`); each takes one at a time.
+asio::awaitable<void> soak_caller(shared_state& st, std::shared_ptr<std::atomic<std::int64_t>> left, std::size_t index,
+                                  std::size_t payload, bool streams) {
+  std::minstd_rand rng(static_cast<unsigned>(index * 31 + 7));
+  cogrid::payload body(std::vector<std::byte>(payload, std::byte{0x5a}));
+  const std::size_t n = st.nodes.size();
+  while (left->fetch_sub(1) > 0) {
+    const std::size_t src = rng() % n;
+    std::size_t dst = rng() % (n - 1);
+    if (dst >= src) ++dst;
+    auto c = st.nodes[src]->connection(st.hosts[dst]);
+    bool ok = false;
+    if (streams) {
+      auto s = co_await responses_stream.open(*c, body);
+      int got = 0;
+      if (s)
+        while (auto r = co_await s->next()) ++got;
+      ok = s && got == 10 && !s->error();
+    } else {
+      auto r = co_await echo.call(*c, body);
+      ok = r && r->has_value() && (*r)->size() == payload;
+    }
+    (ok ? st.ops : st.errors).fetch_add(1);
+  }
+  st.callers_done.fetch_add(1);
+}
+
+// RSS with the heap's free memory handed back to the system first (what is still held, not what glibc kept).
+double live_rss_mb() {
+  malloc_trim(0);
+  return rss_mb();
+}
+
+struct soak_phase {
+  const char* name;
+  const char* key;
+  std::uint64_t count;
+  std::size_t payload, callers;
+  bool streams;
+};
+
+asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
+  const config& cfg = st.cfg;
+  for (auto& m : st.nodes) m->start();
+  for (auto& m : st.nodes)
+    for (auto& c : m->connections())
+      if (auto ec = co_await c->wait_for_connect()) co_return 2;
+  const soak_phase phases[] = {{"warm-up", "warmup", 20'000, cfg.payload, cfg.callers, false},
+                          {"unary calls", "calls", cfg.calls, cfg.payload, cfg.callers, false},
+                          {"streams", "streams", cfg.streams, cfg.payload, cfg.callers, true},
+                          {"1 MiB echoes", "large", 100, 1u << 20, 4, false}};
+  double rss_base = 0, worst = 0;
+  std::string report;
+  for (const auto& p : phases) {
+    const bool first = &p == &phases[0];
+    auto left = std::make_shared<std::atomic<std::int64_t>>(static_cast<std::int64_t>(p.count));
+    st.callers_done = 0;
+    const auto ops0 = st.ops.load();
+    const auto t0 = clock_type::now();
+    for (std::size_t i = 0; i < p.callers; ++i)
+      asio::co_spawn(io, soak_caller(st, left, i, p.payload, p.streams), asio::detached);
+    while (st.callers_done.load() != static_cast<int>(p.callers)) co_await sleep_for(5ms);
+    co_await sleep_for(100ms); // buffers of the last messages released
+    const double rss = live_rss_mb();
+    const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    if (first) rss_base = rss;
+    worst = std::max(worst, rss - rss_base);
+    std::fprintf(stderr, "  %-13s %9llu ok in %6.2f s, RSS %.1f MB (%+.1f MB since warm-up)\n", p.name,
+                 static_cast<unsigned long long>(st.ops.load() - ops0), secs, rss, rss - rss_base);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "\"rss_after_%s_mb\": %.1f, ", p.key, rss);
+    report += buf;
+  }
+  for (auto& m : st.nodes) co_await m->shutdown();
+  const bool ok = st.errors.load() == 0 && worst <= cfg.max_growth_mb;
+  std::printf("soak: %llu unary calls, %llu streams, 100 x 1 MiB: RSS growth at most %.1f MB (bound %.1f MB), %llu errors: %s\n",
+              static_cast<unsigned long long>(cfg.calls), static_cast<unsigned long long>(cfg.streams), worst,
+              cfg.max_growth_mb, static_cast<unsigned long long>(st.errors.load()), ok ? "PASS" : "FAIL");
+  if (cfg.json)
+    std::printf("{\"mode\": \"soak\", \"servers\": %zu, \"callers\": %zu, \"payload\": %zu, \"calls\": %llu, \"streams\": %llu, "
+                "%s\"rss_growth_mb\": %.1f, \"errors\": %llu}\n",
+                cfg.servers, cfg.callers, cfg.payload, static_cast<unsigned long long>(cfg.calls),
+                static_cast<unsigned long long>(cfg.streams), report.c_str(), worst, static_cast<unsigned long long>(st.errors.load()));
+  co_return ok ? 0 : 1;
+}
+
 asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
+  if (st.cfg.mode == "soak") co_return co_await soak(st, io);
   const config& cfg = st.cfg;
   const double rss0 = rss_mb();
   const auto t_connect = clock_type::now();
@@ -349,8 +441,9 @@ asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh\n"
-                       "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--tls] [--json]\n");
+  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak\n"
+                       "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--tls] [--json]\n"
+                       "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n");
   return 2;
 }
 
@@ -369,9 +462,12 @@ int main(int argc, char** argv) {
     else if (k == "--threads") cfg.threads = static_cast<unsigned>(std::strtoul(val(), nullptr, 10));
     else if (k == "--tls") cfg.tls = true;
     else if (k == "--json") cfg.json = true;
+    else if (k == "--calls") cfg.calls = std::strtoull(val(), nullptr, 10);
+    else if (k == "--streams") cfg.streams = std::strtoull(val(), nullptr, 10);
+    else if (k == "--max-growth-mb") cfg.max_growth_mb = std::strtod(val(), nullptr);
     else return usage();
   }
-  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh"};
+  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak"};
   if (std::find(modes.begin(), modes.end(), cfg.mode) == modes.end() || cfg.servers < 2 || cfg.servers > 64 ||
       cfg.callers < 1 || cfg.threads < 1 || cfg.seconds <= 0)
     return usage();

@@ -7,6 +7,10 @@
 
 #include <cogrid/testing.hpp>
 
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/write.hpp>
+
 #include <cstdio>
 #include <cstring>
 #include <unistd.h>

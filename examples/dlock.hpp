@@ -6,6 +6,12 @@
 #pragma once
 #include <cogrid/cogrid.hpp>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
 #include <chrono>
 #include <map>
 #include <mutex>

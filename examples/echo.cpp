@@ -2,6 +2,11 @@
 // both serve the echo handler; node A calls node B once and prints the answer.
 #include <cogrid/cogrid.hpp>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+
 #include <cstdio>
 
 struct echo_msg {

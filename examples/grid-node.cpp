@@ -3,7 +3,7 @@
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD
 //   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]
-//   ... [--stdio HOST] [--exec COMMAND] ...
+//   ... [--stdio HOST] [--exec COMMAND] [--cert PEM --key PEM] [--ca PEM] [--wait MS] ...
 //
 // `serve` runs until SIGINT/SIGTERM with MinIO's test handlers: unary 78 echoes its payload, unary 79
 // fails with "test error: <payload>"; stream 78 on subroute "echo" (capacities 1/1) echoes each request,
@@ -16,9 +16,13 @@
 // `--stdio HOST` speaks the grid to HOST over stdin/stdout instead of TCP (no listener; the node exits
 // when stdin ends), in the manner of `ssh host grid-node --stdio ...`; `--exec COMMAND` runs COMMAND
 // (with /bin/sh) and speaks the grid to HOST (call/stream's HOST) over the child's stdin/stdout.
+// With https:// hosts, --cert/--key are this node's certificate chain and key (PEM files) and --ca the
+// CA that signed the peers' certificates. `call`/`stream` wait --wait ms (default 10000) for the link.
 #include <cogrid/cogrid.hpp>
 
 #include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 
@@ -34,7 +38,8 @@
 namespace {
 
 struct args {
-  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute, stdio_host, exec;
+  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute, stdio_host, exec, cert, key, ca;
+  long wait_ms = 10000;
   std::vector<std::string> hosts, rest;
 };
 
@@ -42,7 +47,8 @@ int usage() {
   std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve\n"
                        "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n"
                        "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n"
-                       "       options: --stdio HOST (the grid to HOST over stdin/stdout), --exec COMMAND (over a child's stdin/stdout)\n");
+                       "       options: --stdio HOST (the grid to HOST over stdin/stdout), --exec COMMAND (over a child's stdin/stdout),\n"
+                       "                --cert PEM --key PEM --ca PEM (TLS for https:// hosts), --wait MS (call/stream: wait for the link)\n");
   return 2;
 }
 
@@ -145,14 +151,26 @@ asio::awaitable<int> run_stream(cogrid::client_stream<cogrid::payload, cogrid::p
   co_return co_await (print_responses(s) && send_requests(s, std::move(requests)));
 }
 
-// Waits (10 s at most) for the connection to `host`; prints why not and returns null on failure.
+long g_wait_ms = 10000;
+
+std::string read_file(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+// Waits (--wait ms at most) for the connection to `host`; prints why not and returns null on failure.
 asio::awaitable<std::shared_ptr<cogrid::connection>> connect_to(cogrid::manager& m, const std::string& host) {
   auto c = m.connection(host);
   if (!c) {
     std::fprintf(stderr, "error: %s is not in --hosts\n", host.c_str());
     co_return nullptr;
   }
-  asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::seconds(10));
+  asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::milliseconds(g_wait_ms));
   using namespace asio::experimental::awaitable_operators;
   auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
   if (w.index() == 1 || std::get<0>(w)) {
@@ -213,6 +231,10 @@ int main(int argc, char** argv) {
     else if (k == "--subroute") a.subroute = next();
     else if (k == "--stdio") a.stdio_host = next();
     else if (k == "--exec") a.exec = next();
+    else if (k == "--cert") a.cert = next();
+    else if (k == "--key") a.key = next();
+    else if (k == "--ca") a.ca = next();
+    else if (k == "--wait") a.wait_ms = std::atol(next().c_str());
     else if (k == "--hosts") {
       const std::string list = next();
       for (std::size_t at = 0; at <= list.size();) {
@@ -234,8 +256,11 @@ int main(int argc, char** argv) {
   o.hosts = a.hosts;
   o.route = a.route;
   o.auth = cogrid::static_token_auth(a.token);
+  g_wait_ms = a.wait_ms;
   std::unique_ptr<cogrid::manager> m;
   try {
+    if (!a.ca.empty()) o.tls_client = cogrid::make_client_tls_context(read_file(a.ca));
+    if (!a.cert.empty()) o.tls_server = cogrid::make_server_tls_context(read_file(a.cert), read_file(a.key));
     m = std::make_unique<cogrid::manager>(io.get_executor(), std::move(o));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -7,6 +7,9 @@
 
 #include <cogrid/testing.hpp>
 
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+
 #include <cstdio>
 #include <cstring>
 #include <memory>

@@ -3,7 +3,7 @@
 # scripts/test; needs root (or sudo) only when something must be installed.
 # Usage: source scripts/deps.sh   (COGRID_EXTRA_PACKAGES="a b" adds packages)
 cogrid_packages=(meson ninja-build g++ pkg-config python3 libasio-dev libwslay-dev libmsgpack-cxx-dev
-  libxxhash-dev doctest-dev android-libboringssl-dev ${COGRID_EXTRA_PACKAGES:-})
+  libxxhash-dev doctest-dev android-libboringssl-dev iproute2 openssl ${COGRID_EXTRA_PACKAGES:-})
 
 cogrid_missing=()
 for p in "${cogrid_packages[@]}"; do

@@ -49,6 +49,14 @@ struct wire_time {
   COGRID_DECL std::int64_t unix_nanos() const noexcept;
 };
 
+namespace detail {
+/// |a - b| without signed overflow (times from a peer may be anything).
+constexpr std::uint64_t abs_diff(std::int64_t a, std::int64_t b) noexcept {
+  return a > b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b)
+               : static_cast<std::uint64_t>(b) - static_cast<std::uint64_t>(a);
+}
+} // namespace detail
+
 /// A node's 16-byte identity (a UUID), new for each start of a manager; compared across reconnects
 /// to tell a restarted remote from a reconnected one.
 struct node_id {

@@ -1,8 +1,11 @@
-// tests/fuzz/make_corpus.cpp — writes the fuzzers' seed corpus: `make_corpus DIR` fills DIR/message and
-// DIR/merged (run from the source tree: `BUILD/tests/fuzz/make_corpus tests/fuzz/corpus`). Well-formed
+// tests/fuzz/make_corpus.cpp — writes the fuzzers' seed corpus: `make_corpus DIR` fills DIR/message,
+// DIR/merged, DIR/handshake and DIR/websocket (run from the source tree: `BUILD/tests/fuzz/make_corpus
+// tests/fuzz/corpus`). Well-formed
 // seeds are built with cogrid's public API only; malformed ones are those bytes with one thing broken.
 // The byte shapes of grid-protocol.md §1.11 and §1.12 are checked on the way, so a codec that drifts
 // from them makes this program fail instead of writing seeds.
+#include "fuzz_net.hpp"
+
 #include <cogrid/control.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/subroute.hpp>
@@ -105,11 +108,107 @@ private:
   int count_ = 0;
 };
 
+// Writes seeds that are not grid messages (byte streams for the network fuzzers).
+struct raw_writer {
+  std::filesystem::path dir;
+  int count = 0;
+  explicit raw_writer(std::filesystem::path d) : dir(std::move(d)) { std::filesystem::create_directories(dir); }
+  void put(const std::string& name, std::span<const std::byte> b) {
+    std::ofstream f(dir / name, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    expect(static_cast<bool>(f), "cannot write " + (dir / name).string());
+    ++count;
+  }
+};
+
+// One WebSocket frame (RFC 6455 §5.2), masked with a fixed key when `mask` (a client's frames).
+bytes ws_frame(unsigned opcode, std::span<const std::byte> payload, bool mask, bool fin = true) {
+  bytes f;
+  f.push_back(static_cast<std::byte>((fin ? 0x80u : 0u) | opcode));
+  const std::size_t n = payload.size();
+  const unsigned m = mask ? 0x80u : 0u;
+  if (n < 126) {
+    f.push_back(static_cast<std::byte>(m | n));
+  } else if (n < 65536) {
+    f.push_back(static_cast<std::byte>(m | 126));
+    for (int s = 8; s >= 0; s -= 8) f.push_back(static_cast<std::byte>((n >> s) & 0xff));
+  } else {
+    f.push_back(static_cast<std::byte>(m | 127));
+    for (int s = 56; s >= 0; s -= 8) f.push_back(static_cast<std::byte>((static_cast<std::uint64_t>(n) >> s) & 0xff));
+  }
+  const std::byte key[4] = {std::byte{0x12}, std::byte{0x34}, std::byte{0x56}, std::byte{0x78}};
+  if (mask) f.insert(f.end(), key, key + 4);
+  for (std::size_t i = 0; i < n; ++i) f.push_back(mask ? payload[i] ^ key[i % 4] : payload[i]);
+  return f;
+}
+
+// Seeds for fuzz_handshake (what a dialing node sends) and fuzz_websocket (role byte, then frames).
+void network_seeds(const std::filesystem::path& root, const message& request, const message& ping_example) {
+  raw_writer hs(root / "handshake"), ws(root / "websocket");
+  const wire_time t{1744934400, 0};
+  node_id id;
+  for (std::size_t i = 0; i < 16; ++i) id.bytes[i] = static_cast<std::byte>(0x20 + i);
+  auto connect_frame = [&](const std::string& host, const std::string& token) {
+    message m;
+    m.op = op_code::connect;
+    const bytes p = payload_of(connect_request{id, host, t, token});
+    m.payload = std::span<const std::byte>(p);
+    return ws_frame(2, encode(m), true);
+  };
+  const std::string up = fuzz::upgrade_request(fuzz::token);
+  const bytes req = encode(request), ping = encode(ping_example);
+  const bytes conn = connect_frame(fuzz::dialer(), fuzz::token);
+  hs.put("connect_only", cat({text(up), conn}));
+  hs.put("connect_then_request_and_ping", cat({text(up), conn, ws_frame(2, req, true), ws_frame(2, ping, true)}));
+  bytes merged_buf;
+  merge_builder mb(merged_buf);
+  mb.add(req);
+  mb.add(ping);
+  hs.put("connect_then_merged", cat({text(up), conn, ws_frame(2, mb.finish(), true)}));
+  message open;
+  open.mux_id = 9;
+  open.op = op_code::connect_mux;
+  open.handler = handler_id{78};
+  open.subroute = make_subroute_id(handler_id{78}, "echo");
+  open.flags = msg_flags::crc;
+  message item = open;
+  item.op = op_code::mux_client_msg;
+  item.seq = 1;
+  item.subroute.reset();
+  item.payload = text("x");
+  message done = item;
+  done.seq = 2;
+  done.payload.reset();
+  done.flags |= msg_flags::eof;
+  hs.put("connect_then_stream", cat({text(up), conn, ws_frame(2, encode(open), true), ws_frame(2, encode(item), true),
+                                     ws_frame(2, encode(done), true)}));
+  hs.put("connect_then_close", cat({text(up), conn, ws_frame(8, hex("03 e8"), true)}));
+  hs.put("bad_http_token", cat({text(fuzz::upgrade_request("wrong")), conn}));
+  hs.put("bad_connect_token", cat({text(up), connect_frame(fuzz::dialer(), "wrong")}));
+  hs.put("unknown_host", cat({text(up), connect_frame("http://nobody:1", fuzz::token)}));
+  hs.put("first_message_not_connect", cat({text(up), ws_frame(2, req, true)}));
+  hs.put("http_time_min", cat({text(fuzz::upgrade_request(fuzz::token, "-9223372036854775808")), conn}));
+  hs.put("not_http", text("SSH-2.0-OpenSSH_9.2\r\n"));
+  hs.put("wrong_route", text("GET /other HTTP/1.1\r\nHost: a:1\r\n\r\n"));
+
+  const bytes server_role = hex("00"), client_role = hex("01");
+  ws.put("server_binary", cat({server_role, ws_frame(2, req, true)}));
+  ws.put("server_fragmented_with_ping", cat({server_role, ws_frame(2, std::span(req).first(5), true, false),
+                                             ws_frame(9, text("p"), true), ws_frame(0, std::span(req).subspan(5), true)}));
+  ws.put("server_text_then_binary", cat({server_role, ws_frame(1, text("hello"), true), ws_frame(2, ping, true)}));
+  ws.put("server_close", cat({server_role, ws_frame(8, hex("03 e8"), true)}));
+  ws.put("server_long_16bit", cat({server_role, ws_frame(2, bytes(300, std::byte{0x41}), true)}));
+  ws.put("client_binary", cat({client_role, ws_frame(2, req, false), ws_frame(2, ping, false)}));
+  ws.put("client_pong_and_close", cat({client_role, ws_frame(10, text("x"), false), ws_frame(8, hex("03 e8"), false)}));
+  expect(hs.count > 0 && ws.count > 0, "no network seeds written");
+  std::printf("make_corpus: wrote %d handshake and %d websocket seeds\n", hs.count, ws.count);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/message and CORPUS_DIR/merged)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/{message,merged,handshake,websocket})\n", argv[0]);
     return 2;
   }
   const std::filesystem::path root = argv[1];
@@ -357,6 +456,8 @@ int main(int argc, char** argv) {
     mrg.put("merged_item_bad_crc", e.finish(), false);
     mrg.put("merged_item_truncated", std::span(two).first(two.size() - 3), false);
   }
+
+  network_seeds(root, req, ping);
 
   if (!ok) return 1;
   std::printf("make_corpus: wrote %d message and %d merged seeds under %s\n", msg.count(), mrg.count(),

@@ -12,7 +12,7 @@ fi
 build=$1
 seconds=$2
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-targets=(message merged)
+targets=(message merged handshake websocket)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cogrid-fuzz.XXXXXX")
 pids=()

@@ -19,6 +19,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -344,6 +345,12 @@ asio::awaitable<void> rejections(asio::any_io_executor ex) {
   // Clock skew beyond 5 minutes.
   r = good;
   r.time.seconds -= 600;
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  CHECK(res.resp.rejected_reason == "time difference too large");
+  r.time.seconds = std::numeric_limits<std::int64_t>::min(); // no overflow in the check (found by fuzz_handshake)
+  res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
+  CHECK(res.resp.rejected_reason == "time difference too large");
+  r.time.seconds = std::numeric_limits<std::int64_t>::max();
   res = co_await raw_connect(g.host(acceptor), token, connect_msg(r));
   CHECK(res.resp.rejected_reason == "time difference too large");
 

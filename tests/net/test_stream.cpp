@@ -5,6 +5,7 @@
 #include <cogrid/unary.hpp>
 
 #include "net_util.hpp"
+#include "grid_helpers.hpp"
 #include "test_types.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
@@ -21,6 +22,9 @@ using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
 using cogrid_test::bytes;
+using cogrid_test::echo_fn;
+using cogrid_test::echo_gen;
+using cogrid_test::idle;
 using cogrid_test::test_request;
 using cogrid_test::test_response;
 using cogrid_test::text;
@@ -33,9 +37,6 @@ const stream_raw echo_stream{handler_id{78}, "echo"};
 const stream_raw count_stream{handler_id{79}, stream_capacity{0, 1}};
 const unary_raw echo_call{handler_id{78}};
 
-stream_generator<payload> echo_gen(payload, stream_input<payload> in) {
-  while (auto r = co_await in.next()) co_yield std::move(*r);
-}
 
 stream_generator<payload> count_gen(payload n) {
   const int count = std::stoi(text(n));
@@ -46,26 +47,15 @@ stream_generator<payload> count_gen(payload n) {
   if (text(n) == "3") throw handler_error{"three is an error"};
 }
 
-struct echo_unary_fn {
-  payload operator()(payload p) const { return p; }
-};
 
 void serve_test_handlers(testing::grid& g) {
   for (std::size_t i = 0; i < g.size(); ++i) {
     REQUIRE(!echo_stream.serve(g.node(i), echo_gen));
     REQUIRE(!count_stream.serve(g.node(i), count_gen));
-    REQUIRE(!echo_call.serve(g.node(i), echo_unary_fn{}));
+    REQUIRE(!echo_call.serve(g.node(i), echo_fn{}));
   }
 }
 
-bool idle(testing::grid& g) {
-  for (std::size_t i = 0; i < g.size(); ++i)
-    for (auto& c : g.node(i).connections()) {
-      const auto st = c->stats();
-      if (st.calls_out || st.calls_in || st.streams_out || st.streams_in) return false;
-    }
-  return true;
-}
 
 // After a test: no mux left open on any connection, in either direction.
 asio::awaitable<void> assert_no_active(testing::grid& g) {
@@ -213,7 +203,7 @@ asio::awaitable<void> st_unknown(asio::any_io_executor ex) {
   CHECK(stream_raw{handler_id{0}}.serve(g.node(0), count_gen) == errc::invalid_handler);
   CHECK(stream_raw(handler_id{70}, stream_capacity{0, 0}).serve(g.node(0), count_gen) == errc::invalid_value);
   // A unary handler and a stream handler may share an id: they are separate registries (as in MinIO).
-  CHECK_FALSE(echo_call.serve(g.node(0), echo_unary_fn{}));
+  CHECK_FALSE(echo_call.serve(g.node(0), echo_fn{}));
   // Opening on a connection that is down fails at once.
   co_await g.shutdown();
   auto d = co_await echo_stream.open(*g.link(0, 1), none);

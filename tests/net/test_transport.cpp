@@ -6,6 +6,7 @@
 #include <cogrid/unary.hpp>
 
 #include "net_util.hpp"
+#include "grid_helpers.hpp"
 #include "test_types.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
@@ -20,6 +21,8 @@ using namespace cogrid;
 using namespace std::chrono_literals;
 using namespace asio::experimental::awaitable_operators;
 using cogrid_test::bytes;
+using cogrid_test::echo_fn;
+using cogrid_test::echo_gen;
 using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
@@ -30,13 +33,7 @@ namespace {
 const unary_raw echo{handler_id{78}};
 const stream_raw echo_stream{handler_id{78}, "echo"};
 
-struct echo_fn {
-  payload operator()(payload p) const { return p; }
-};
 
-stream_generator<payload> echo_gen(payload, stream_input<payload> in) {
-  while (auto r = co_await in.next()) co_yield std::move(*r);
-}
 
 void serve_all(testing::grid& g) {
   for (std::size_t i = 0; i < g.size(); ++i) {

@@ -4,6 +4,7 @@
 #include <cogrid/testing.hpp>
 
 #include "net_util.hpp"
+#include "grid_helpers.hpp"
 #include "test_types.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
@@ -19,6 +20,7 @@ using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
 using cogrid_test::bytes;
+using cogrid_test::echo_fn;
 using cogrid_test::test_request;
 using cogrid_test::test_response;
 using cogrid_test::text;
@@ -30,9 +32,6 @@ const unary_raw echo{handler_id{78}};
 const unary_raw fail{handler_id{79}};
 
 
-struct echo_fn {
-  payload operator()(payload p) const { return p; }
-};
 struct fail_fn {
   handler_result<payload> operator()(payload p) const { return handler_error{"test error: " + text(p)}; }
 };

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end check of examples/grid-node: a serving node and one-shot callers on loopback ports chosen
 by the OS, in both election directions. Usage: grid_node_test.py PATH_TO_GRID_NODE"""
+import resource
 import socket
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def main(tool):
                 ok = r.returncode == want_rc and (out.startswith(want_out) if want_rc else out == want_out)
                 print(f"{'ok' if ok else 'FAIL'}: stream {args} -> rc={r.returncode} out={out!r}")
                 failures += not ok
-            r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "call", server, "78", "x"],
+            r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "--wait", "3000", "call", server, "78", "x"],
                                capture_output=True, text=True, timeout=30)
             ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
             print(f"{'ok' if ok else 'FAIL'}: wrong token -> rc={r.returncode} out={r.stdout.strip()!r}")
@@ -65,6 +66,7 @@ def main(tool):
             print(f"{'ok' if ok else 'FAIL'}: server exits cleanly on SIGINT (rc={rc})")
             failures += not ok
     failures += check_exec(tool)
+    failures += check_half_open(tool)
     return 1 if failures else 0
 
 
@@ -81,12 +83,73 @@ def check_exec(tool):
             ok = r.returncode == 0 and r.stdout.strip() == want
             print(f"{'ok' if ok else 'FAIL'}: {mode} over --exec/--stdio ({me} -> {child}) -> rc={r.returncode} out={r.stdout.strip()!r}")
             failures += not ok
-    r = subprocess.run([tool, "--local", a, "--hosts", hosts, "--token", "s3", "--exec",
+    r = subprocess.run([tool, "--local", a, "--hosts", hosts, "--token", "s3", "--wait", "3000", "--exec",
                         f"'{tool}' --local {b} --hosts {hosts} --token other --stdio {a} serve", "call", b, "78", "x"],
                        capture_output=True, text=True, timeout=30)
     ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
     print(f"{'ok' if ok else 'FAIL'}: wrong token over --exec -> rc={r.returncode} out={r.stdout.strip()!r}")
     return failures + (not ok)
+
+
+def check_half_open(tool, count=10000):
+    """10,000 connections that send half an HTTP request and stop: calls from a real peer still work, and
+    the node drops every one of them after its handshake read deadline (5 s)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count + 200
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard) if hard != resource.RLIM_INFINITY else want, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    count = min(count, soft - 200)
+    a, b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    hosts = f"{a},{b}"
+    srv = subprocess.Popen([tool, "--local", a, "--hosts", hosts, "--token", "h0", "serve"], stderr=subprocess.DEVNULL)
+    failures = 0
+    socks = []
+    try:
+        time.sleep(0.3)
+        port = int(a.rsplit(":", 1)[1])
+        t0 = time.monotonic()
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /minio/grid/v1 HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            socks.append(s)
+        opened = time.monotonic() - t0
+        r = subprocess.run([tool, "--local", b, "--hosts", hosts, "--token", "h0", "call", a, "78", "through"],
+                           capture_output=True, text=True, timeout=30)
+        ok = r.returncode == 0 and r.stdout.strip() == "through"
+        print(f"{'ok' if ok else 'FAIL'}: a call works while {len(socks)} half-open connections are held "
+              f"(opened in {opened:.1f} s): rc={r.returncode} out={r.stdout.strip()!r}")
+        failures += not ok
+        deadline = time.monotonic() + 15
+        open_left = list(socks)
+        while open_left and time.monotonic() < deadline:
+            still = []
+            for s in open_left:
+                s.setblocking(False)
+                try:
+                    if s.recv(4096) == b"":
+                        continue  # closed by the node
+                    still.append(s)
+                except BlockingIOError:
+                    still.append(s)
+                except OSError:
+                    continue  # reset by the node
+            open_left = still
+            if open_left:
+                time.sleep(0.5)
+        ok = not open_left
+        print(f"{'ok' if ok else 'FAIL'}: the node dropped all {len(socks)} half-open connections "
+              f"({len(open_left)} still open after {time.monotonic() - t0:.1f} s)")
+        failures += not ok
+    finally:
+        for s in socks:
+            s.close()
+        srv.send_signal(2)
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+    return failures
 
 
 if __name__ == "__main__":

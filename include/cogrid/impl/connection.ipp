@@ -475,7 +475,16 @@ COGRID_DECL asio::awaitable<void> connection::reader(std::shared_ptr<detail::ses
   while (!s->failed) {
     const std::error_code ec = co_await s->ws->read_message(s->rbuf);
     if (ec) {
-      s->fail(ec);
+      if (ec == condition::protocol_violation && !s->failed) { // a bad frame, or one over the size limit
+        {
+          std::lock_guard lk(st_mu_);
+          ++st_.protocol_errors;
+        }
+        log(log_level::error, "malformed WebSocket frame from remote: " + ec.message());
+        s->fail(ec, "malformed WebSocket frame from remote: " + ec.message());
+      } else {
+        s->fail(ec);
+      }
       break;
     }
     bytes_in_.fetch_add(s->rbuf.size(), std::memory_order_relaxed);
@@ -518,11 +527,10 @@ COGRID_DECL void connection::handle(detail::session& s, const message& m) {
       const auto now = std::chrono::system_clock::now();
       std::lock_guard lk(st_mu_);
       st_.last_pong = now;
-      if (!pong.time.is_zero()) {
-        const auto sent = std::chrono::system_clock::time_point(
-            std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(pong.time.unix_nanos())));
-        st_.last_ping_rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - sent);
-      }
+      // The pong echoes our ping's time; a peer may echo anything: only a time in the last hour counts.
+      const std::int64_t now_ns = wire_time::now().unix_nanos(), sent_ns = pong.time.unix_nanos();
+      if (!pong.time.is_zero() && sent_ns <= now_ns && detail::abs_diff(now_ns, sent_ns) < 3'600'000'000'000ULL)
+        st_.last_ping_rtt = std::chrono::microseconds((now_ns - sent_ns) / 1000);
     } else {
       unhandled_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -185,9 +185,8 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
       if (r.ec != std::errc{} || r.ptr != ts.data() + ts.size()) {
         aec = make_error_code(errc::clock_skew);
       } else {
-        const std::int64_t now = wire_time::now().unix_nanos();
-        const std::int64_t diff = now > ns ? now - ns : ns - now;
-        if (diff > std::chrono::duration_cast<std::chrono::nanoseconds>(st->max_http_time_skew).count())
+        const std::uint64_t diff = abs_diff(wire_time::now().unix_nanos(), ns);
+        if (diff > static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(st->max_http_time_skew).count()))
           aec = make_error_code(errc::clock_skew);
       }
     }
@@ -225,9 +224,8 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
     } else if (auto it = st->conns.find(creq.host); it == st->conns.end()) {
       why = make_error_code(errc::unknown_host);
     } else {
-      const std::int64_t now = wire_time::now().unix_nanos(), then = creq.time.unix_nanos();
-      const std::int64_t diff = now > then ? now - then : then - now;
-      if (diff > std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_clock_skew).count()) {
+      const std::uint64_t diff = abs_diff(wire_time::now().unix_nanos(), creq.time.unix_nanos());
+      if (diff > static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_clock_skew).count())) {
         why = make_error_code(errc::clock_skew);
       } else if (auto aec = st->shared->auth.validate(creq.token)) {
         why = aec;
