@@ -134,7 +134,8 @@ int report(const cogrid::call_error& e) {
 asio::awaitable<void> send_requests(cogrid::client_stream<cogrid::payload, cogrid::payload>& s, std::vector<std::string> requests) {
   for (const auto& r : requests) {
     const cogrid::payload p = bytes(r);
-    if (co_await s.send(p)) co_return; // the stream ended: its error is reported by the reader
+    const cogrid::call_error sent = co_await s.send(p); // named: GCC 12 and co_await results in conditions
+    if (sent) co_return; // the stream ended: its error is reported by the reader
   }
   s.close_send();
 }

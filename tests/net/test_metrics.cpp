@@ -148,7 +148,8 @@ TEST_CASE("handler statistics: served and called, unary and streams, errors, byt
       CHECK(!r);
     }
     payload ms = bytes("20");
-    CHECK(co_await slow.call(*c, ms));
+    auto slow_r = co_await slow.call(*c, ms);
+    CHECK(slow_r);
     payload n = bytes("4");
     auto s = co_await count.open(*c, n);
     REQUIRE(s);
@@ -225,9 +226,11 @@ TEST_CASE("trace hook: one record per call and side, with handler, peer, status 
     REQUIRE(!co_await g.wait_all_connected());
     auto c = g.link(0, 1);
     payload p = bytes("abc");
-    CHECK(co_await echo.call(*c, p));
+    auto echoed = co_await echo.call(*c, p);
+    CHECK(echoed);
     payload x = bytes("x");
-    CHECK(!co_await fail.call(*c, x));
+    auto failed = co_await fail.call(*c, x);
+    CHECK(!failed);
     payload ms = bytes("2000");
     call_options short_deadline{50ms};
     auto r = co_await slow.call(*c, ms, short_deadline);
@@ -269,7 +272,8 @@ TEST_CASE("Prometheus text: well-formed series, connection gauges, cumulative hi
     auto c = g.link(0, 1);
     for (int i = 0; i < 5; ++i) {
       payload p = bytes("p");
-      CHECK(co_await echo.call(*c, p));
+      auto r = co_await echo.call(*c, p);
+      CHECK(r);
     }
     const std::string text = g.node(0).prometheus();
     std::istringstream in(text);

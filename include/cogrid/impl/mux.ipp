@@ -140,9 +140,11 @@ struct call_deadline_fn {
   }
 };
 
-// Stores the caller's handler, then sends the request (a response can only find the handler once it is
-// stored), then arms the deadline. A named type, not a lambda: GCC 12 miscompiles capturing lambdas
-// passed into coroutines (Asio's use_awaitable initiate is one).
+// Sends the request, then stores the caller's handler (or completes it at once when the call already
+// ended: the send failed, or the response came first), then arms the deadline. Once the handler is stored
+// and the lock released, the caller may resume on another thread and destroy this object and `*m` (both
+// live in its coroutine frames): from there on only locals are used. A named type, not a lambda: GCC 12
+// miscompiles capturing lambdas passed into coroutines (Asio's use_awaitable initiate is one).
 struct call_initiation {
   std::shared_ptr<pending_call> p;
   std::shared_ptr<connection> c;
@@ -150,17 +152,21 @@ struct call_initiation {
   std::chrono::milliseconds timeout;
 
   void operator()(wait_handler h) const {
+    std::shared_ptr<pending_call> pp = p;
+    std::shared_ptr<connection> cc = c;
+    const auto d = timeout;
+    if (std::error_code ec = cc->send(*m)) complete(pp, call_error(ec));
+    waiter now;
     {
-      std::lock_guard lk(p->mu);
-      arm(p->w, std::move(h), call_cancel_fn{p});
+      std::lock_guard lk(pp->mu);
+      arm(pp->w, std::move(h), call_cancel_fn{pp});
+      if (pp->done) take_waiter(pp->w, now); // ended before we stored the handler
     }
-    if (std::error_code ec = c->send(*m)) {
-      complete(p, call_error(ec));
+    if (now.h) {
+      wake(std::move(now));
       return;
     }
-    auto pp = p;
-    const auto d = timeout;
-    asio::post(c->get_executor(), [pp, d] {
+    asio::post(cc->get_executor(), [pp, d] {
       {
         std::lock_guard lk(pp->mu);
         if (pp->done) return; // completed before the arm; else complete()'s cancel runs after this arm
