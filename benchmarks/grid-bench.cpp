@@ -331,7 +331,9 @@ asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
   const soak_phase phases[] = {{"warm-up", "warmup", 20'000, cfg.payload, cfg.callers, false},
                           {"unary calls", "calls", cfg.calls, cfg.payload, cfg.callers, false},
                           {"streams", "streams", cfg.streams, cfg.payload, cfg.callers, true},
-                          {"1 MiB echoes", "large", 100, 1u << 20, 4, false}};
+                          {"1 MiB echoes", "large", 100, 1u << 20, 4, false},
+                          // Buffers grown for the large messages are released at the next small ones.
+                          {"small again", "after_large", 10'000, cfg.payload, cfg.callers, false}};
   double rss_base = 0, worst = 0;
   std::string report;
   for (const auto& p : phases) {

@@ -113,7 +113,6 @@ asio::awaitable<void> stream_caller(testing::grid& g, std::shared_ptr<tally> t, 
       continue;
     }
     bool good = true;
-    int got = 0;
     for (int k = 0; k < 5 && good; ++k) {
       const std::string tag = std::to_string(id) + "/" + std::to_string(n) + "/" + std::to_string(k);
       payload m = bytes(tag);
@@ -132,7 +131,6 @@ asio::awaitable<void> stream_caller(testing::grid& g, std::shared_ptr<tally> t, 
         break;
       }
       if (text(*r) != tag) t->wrong.fetch_add(1);
-      ++got;
     }
     s->close_send();
     if (good) {
