@@ -112,6 +112,7 @@ struct handler_metrics {
   std::atomic<std::uint64_t> calls{0}, errors{0}, bytes_in{0}, bytes_out{0}, sum_us{0}, ended{0};
   std::atomic<std::int64_t> in_flight{0};
   std::array<std::atomic<std::uint64_t>, latency_histogram::bounds_us.size() + 1> buckets{};
+  handler_metrics* next_sub = nullptr; // the registry's lock-free chain of called subroutes of one handler id
 
   void begin() noexcept {
     calls.fetch_add(1, std::memory_order_relaxed);
@@ -159,17 +160,22 @@ public:
     return m;
   }
 
-  /// The counters of calls this node makes to `h` (and `sub`), made on first use.
+  /// The counters of calls this node makes to `h` (and `sub`), made on first use. Found without a lock
+  /// once made (entries are never removed: a chain per handler id, published with release stores).
   handler_metrics& called(call_kind k, handler_id h, const std::optional<subroute_id>& sub) {
     const auto i = static_cast<std::uint8_t>(h);
-    auto& slot = plain_[k == call_kind::unary ? 0 : 1][i];
-    if (!sub)
-      if (handler_metrics* m = slot.load(std::memory_order_acquire)) return *m;
+    const int ki = k == call_kind::unary ? 0 : 1;
+    auto& slot = sub ? subs_[ki][i] : plain_[ki][i];
+    for (handler_metrics* m = slot.load(std::memory_order_acquire); m; m = sub ? m->next_sub : nullptr)
+      if (!sub || m->sub->bytes == sub->bytes) return *m;
     std::lock_guard lk(mu_);
-    handler_metrics& m = make(k, call_side::called, h, sub);
-    if (m.route.empty() && sub) // name it after our own registration of the same route, if any
+    bool fresh = false;
+    handler_metrics& m = make(k, call_side::called, h, sub, &fresh);
+    if (!fresh) return m; // another thread made it meanwhile
+    if (sub) // name it after our own registration of the same route, if any
       if (auto it = all_.find(key{k, call_side::served, i, sub->bytes}); it != all_.end()) m.route = it->second->route;
-    if (!sub) slot.store(&m, std::memory_order_release);
+    if (sub) m.next_sub = slot.load(std::memory_order_relaxed);
+    slot.store(&m, std::memory_order_release);
     return m;
   }
 
@@ -183,10 +189,11 @@ public:
 
 private:
   using key = std::tuple<call_kind, call_side, std::uint8_t, std::array<std::byte, 32>>;
-  handler_metrics& make(call_kind k, call_side s, handler_id h, const std::optional<subroute_id>& sub) {
+  handler_metrics& make(call_kind k, call_side s, handler_id h, const std::optional<subroute_id>& sub, bool* fresh = nullptr) {
     const key kk{k, s, static_cast<std::uint8_t>(h), sub ? sub->bytes : std::array<std::byte, 32>{}};
     auto& p = all_[kk];
     if (!p) {
+      if (fresh) *fresh = true;
       p = std::make_unique<handler_metrics>();
       p->handler = h;
       p->sub = sub;
@@ -198,7 +205,8 @@ private:
 
   mutable std::mutex mu_;
   std::map<key, std::unique_ptr<handler_metrics>> all_;
-  std::array<std::array<std::atomic<handler_metrics*>, 256>, 2> plain_{};
+  std::array<std::array<std::atomic<handler_metrics*>, 256>, 2> plain_{}; // called, no subroute: by kind, id
+  std::array<std::array<std::atomic<handler_metrics*>, 256>, 2> subs_{};  // called subroutes: chain heads
 };
 
 /// A call in progress on one side: counts it at once, records its end once (duration, status, sizes)
