@@ -238,10 +238,7 @@ struct memory_wait_cancel {
       std::lock_guard lk(link->mu);
       take_waiter(link->dir[dir].*which, w);
     }
-    if (!w.h) return;
-    if (w.slot.is_connected()) w.slot.clear();
-    auto ex = asio::get_associated_executor(*w.h);
-    asio::post(ex, [h = std::move(*w.h)]() mutable { std::move(h)(asio::error::operation_aborted); });
+    wake(std::move(w), asio::error::operation_aborted); // the slot is cleared there, not in its own handler
   }
 };
 
@@ -365,8 +362,9 @@ private:
       std::unique_lock lk(self->link_->mu);
       if (self->may_proceed(reading)) { // changed between the caller's look and now
         lk.unlock();
-        auto ex = asio::get_associated_executor(h);
-        asio::post(ex, [h = std::move(h)]() mutable { std::move(h)(std::error_code{}); });
+        waiter now;
+        now.h.emplace(std::move(h));
+        wake(std::move(now));
         return;
       }
       const int dir = reading ? self->side_ : 1 - self->side_;

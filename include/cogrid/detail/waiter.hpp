@@ -49,17 +49,19 @@ inline void take_waiter(waiter& from, waiter& to) {
 struct wake_fn {
   wait_handler h;
   asio::cancellation_slot slot;
+  std::error_code ec;
   void operator()() {
     if (slot.is_connected()) slot.clear();
-    std::move(h)(std::error_code{});
+    std::move(h)(ec);
   }
 };
 
-// Resumes the waiting coroutine on its own executor.
-inline void wake(waiter&& w) {
+// Resumes the waiting coroutine on its own executor, with `ec` (success by default; operation_aborted
+// from a cancellation handler).
+inline void wake(waiter&& w, std::error_code ec = {}) {
   if (!w.h) return;
   auto ex = asio::get_associated_executor(*w.h);
-  asio::post(ex, wake_fn{std::move(*w.h), w.slot});
+  asio::post(ex, wake_fn{std::move(*w.h), w.slot, ec});
 }
 
 } // namespace cogrid::detail
