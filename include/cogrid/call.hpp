@@ -92,6 +92,11 @@ struct call_context {
 /// Throwing, or returning a `handler_error`, fails the call with that text.
 using raw_unary_handler = std::function<asio::awaitable<handler_result<payload>>(call_context, payload)>;
 
+/// The same for a handler that is a plain function (no awaitable): it is posted to the io_context and
+/// called there, with no coroutine, strand or timer of its own. It cannot be cancelled; when the caller's
+/// deadline has passed by the time it returns, its response is dropped (counted in `late_responses`).
+using sync_unary_handler = std::function<handler_result<payload>(const call_context&, payload)>;
+
 /// Per-call settings.
 struct call_options {
   /// The call's deadline, sent to the remote as DeadlineMS (MinIO's default for single requests: 60 s).

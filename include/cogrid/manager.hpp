@@ -144,6 +144,9 @@ public:
   /// `errc::handler_exists` when the id (or subroute) has a handler; `errc::invalid_handler` for id 0.
   COGRID_DECL std::error_code register_unary(handler_id h, raw_unary_handler fn);
   COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
+  /// The same for a plain-function handler (see `sync_unary_handler`).
+  COGRID_DECL std::error_code register_unary(handler_id h, sync_unary_handler fn);
+  COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
 
   /// Registers a stream handler (use `cogrid::stream<P, Req, Resp>::serve`, which builds `e`), under `h`
   /// or under subroute `route` of `h`.

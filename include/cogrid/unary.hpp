@@ -53,9 +53,31 @@ handler_result<payload> to_reply(Resp&& v) {
   }
 }
 
-/// Adapts a user handler `F` (taking `Req`, optionally after a `call_context`; returning `Resp`,
-/// `handler_result<Resp>` or an awaitable of either) to a raw handler. A named type rather than a
-/// capturing coroutine lambda: the user's function lives in `fn`, the coroutine takes copies.
+// The result type of handler `F` called with `Req` (and a `call_context` first, when it takes one).
+template <class Req, class F>
+struct handler_traits {
+  static constexpr bool takes_context = std::is_invocable_v<F&, const call_context&, Req>;
+  static_assert(takes_context || std::is_invocable_v<F&, Req>, "a unary handler takes (Req) or (const call_context&, Req)");
+  using result_type = typename std::conditional_t<takes_context, std::invoke_result<F&, const call_context&, Req>,
+                                                  std::invoke_result<F&, Req>>::type;
+  static constexpr bool is_async = awaitable_value<result_type>::is_awaitable;
+};
+
+template <class Req>
+std::optional<std::string> unpack_request(payload& in, Req& req) {
+  if constexpr (std::is_same_v<Req, payload>) {
+    req = std::move(in); // raw bytes: handed over, not copied
+    return std::nullopt;
+  } else {
+    auto err = codec<Req>::unpack(view_of(in), req);
+    buffer_cache::give(std::move(in));
+    return err;
+  }
+}
+
+/// Adapts a user handler `F` (taking `Req`, optionally after a `call_context`; returning `Resp` or
+/// `handler_result<Resp>`) that returns an awaitable of either to a raw handler. A named type rather than
+/// a capturing coroutine lambda: the user's function lives in `fn`, the coroutine takes copies.
 template <class Req, class Resp, class F>
 struct typed_unary {
   std::shared_ptr<F> fn;
@@ -66,21 +88,22 @@ struct typed_unary {
 
   static asio::awaitable<handler_result<payload>> run(std::shared_ptr<F> fn, call_context ctx, payload in) {
     Req req{};
-    if constexpr (std::is_same_v<Req, payload>) {
-      req = std::move(in); // raw bytes: handed over, not copied
-    } else if (auto err = codec<Req>::unpack(view_of(in), req)) {
-      co_return handler_error{"bad request payload: " + *err};
-    }
-    if constexpr (std::is_invocable_v<F&, const call_context&, Req>) {
-      using R = std::invoke_result_t<F&, const call_context&, Req>;
-      if constexpr (awaitable_value<R>::is_awaitable) co_return to_reply(co_await (*fn)(ctx, std::move(req)));
-      else co_return to_reply((*fn)(ctx, std::move(req)));
-    } else {
-      static_assert(std::is_invocable_v<F&, Req>, "a unary handler takes (Req) or (const call_context&, Req)");
-      using R = std::invoke_result_t<F&, Req>;
-      if constexpr (awaitable_value<R>::is_awaitable) co_return to_reply(co_await (*fn)(std::move(req)));
-      else co_return to_reply((*fn)(std::move(req)));
-    }
+    if (auto err = unpack_request(in, req)) co_return handler_error{"bad request payload: " + *err};
+    if constexpr (handler_traits<Req, F>::takes_context) co_return to_reply(co_await (*fn)(ctx, std::move(req)));
+    else co_return to_reply(co_await (*fn)(std::move(req)));
+  }
+};
+
+/// The same for a handler that returns its response (or `handler_result`) directly: a plain function.
+template <class Req, class Resp, class F>
+struct typed_sync_unary {
+  std::shared_ptr<F> fn;
+
+  handler_result<payload> operator()(const call_context& ctx, payload in) const {
+    Req req{};
+    if (auto err = unpack_request(in, req)) return handler_error{"bad request payload: " + *err};
+    if constexpr (handler_traits<Req, F>::takes_context) return to_reply((*fn)(ctx, std::move(req)));
+    else return to_reply((*fn)(std::move(req)));
   }
 };
 
@@ -88,12 +111,12 @@ template <class Resp>
 asio::awaitable<call_result<Resp>> call_packed(std::shared_ptr<connection> c, handler_id id,
                                                std::optional<subroute_id> sub, std::vector<std::byte> req,
                                                bool nil, call_options opt) {
-  std::optional<std::span<const std::byte>> view;
-  if (!nil) view = std::span<const std::byte>(req);
-  call_result<payload> r = co_await call_raw(std::move(c), id, sub, view, opt);
+  call_result<payload> r = co_await call_raw(std::move(c), id, sub, std::move(req), nil, opt);
   if (!r) co_return r.error();
   Resp out{};
-  if (auto err = codec<Resp>::unpack(view_of(*r), out)) co_return call_error(errc::bad_payload, *err);
+  auto err = codec<Resp>::unpack(view_of(*r), out);
+  buffer_cache::give(std::move(*r));
+  if (err) co_return call_error(errc::bad_payload, *err);
   co_return out;
 }
 
@@ -128,15 +151,23 @@ public:
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
 
   /// Registers `fn` on `m`. `fn` takes `Req` (or `const call_context&, Req`) and returns `Resp`,
-  /// `handler_result<Resp>`, or an `asio::awaitable` of either. It runs as its own coroutine on the
-  /// io_context; throwing or returning a `handler_error` fails the call with that text; the caller's
-  /// cancellation or deadline cancels it (terminal cancellation of its awaited operations).
+  /// `handler_result<Resp>`, or an `asio::awaitable` of either. Throwing or returning a `handler_error`
+  /// fails the call with that text. An awaitable handler runs as its own coroutine on the io_context; the
+  /// caller's cancellation or deadline cancels it (terminal cancellation of its awaited operations). A
+  /// handler returning its result directly is a plain function posted to the io_context (cheaper: no
+  /// coroutine, strand or timer); it cannot be cancelled, and a response ready after the caller's
+  /// deadline is dropped.
   /// @par Errors
   /// `errc::handler_exists`, `errc::invalid_handler`.
   template <class F>
   std::error_code serve(manager& m, F fn) const {
-    raw_unary_handler raw = detail::typed_unary<Req, Resp, F>{std::make_shared<F>(std::move(fn))};
-    return sub_ ? m.register_unary(id_, route_, std::move(raw)) : m.register_unary(id_, std::move(raw));
+    if constexpr (detail::handler_traits<Req, F>::is_async) {
+      raw_unary_handler raw = detail::typed_unary<Req, Resp, F>{std::make_shared<F>(std::move(fn))};
+      return sub_ ? m.register_unary(id_, route_, std::move(raw)) : m.register_unary(id_, std::move(raw));
+    } else {
+      sync_unary_handler raw = detail::typed_sync_unary<Req, Resp, F>{std::make_shared<F>(std::move(fn))};
+      return sub_ ? m.register_unary(id_, route_, std::move(raw)) : m.register_unary(id_, std::move(raw));
+    }
   }
 
   /// Calls the handler over `c` and completes with its response or a `call_error` (see there). The
@@ -146,9 +177,10 @@ public:
   /// `asio::error::operation_aborted` and the remote handler is cancelled too. Other calls and the
   /// connection are not affected.
   asio::awaitable<call_result<Resp>> call(connection& c, const Req& req, call_options opt = {}) const {
-    std::vector<std::byte> buf;
+    std::vector<std::byte> buf = detail::buffer_cache::take();
     const bool nil = !detail::codec<Req>::pack(req, buf);
-    return detail::call_packed<Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
+    if constexpr (std::is_same_v<Resp, payload>) return detail::call_raw(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
+    else return detail::call_packed<Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
   }
 
   /// The call bound to one connection: `co_await echo.on(conn).call(req)`.

@@ -104,7 +104,7 @@ inline std::chrono::milliseconds time_left(steady::time_point deadline) {
 } // namespace detail
 
 COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex)
-    : shared_(std::move(shared)), mux_(std::make_unique<detail::conn_mux>()), local_(shared_->local), remote_(std::move(remote)),
+    : shared_(std::move(shared)), mux_(std::make_unique<detail::conn_mux>(ex)), local_(shared_->local), remote_(std::move(remote)),
       dialer_(should_connect(local_, remote_)), base_flags_(msg_flags::none), strand_(detail::make_strand_executor(ex)),
       retry_timer_(strand_), loop_done_(strand_), session_done_(strand_), rng_(std::random_device{}()) {
   detail::host_url r;
@@ -143,7 +143,7 @@ COGRID_DECL connection_stats connection::stats() const {
   {
     std::lock_guard lk(mux_->mu);
     s.calls_out = mux_->outgoing.size();
-    s.calls_in = mux_->incoming.size();
+    s.calls_in = mux_->incoming.size() + mux_->sync_in.load(std::memory_order_relaxed);
     s.streams_out = mux_->streams_out.size();
     s.streams_in = mux_->streams_in.size();
   }
@@ -665,6 +665,11 @@ COGRID_DECL asio::awaitable<void> connection::shutdown() {
 
 COGRID_DECL asio::awaitable<void> connection::shutdown_on_strand(std::shared_ptr<connection> c) {
   c->stopping_ = true;
+  {
+    std::lock_guard lk(c->mux_->mu); // the calls' deadline timer: nothing to wait for any more
+    c->mux_->deadline_timer.cancel();
+    c->mux_->timer_at = detail::steady::time_point::max();
+  }
   c->retry_timer_.cancel();
   if (c->current_) c->current_->fail(make_error_code(errc::shutdown));
   if (c->dial_loop_running_) {

@@ -440,6 +440,14 @@ COGRID_DECL std::error_code manager::register_unary(handler_id h, std::string_vi
   return state_->mux->register_unary(h, make_subroute_id(h, route), route, std::move(fn));
 }
 
+COGRID_DECL std::error_code manager::register_unary(handler_id h, sync_unary_handler fn) {
+  return state_->mux->register_unary(h, std::nullopt, {}, std::move(fn));
+}
+
+COGRID_DECL std::error_code manager::register_unary(handler_id h, std::string_view route, sync_unary_handler fn) {
+  return state_->mux->register_unary(h, make_subroute_id(h, route), route, std::move(fn));
+}
+
 COGRID_DECL std::error_code manager::register_stream(handler_id h, detail::stream_entry e) {
   return state_->mux->register_stream(h, std::nullopt, {}, std::move(e));
 }

@@ -18,15 +18,22 @@
 
 namespace cogrid::detail {
 
-/// A single request this node sent and waits on.
+/// A single request this node sent and waits on. Allocated from the per-thread block pool.
+///
+/// Completion is decided once, by whoever flips `done` first (the response, the deadline, the caller's
+/// cancellation or the end of the session); the winner writes `err` and `resp`, then, under the
+/// connection's mux lock, takes the call off the connection, sets `finished` and wakes the caller. The
+/// caller's coroutine holds the connection until it resumes, so `conn` outlives every winner.
 struct pending_call {
-  explicit pending_call(const connection::executor_type& ex) : timer(ex) {}
-  std::mutex mu;
-  bool done = false;
-  waiter w;
+  std::atomic<bool> done{false};
+  bool finished = false;           // mux lock: err and resp are written
+  waiter w;                        // mux lock
   std::uint64_t mux = 0, session = 0;
-  std::weak_ptr<connection> conn;
-  asio::steady_timer timer; // the deadline, on the connection's strand
+  connection* conn = nullptr;
+  std::chrono::steady_clock::time_point deadline;
+  pending_call* prev = nullptr;    // mux lock: the connection's deadline list
+  pending_call* next = nullptr;
+  bool listed = false;
   call_error err;
   payload resp;
 };
@@ -52,9 +59,10 @@ inline std::string text_of(const message& m) {
   return m.payload ? std::string(reinterpret_cast<const char*>(m.payload->data()), m.payload->size()) : std::string();
 }
 
+// A copy of the message's payload in a recycled buffer (the read buffer is reused for the next frame).
 inline payload copy_payload(const message& m) {
   if (!m.payload) return std::nullopt;
-  return std::vector<std::byte>(m.payload->begin(), m.payload->end());
+  return buffer_cache::copy(m.payload->data(), m.payload->size());
 }
 
 inline void send_disconnect_server_mux(connection& c, std::uint64_t mux) {
@@ -100,106 +108,138 @@ inline std::string describe_failure(const std::exception_ptr& e) {
   }
 }
 
-// Completes `p` once (later attempts return false): removes it from its connection, stops its deadline,
-// and resumes the caller on the caller's executor.
-inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, payload resp = std::nullopt) {
+// The deadline list (all under the mux lock).
+inline void deadline_unlink(conn_mux& mx, pending_call* p) noexcept {
+  if (!p->listed) return;
+  (p->prev ? p->prev->next : mx.dl_head) = p->next;
+  (p->next ? p->next->prev : mx.dl_tail) = p->prev;
+  p->prev = p->next = nullptr;
+  p->listed = false;
+}
+
+struct deadline_sweep;
+inline void deadline_arm(connection& c, conn_mux& mx, std::chrono::steady_clock::time_point at);
+
+inline void deadline_insert(connection& c, conn_mux& mx, pending_call* p) {
+  pending_call* after = mx.dl_tail; // the common case: the latest deadline so far
+  while (after && after->deadline > p->deadline) after = after->prev;
+  p->prev = after;
+  p->next = after ? after->next : mx.dl_head;
+  (p->next ? p->next->prev : mx.dl_tail) = p;
+  (after ? after->next : mx.dl_head) = p;
+  p->listed = true;
+  if (p->deadline < mx.timer_at) deadline_arm(c, mx, p->deadline);
+}
+
+// Completes `p` once (later attempts return false): takes it off its connection and resumes the caller
+// on the caller's executor. With `cancel_remote` the remote is told to stop the handler, before the
+// caller resumes (and may let the connection go).
+inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, payload resp = std::nullopt,
+                     bool cancel_remote = false) {
+  if (p->done.exchange(true, std::memory_order_acq_rel)) return false;
+  p->err = std::move(err);
+  p->resp = std::move(resp);
+  connection& c = *p->conn;
+  conn_mux& mx = c.mux();
   waiter w;
+  std::shared_ptr<pending_call> listed;
   {
-    std::lock_guard lk(p->mu);
-    if (p->done) return false;
-    p->done = true;
-    p->err = std::move(err);
-    p->resp = std::move(resp);
+    std::lock_guard lk(mx.mu);
+    listed = mx.outgoing.take(p->mux);
+    deadline_unlink(mx, p.get());
+    p->finished = true;
     take_waiter(p->w, w);
   }
-  if (auto c = p->conn.lock()) {
-    {
-      std::lock_guard lk(c->mux().mu);
-      c->mux().outgoing.erase(p->mux);
-    }
-    asio::post(c->get_executor(), [p] { p->timer.cancel(); });
-  }
+  if (cancel_remote) send_disconnect_server_mux(c, p->mux);
   wake(std::move(w));
   return true;
 }
 
-struct call_cancel_fn {
-  std::shared_ptr<pending_call> p;
-  void operator()(asio::cancellation_type) const {
-    if (complete(p, call_error(asio::error::operation_aborted)))
-      if (auto c = p->conn.lock()) send_disconnect_server_mux(*c, p->mux);
+// The deadline timer fired: times out every call whose deadline has passed, re-arms for the next one.
+struct deadline_sweep {
+  std::weak_ptr<connection> conn;
+  void operator()(std::error_code ec) const {
+    if (ec) return; // re-armed for an earlier deadline, or shut down
+    std::shared_ptr<connection> c = conn.lock();
+    if (!c) return;
+    conn_mux& mx = c->mux();
+    std::vector<std::shared_ptr<pending_call>> expired;
+    {
+      std::lock_guard lk(mx.mu);
+      mx.timer_at = std::chrono::steady_clock::time_point::max();
+      const auto now = std::chrono::steady_clock::now();
+      while (mx.dl_head && mx.dl_head->deadline <= now) {
+        pending_call* p = mx.dl_head;
+        deadline_unlink(mx, p);
+        if (std::shared_ptr<pending_call>* sp = mx.outgoing.find(p->mux)) expired.push_back(*sp);
+      }
+      if (mx.dl_head) deadline_arm(*c, mx, mx.dl_head->deadline);
+    }
+    for (auto& p : expired) complete(p, call_error(errc::timeout), std::nullopt, true);
   }
 };
 
-struct call_deadline_fn {
+inline void deadline_arm(connection& c, conn_mux& mx, std::chrono::steady_clock::time_point at) {
+  mx.timer_at = at;
+  mx.deadline_timer.expires_at(at); // cancels a wait set for a later time (its sweep sees the error)
+  mx.deadline_timer.async_wait(deadline_sweep{c.weak_from_this()});
+}
+
+struct call_cancel_fn {
   std::shared_ptr<pending_call> p;
-  void operator()(std::error_code ec) const {
-    if (ec) return; // cancelled: the call completed otherwise
-    if (complete(p, call_error(errc::timeout)))
-      if (auto c = p->conn.lock()) send_disconnect_server_mux(*c, p->mux);
-  }
+  void operator()(asio::cancellation_type) const { complete(p, call_error(asio::error::operation_aborted), std::nullopt, true); }
 };
 
 // Sends the request, then stores the caller's handler (or completes it at once when the call already
-// ended: the send failed, or the response came first), then arms the deadline. Once the handler is stored
-// and the lock released, the caller may resume on another thread and destroy this object and `*m` (both
-// live in its coroutine frames): from there on only locals are used. A named type, not a lambda: GCC 12
-// miscompiles capturing lambdas passed into coroutines (Asio's use_awaitable initiate is one).
+// ended: the send failed, or the response came first). Once the handler is stored and the lock released,
+// the caller may resume on another thread and destroy this object and `*m` (both live in its coroutine
+// frames): from there on only locals are used. A named type, not a lambda: GCC 12 miscompiles capturing
+// lambdas passed into coroutines (Asio's use_awaitable initiate is one).
 struct call_initiation {
   std::shared_ptr<pending_call> p;
-  std::shared_ptr<connection> c;
+  connection* c;
   const message* m;
-  std::chrono::milliseconds timeout;
 
   void operator()(wait_handler h) const {
     std::shared_ptr<pending_call> pp = p;
-    std::shared_ptr<connection> cc = c;
-    const auto d = timeout;
-    if (std::error_code ec = cc->send(*m)) complete(pp, call_error(ec));
+    conn_mux& mx = c->mux();
+    if (std::error_code ec = c->send(*m)) complete(pp, call_error(ec));
     waiter now;
     {
-      std::lock_guard lk(pp->mu);
+      std::lock_guard lk(mx.mu);
       arm(pp->w, std::move(h), call_cancel_fn{pp});
-      if (pp->done) take_waiter(pp->w, now); // ended before we stored the handler
+      if (pp->finished) take_waiter(pp->w, now); // ended before we stored the handler
     }
-    if (now.h) {
-      wake(std::move(now));
-      return;
-    }
-    asio::post(cc->get_executor(), [pp, d] {
-      {
-        std::lock_guard lk(pp->mu);
-        if (pp->done) return; // completed before the arm; else complete()'s cancel runs after this arm
-      }
-      pp->timer.expires_after(d);
-      pp->timer.async_wait(call_deadline_fn{pp});
-    });
+    wake(std::move(now));
   }
 };
 
 COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<connection> c, handler_id h,
-                                                           std::optional<subroute_id> sub,
-                                                           std::optional<std::span<const std::byte>> req,
-                                                           call_options opt) {
+                                                           std::optional<subroute_id> sub, std::vector<std::byte> req,
+                                                           bool nil, call_options opt) {
   if (static_cast<std::uint8_t>(h) == 0) co_return call_error(errc::invalid_handler);
   call_meter meter;
   meter.begin(c->shared().metrics.called(call_kind::unary, h, sub));
-  const std::size_t req_bytes = req ? req->size() : 0;
+  const std::size_t req_bytes = nil ? 0 : req.size();
   std::error_code early;
   if (c->state() != connection_state::connected) early = errc::disconnected;
   else if (opt.timeout < std::chrono::milliseconds(1)) early = errc::timeout;
   if (early) {
     meter.end(c->shared().trace, c->remote(), early, 0, 0);
+    buffer_cache::give(std::move(req));
     co_return call_error(early);
   }
-  c->mux().calls_made.fetch_add(1, std::memory_order_relaxed);
-  auto p = std::make_shared<pending_call>(c->get_executor());
-  p->conn = c;
+  conn_mux& mx = c->mux();
+  mx.calls_made.fetch_add(1, std::memory_order_relaxed);
+  auto p = std::allocate_shared<pending_call>(pool_allocator<pending_call>());
+  p->conn = c.get();
   p->session = c->session_id();
-  p->mux = c->mux().next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  p->mux = mx.next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  p->deadline = std::chrono::steady_clock::now() + opt.timeout;
   {
-    std::lock_guard lk(c->mux().mu);
-    c->mux().outgoing.emplace(p->mux, p);
+    std::lock_guard lk(mx.mu);
+    mx.outgoing.put(p->mux, p);
+    deadline_insert(*c, mx, p.get());
   }
   message m;
   m.mux_id = p->mux;
@@ -207,23 +247,22 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
   m.handler = h;
   m.op = op_code::request;
   m.flags = msg_flags::eof;
-  m.payload = req;
+  if (!nil) m.payload = std::span<const std::byte>(req);
   m.subroute = sub;
-  call_initiation init{p, c, &m, opt.timeout};
+  call_initiation init{p, c.get(), &m};
   co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(std::move(init), asio::use_awaitable);
-  std::unique_lock lk(p->mu);
+  buffer_cache::give(std::move(req));
+  // `finished` was seen under the lock before the wake: err and resp are ours now.
   call_error err = std::move(p->err);
   payload resp = std::move(p->resp);
-  lk.unlock();
   meter.end(c->shared().trace, c->remote(), err.code, resp ? resp->size() : 0, req_bytes);
   if (err) co_return err;
   co_return resp;
 }
 
-COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional<subroute_id> sub, std::string_view route,
-                                                     raw_unary_handler fn) {
+COGRID_DECL std::error_code mux_core::add_unary(handler_id h, std::optional<subroute_id> sub,
+                                                std::shared_ptr<const unary_entry> f) {
   if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
-  auto f = std::make_shared<const unary_entry>(unary_entry{std::move(fn), &metrics_.served(call_kind::unary, h, sub, route)});
   std::unique_lock lk(reg_mu_);
   if (sub) {
     if (!unary_sub_.emplace(sub->bytes, std::move(f)).second) return errc::handler_exists;
@@ -231,6 +270,18 @@ COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional
     return errc::handler_exists;
   }
   return {};
+}
+
+COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional<subroute_id> sub, std::string_view route,
+                                                     raw_unary_handler fn) {
+  if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
+  return add_unary(h, sub, std::make_shared<const unary_entry>(unary_entry{std::move(fn), {}, &metrics_.served(call_kind::unary, h, sub, route)}));
+}
+
+COGRID_DECL std::error_code mux_core::register_unary(handler_id h, std::optional<subroute_id> sub, std::string_view route,
+                                                     sync_unary_handler fn) {
+  if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
+  return add_unary(h, sub, std::make_shared<const unary_entry>(unary_entry{{}, std::move(fn), &metrics_.served(call_kind::unary, h, sub, route)}));
 }
 
 COGRID_DECL std::error_code mux_core::register_stream(handler_id h, std::optional<subroute_id> sub, std::string_view route,
@@ -280,8 +331,7 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
     std::shared_ptr<pending_call> p;
     {
       std::lock_guard lk(mx.mu);
-      auto it = mx.outgoing.find(m.mux_id);
-      if (it != mx.outgoing.end()) p = it->second;
+      if (std::shared_ptr<pending_call>* found = mx.outgoing.find(m.mux_id)) p = *found;
     }
     if (!p && m.op == op_code::mux_connect_error && stream_on_message(*this, c, m)) return;
     if (!p) { // a response to a call that gave up (timeout, cancel): counted, not an error
@@ -303,8 +353,7 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
     std::shared_ptr<server_call> sc;
     {
       std::lock_guard lk(mx.mu);
-      auto it = mx.incoming.find(m.mux_id);
-      if (it != mx.incoming.end()) sc = it->second;
+      if (std::shared_ptr<server_call>* found = mx.incoming.find(m.mux_id)) sc = *found;
     }
     if (!sc) {
       (void)stream_on_message(*this, c, m);
@@ -320,10 +369,88 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
   }
 }
 
+// Sends a served call's response (or nothing when the caller gave up or its session is gone) and
+// records how the call ended. Recycles the response's buffer.
+inline void finish_served(connection& c, call_meter& meter, std::uint64_t session, std::uint64_t mux, std::uint32_t seq,
+                          handler_id handler, handler_result<payload> r, std::size_t req_bytes, bool timed_out) {
+  conn_mux& mx = c.mux();
+  const trace_hook& hook = c.shared().trace;
+  if (timed_out) { // the caller has given up: count it, send nothing (MinIO drops it silently)
+    mx.late_responses.fetch_add(1, std::memory_order_relaxed);
+    meter.end(hook, c.remote(), make_error_code(errc::timeout), req_bytes, 0);
+    if (r) buffer_cache::give(std::move(*r));
+    return;
+  }
+  meter.end(hook, c.remote(), r ? std::error_code() : make_error_code(errc::remote_error), req_bytes,
+            r ? (*r ? (*r)->size() : 0) : r.error().text.size());
+  if (c.session_id() != session) return; // the caller's session is gone
+  message out;
+  out.mux_id = mux;
+  out.seq = seq;
+  out.handler = handler;
+  out.op = op_code::response;
+  out.flags = msg_flags::eof;
+  if (r) {
+    if (*r) out.payload = std::span<const std::byte>(**r);
+  } else {
+    out.flags |= msg_flags::payload_is_err;
+    out.payload = std::as_bytes(std::span(r.error().text.data(), r.error().text.size()));
+  }
+  (void)c.send_control(out); // encoded (copied) at once
+  if (r) buffer_cache::give(std::move(*r));
+}
+
+// A request for a plain-function handler: posted to the io_context and run there as is.
+struct sync_call {
+  std::shared_ptr<connection> conn;
+  std::shared_ptr<const unary_entry> fn;
+  payload req;
+  std::uint64_t mux = 0, session = 0;
+  std::uint32_t seq = 0, deadline_ms = 0;
+  handler_id handler{};
+  std::optional<subroute_id> subroute;
+  call_meter meter;
+
+  void operator()() {
+    call_context ctx;
+    ctx.conn = conn.get();
+    ctx.handler = handler;
+    ctx.subroute = subroute;
+    if (deadline_ms) ctx.deadline = meter.started + std::chrono::milliseconds(deadline_ms);
+    const std::size_t req_bytes = req ? req->size() : 0;
+    handler_result<payload> r = handler_error{"handler produced no result"};
+    try {
+      r = fn->sync(ctx, std::move(req));
+    } catch (...) {
+      r = handler_error{describe_failure(std::current_exception())};
+    }
+    conn->mux().sync_in.fetch_sub(1, std::memory_order_relaxed);
+    const bool late = deadline_ms && std::chrono::steady_clock::now() > ctx.deadline;
+    finish_served(*conn, meter, session, mux, seq, handler, std::move(r), req_bytes, late);
+  }
+};
+
 COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   std::shared_ptr<const unary_entry> fn = static_cast<std::uint8_t>(m.handler) == 0 ? nullptr : find_unary(m);
   if (!fn) {
     reply_unknown_handler(c, m);
+    return;
+  }
+  c.mux().calls_served.fetch_add(1, std::memory_order_relaxed);
+  if (fn->sync) {
+    sync_call call;
+    call.meter.begin(*fn->metrics);
+    call.conn = c.shared_from_this();
+    call.fn = std::move(fn);
+    call.req = copy_payload(m);
+    call.mux = m.mux_id;
+    call.session = c.session_id();
+    call.seq = m.seq;
+    call.deadline_ms = m.deadline_ms;
+    call.handler = m.handler;
+    call.subroute = m.subroute;
+    c.mux().sync_in.fetch_add(1, std::memory_order_relaxed);
+    asio::post(ex_, std::move(call));
     return;
   }
   auto sc = std::make_shared<server_call>(c.shared_from_this(), handler_strand());
@@ -334,10 +461,9 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   sc->subroute = m.subroute;
   sc->session = c.session_id();
   sc->meter.begin(*fn->metrics);
-  c.mux().calls_served.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(c.mux().mu);
-    c.mux().incoming[m.mux_id] = sc;
+    c.mux().incoming.put(m.mux_id, sc);
   }
   auto strand = sc->strand;
   auto slot = sc->cancel.slot();
@@ -377,41 +503,18 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
   }
   if (failed) r = handler_error{describe_failure(failed)};
   sc->deadline.cancel();
-  const bool timed_out = sc->timed_out;
   conn_mux& mx = sc->conn->mux();
   {
     std::lock_guard lk(mx.mu);
-    auto it = mx.incoming.find(sc->mux);
-    if (it != mx.incoming.end() && it->second == sc) mx.incoming.erase(it);
+    if (std::shared_ptr<server_call>* found = mx.incoming.find(sc->mux); found && *found == sc) mx.incoming.take(sc->mux);
   }
-  const trace_hook& hook = sc->conn->shared().trace;
   if (sc->cancelled) {
     mx.cancelled.fetch_add(1, std::memory_order_relaxed);
-    sc->meter.end(hook, sc->conn->remote(), asio::error::operation_aborted, req_bytes, 0);
+    sc->meter.end(sc->conn->shared().trace, sc->conn->remote(), asio::error::operation_aborted, req_bytes, 0);
+    if (r) buffer_cache::give(std::move(*r));
     co_return;
   }
-  if (timed_out) { // the caller has given up: count it, send nothing (MinIO drops it silently)
-    mx.late_responses.fetch_add(1, std::memory_order_relaxed);
-    sc->meter.end(hook, sc->conn->remote(), make_error_code(errc::timeout), req_bytes, 0);
-    co_return;
-  }
-  sc->meter.end(hook, sc->conn->remote(), r ? std::error_code() : make_error_code(errc::remote_error), req_bytes,
-                r ? (*r ? (*r)->size() : 0) : r.error().text.size());
-  if (sc->conn->session_id() != sc->session) co_return; // the caller's session is gone
-  message out;
-  out.mux_id = sc->mux;
-  out.seq = sc->seq;
-  out.handler = sc->handler;
-  out.op = op_code::response;
-  out.flags = msg_flags::eof;
-  const std::string err_text = r ? std::string() : r.error().text;
-  if (r) {
-    if (*r) out.payload = std::span<const std::byte>(**r);
-  } else {
-    out.flags |= msg_flags::payload_is_err;
-    out.payload = std::as_bytes(std::span(err_text.data(), err_text.size()));
-  }
-  (void)sc->conn->send_control(out);
+  finish_served(*sc->conn, sc->meter, sc->session, sc->mux, sc->seq, sc->handler, std::move(r), req_bytes, sc->timed_out);
 }
 
 COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, std::error_code) {
@@ -419,10 +522,12 @@ COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, 
   std::vector<std::shared_ptr<server_call>> served;
   {
     std::lock_guard lk(c.mux().mu);
-    for (auto& [id, p] : c.mux().outgoing)
+    c.mux().outgoing.for_each([&](std::uint64_t, const std::shared_ptr<pending_call>& p) {
       if (p->session <= session) calls.push_back(p);
-    for (auto& [id, sc] : c.mux().incoming)
+    });
+    c.mux().incoming.for_each([&](std::uint64_t, const std::shared_ptr<server_call>& sc) {
       if (sc->session <= session) served.push_back(sc);
+    });
   }
   for (auto& p : calls) complete(p, call_error(errc::disconnected));
   for (auto& sc : served)

@@ -46,9 +46,9 @@ inline void server_unlist(server_stream& s) {
   conn_mux& mx = s.conn->mux();
   {
     std::lock_guard lk(mx.mu);
-    auto it = mx.streams_in.find(s.mux);
-    if (it == mx.streams_in.end() || it->second.get() != &s) return;
-    mx.streams_in.erase(it);
+    std::shared_ptr<server_stream>* found = mx.streams_in.find(s.mux);
+    if (!found || found->get() != &s) return;
+    mx.streams_in.take(s.mux);
   }
   call_meter meter;
   std::error_code status;
@@ -265,10 +265,11 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
   s->last_ping = steady_clock::now();
   {
     std::lock_guard lk(c.mux().mu);
-    if (!c.mux().streams_in.emplace(m.mux_id, s).second) { // a second connect for a live mux: ignored
+    if (c.mux().streams_in.find(m.mux_id)) { // a second connect for a live mux: ignored
       c.mux().unknown_mux.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    c.mux().streams_in.put(m.mux_id, s);
   }
   s->meter.begin(*entry->metrics);
   c.mux().calls_served.fetch_add(1, std::memory_order_relaxed);
@@ -305,8 +306,8 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
 
 inline std::shared_ptr<server_stream> find_server_stream(connection& c, std::uint64_t mux) {
   std::lock_guard lk(c.mux().mu);
-  auto it = c.mux().streams_in.find(mux);
-  return it == c.mux().streams_in.end() ? nullptr : it->second;
+  std::shared_ptr<server_stream>* found = c.mux().streams_in.find(mux);
+  return found ? *found : nullptr;
 }
 
 inline std::string seq_mismatch(std::uint32_t want, std::uint32_t got) {
@@ -461,8 +462,8 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
   if (c) {
     {
       std::lock_guard lk(c->mux().mu);
-      auto it = c->mux().streams_out.find(s.mux);
-      if (it != c->mux().streams_out.end() && it->second == sp) c->mux().streams_out.erase(it);
+      std::shared_ptr<client_stream_state>* found = c->mux().streams_out.find(s.mux);
+      if (found && *found == sp) c->mux().streams_out.take(s.mux);
     }
     asio::post(c->get_executor(), stop_client_timers{sp});
     meter.end(c->shared().trace, c->remote(), status, in, out);
@@ -592,7 +593,7 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
   if (initial) s->bytes_out += initial->size();
   {
     std::lock_guard lk(c->mux().mu);
-    c->mux().streams_out.emplace(s->mux, s);
+    c->mux().streams_out.put(s->mux, s);
   }
   message m = mux_message(s->mux, op_code::connect_mux, cap.in == 0 ? msg_flags::eof : msg_flags::none);
   m.deadline_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(opt.timeout.count(), 0xffffffffLL));
@@ -672,8 +673,8 @@ COGRID_DECL asio::awaitable<bool> stream_next(std::shared_ptr<client_stream_stat
 
 inline std::shared_ptr<client_stream_state> find_client_stream(connection& c, std::uint64_t mux) {
   std::lock_guard lk(c.mux().mu);
-  auto it = c.mux().streams_out.find(mux);
-  return it == c.mux().streams_out.end() ? nullptr : it->second;
+  std::shared_ptr<client_stream_state>* found = c.mux().streams_out.find(mux);
+  return found ? *found : nullptr;
 }
 
 // A message for a client stream: ack, data, credit, disconnect, pong, connect error.
@@ -790,10 +791,12 @@ COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session) {
   std::vector<std::shared_ptr<server_stream>> in;
   {
     std::lock_guard lk(c.mux().mu);
-    for (auto& [id, s] : c.mux().streams_out)
+    c.mux().streams_out.for_each([&](std::uint64_t, const std::shared_ptr<client_stream_state>& s) {
       if (s->session <= session) out.push_back(s);
-    for (auto& [id, s] : c.mux().streams_in)
+    });
+    c.mux().streams_in.for_each([&](std::uint64_t, const std::shared_ptr<server_stream>& s) {
       if (s->session <= session) in.push_back(s);
+    });
   }
   for (auto& s : out) client_finish(s, call_error(errc::disconnected), false);
   for (auto& s : in) server_cancel(s, std::string());
