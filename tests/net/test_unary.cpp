@@ -12,6 +12,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <thread>
+#include <vector>
 
 using namespace cogrid;
 using namespace std::chrono_literals;
@@ -290,5 +292,82 @@ asio::awaitable<void> disconnect_during_call(asio::any_io_executor ex) {
 TEST_CASE("a connection that dies mid-call fails the call with disconnected, and the next call works") {
   run_async(disconnect_during_call);
 }
+
+struct blocking_fn { // a plain-function handler that holds its io thread
+  std::shared_ptr<std::atomic<int>> running;
+  payload operator()(payload p) const {
+    running->fetch_add(1);
+    std::this_thread::sleep_for(text(p) == "block" ? 150ms : 0ms);
+    running->fetch_sub(1);
+    return p;
+  }
+};
+
+struct context_fn { // a plain-function handler that reports what it knows of its call
+  handler_result<payload> operator()(const call_context& ctx, payload p) const {
+    if (text(p) == "throw") throw std::runtime_error("thrown by a plain function");
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.deadline - std::chrono::steady_clock::now());
+    return bytes(ctx.conn->remote() + " " + std::to_string(static_cast<unsigned>(ctx.handler)) + " " +
+                 (left > 1s && left <= 5s ? "deadline-ok" : "deadline-wrong:" + std::to_string(left.count())));
+  }
+};
+
+asio::awaitable<void> timed_call(const unary_raw& u, std::shared_ptr<connection> c, std::chrono::milliseconds timeout,
+                                 std::shared_ptr<std::vector<int>> order) {
+  auto r = co_await u.call(*c, bytes("slow"), call_options{timeout});
+  order->push_back(r || r.error().code != errc::timeout ? -1 : static_cast<int>(timeout.count()));
+}
+
+asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, [](std::size_t, manager_options& o) { o.connection.pong_timeout = 5s; });
+  auto running = std::make_shared<std::atomic<int>>(0);
+  const unary_raw block{handler_id{60}};
+  const unary_raw ctx{handler_id{61}, "ctx/route"};
+  auto cancelled = std::make_shared<std::atomic<int>>(0);
+  auto started = std::make_shared<std::atomic<int>>(0);
+  const unary_raw slow{handler_id{50}};
+  for (std::size_t i = 0; i < 2; ++i) {
+    REQUIRE(!block.serve(g.node(i), blocking_fn{running}));
+    REQUIRE(!ctx.serve(g.node(i), context_fn{}));
+    REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
+  }
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c = g.link(0, 1);
+
+  // The handler sees its connection, handler id and deadline; a throw reaches the caller as its text.
+  auto r = co_await ctx.call(*c, bytes("who"), call_options{5s});
+  CHECK(text(r.value()) == g.host(0) + " 61 deadline-ok");
+  auto thrown = co_await ctx.call(*c, bytes("throw"));
+  CHECK(thrown.error().code == errc::remote_error);
+  CHECK(thrown.error().text == "thrown by a plain function");
+
+  // A plain function cannot be cancelled: when it returns after the caller's deadline, its response is
+  // dropped and counted as late; the caller has its timeout.
+  const auto late_before = g.link(1, 0)->stats().late_responses;
+  auto late = co_await block.call(*c, bytes("block"), call_options{30ms});
+  CHECK(late.error().code == errc::timeout);
+  auto counted_late = [&] { return g.link(1, 0)->stats().late_responses == late_before + 1; };
+  CHECK(co_await eventually(counted_late));
+  auto quick = co_await block.call(*c, bytes("quick"));
+  CHECK(text(quick.value()) == "quick");
+
+  // Deadlines out of order (one timer per connection, kept for the earliest): each call times out at its
+  // own deadline, earliest first, while a long one stays pending.
+  auto order = std::make_shared<std::vector<int>>();
+  asio::co_spawn(ex, timed_call(slow, c, 600ms, order), asio::detached);
+  asio::co_spawn(ex, timed_call(slow, c, 60ms, order), asio::detached);
+  asio::co_spawn(ex, timed_call(slow, c, 300ms, order), asio::detached);
+  asio::co_spawn(ex, timed_call(slow, c, 30s, order), asio::detached); // answered (2 s handler)
+  auto three = [&] { return order->size() == 3; };
+  CHECK(co_await eventually(three, 5s));
+  CHECK(*order == std::vector<int>{60, 300, 600});
+  auto four = [&] { return order->size() == 4; };
+  CHECK(co_await eventually(four, 5s));
+  CHECK(order->back() == -1); // the 30 s call got its response
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+TEST_CASE("plain-function handlers; call deadlines out of order") { run_async(plain_functions); }
 
 TEST_SUITE_END();

@@ -390,11 +390,13 @@ inline void finish_served(connection& c, call_meter& meter, std::uint64_t sessio
   out.handler = handler;
   out.op = op_code::response;
   out.flags = msg_flags::eof;
+  std::string err_text;
   if (r) {
     if (*r) out.payload = std::span<const std::byte>(**r);
   } else {
+    err_text = r.error().text;
     out.flags |= msg_flags::payload_is_err;
-    out.payload = std::as_bytes(std::span(r.error().text.data(), r.error().text.size()));
+    out.payload = std::as_bytes(std::span(err_text.data(), err_text.size()));
   }
   (void)c.send_control(out); // encoded (copied) at once
   if (r) buffer_cache::give(std::move(*r));
