@@ -10,6 +10,7 @@
 #include <cogrid/manager.hpp>
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/serialize.hpp>
+#include <cogrid/detail/pool.hpp>
 #include <cogrid/detail/stream_core.hpp>
 
 #include <asio/awaitable.hpp>
@@ -196,6 +197,9 @@ public:
     const T* current = nullptr; // the value being sent
 
     promise_type() noexcept { encode = &encode_current; }
+    // Frames come from a per-thread pool: a stream per call would otherwise allocate one each.
+    static void* operator new(std::size_t n) { return detail::frame_pool::allocate(n); }
+    static void operator delete(void* p, std::size_t n) noexcept { detail::frame_pool::deallocate(p, n); }
     stream_generator get_return_object() noexcept { return stream_generator(std::coroutine_handle<promise_type>::from_promise(*this)); }
     std::suspend_always initial_suspend() const noexcept { return {}; }
     detail::final_awaiter final_suspend() const noexcept { return {}; }
@@ -326,7 +330,11 @@ public:
   /// @par Cancellation
   /// Cancelling a waiting `next()` cancels the whole stream (`operation_aborted`).
   asio::awaitable<std::optional<Resp>> next() {
-    const bool got = co_await detail::stream_next(s_, buf_);
+    int got = detail::stream_try_next(*s_, buf_);
+    while (got < 0) {
+      co_await detail::stream_wait(s_, detail::wait_kind::next);
+      got = detail::stream_try_next(*s_, buf_);
+    }
     std::optional<Resp> r;
     if (got) r = take();
     co_return r;

@@ -107,6 +107,34 @@ struct pool_allocator {
   }
 };
 
+/// Coroutine frames of a few sizes (stream generators): sizes up to 2 KiB in classes of 128 bytes come
+/// from `block_cache`, larger ones from the heap. For a promise's `operator new` / sized `operator delete`.
+struct frame_pool {
+  static constexpr std::size_t step = 128, max_pooled = 2048;
+
+  static void* allocate(std::size_t n) {
+    return n > max_pooled ? ::operator new(n) : dispatch<1>(n, nullptr);
+  }
+  static void deallocate(void* p, std::size_t n) noexcept {
+    if (n > max_pooled) ::operator delete(p);
+    else dispatch<1>(n, p);
+  }
+
+private:
+  // Takes (p == null) or gives back a block of the class of `n`.
+  template <std::size_t K>
+  static void* dispatch(std::size_t n, void* p) noexcept(false) {
+    if constexpr (K * step > max_pooled) {
+      return nullptr; // unreachable: n <= max_pooled
+    } else {
+      if (n > K * step) return dispatch<K + 1>(n, p);
+      if (!p) return block_cache<K * step>::take();
+      block_cache<K * step>::give(p);
+      return nullptr;
+    }
+  }
+};
+
 /// A per-thread cache of byte buffers for payload copies and packed requests: `take` returns an empty
 /// vector (with capacity when one was cached), `give` keeps a finished one for the next `take`. Buffers
 /// above `max_capacity` are freed rather than kept, so a burst of large messages does not pin memory.

@@ -8,6 +8,7 @@
 #include <cogrid/connection.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/metrics.hpp>
+#include <cogrid/detail/pool.hpp>
 #include <cogrid/detail/waiter.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -61,7 +62,10 @@ public:
   void push(const payload_view& v) {
     slot& s = slots_[(head_ + count_) % slots_.size()];
     s.nil = !v;
-    if (v) s.bytes.assign(v->begin(), v->end());
+    if (v) {
+      if (s.bytes.capacity() == 0) s.bytes = buffer_cache::take(); // its last buffer went to the user
+      s.bytes.assign(v->begin(), v->end());
+    }
     ++count_;
   }
   /// Moves the oldest payload into `out`, swapping buffers so that capacity circulates.
@@ -217,8 +221,22 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
 COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_stream_state> s, payload_view req);
 /// Ends the stream's input (EOF); no credit needed.
 COGRID_DECL call_error stream_close_send(client_stream_state& s);
-/// Takes the next response into `out`; false once the stream has ended (see `stream_error`).
-COGRID_DECL asio::awaitable<bool> stream_next(std::shared_ptr<client_stream_state> s, payload& out);
+/// Takes the next response into `out` (returning a credit): 1; 0 once the stream has ended (see
+/// `stream_error`); -1 when none has arrived yet (wait with `stream_wait(s, wait_kind::next)`, then again).
+COGRID_DECL int stream_try_next(client_stream_state& s, payload& out);
+
+/// Stores the awaiting coroutine's handler until the stream is ready for `kind` (or completes it at once).
+struct client_wait_init {
+  std::shared_ptr<client_stream_state> s;
+  wait_kind kind;
+  COGRID_DECL void operator()(wait_handler h) const;
+};
+
+/// Waits until the stream is ready for `kind`: one Asio operation awaited in the caller's own frame.
+inline auto stream_wait(std::shared_ptr<client_stream_state> s, wait_kind kind) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(client_wait_init{std::move(s), kind},
+                                                                                    asio::use_awaitable);
+}
 /// Why the stream ended; empty while it runs and after a clean end.
 COGRID_DECL call_error stream_error(client_stream_state& s);
 /// Ends the stream with `operation_aborted` and cancels the remote handler (no-op once ended).

@@ -8,7 +8,12 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/cancellation_signal.hpp>
+#include <asio/execution/blocking.hpp>
+#include <asio/execution/execute.hpp>
+#include <asio/execution/relationship.hpp>
 #include <asio/post.hpp>
+#include <asio/prefer.hpp>
+#include <asio/require.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <optional>
@@ -46,6 +51,18 @@ inline void take_waiter(waiter& from, waiter& to) {
   }
 }
 
+/// Queues `f` on `ex` (never run inline) as a continuation of the handler running now: called from a
+/// thread that runs `ex`'s io_context, it goes to that thread's own queue (no lock, no other thread woken)
+/// and runs once the current handler returns; from elsewhere it is an ordinary post. For our internal
+/// hand-offs (a response resuming its caller, a request starting its handler), where waking another
+/// thread for every message costs more than the work.
+template <class Executor, class F>
+void post_continuation(const Executor& ex, F&& f) {
+  asio::execution::execute(
+      asio::prefer(asio::require(ex, asio::execution::blocking.never), asio::execution::relationship.continuation),
+      std::forward<F>(f));
+}
+
 struct wake_fn {
   wait_handler h;
   asio::cancellation_slot slot;
@@ -61,7 +78,7 @@ struct wake_fn {
 inline void wake(waiter&& w, std::error_code ec = {}) {
   if (!w.h) return;
   auto ex = asio::get_associated_executor(*w.h);
-  asio::post(ex, wake_fn{std::move(*w.h), w.slot, ec});
+  post_continuation(ex, wake_fn{std::move(*w.h), w.slot, ec});
 }
 
 } // namespace cogrid::detail

@@ -223,7 +223,7 @@ COGRID_DECL std::error_code connection::enqueue(const message& m, bool control) 
 }
 
 COGRID_DECL void connection::wake_writer() {
-  asio::post(strand_, [self = shared_from_this()] {
+  detail::post_continuation(strand_, [self = shared_from_this()] {
     if (self->current_) self->current_->wake.cancel();
   });
 }

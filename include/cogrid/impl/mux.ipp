@@ -452,10 +452,10 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
     call.handler = m.handler;
     call.subroute = m.subroute;
     c.mux().sync_in.fetch_add(1, std::memory_order_relaxed);
-    asio::post(ex_, std::move(call));
+    post_continuation(ex_, std::move(call));
     return;
   }
-  auto sc = std::make_shared<server_call>(c.shared_from_this(), handler_strand());
+  auto sc = std::allocate_shared<server_call>(pool_allocator<server_call>(), c.shared_from_this(), handler_strand());
   sc->mux = m.mux_id;
   sc->seq = m.seq;
   sc->deadline_ms = m.deadline_ms;

@@ -117,8 +117,8 @@ inline bool server_cancel(const std::shared_ptr<server_stream>& sp, const std::s
     if (!w) w = std::exchange(s.yield_waiter, nullptr);
   }
   server_unlist(s);
-  if (w) asio::post(s.strand, owned_resume(w));
-  asio::post(s.strand, stop_server_timers_fn{sp});
+  if (w) post_continuation(s.strand, owned_resume(w));
+  post_continuation(s.strand, stop_server_timers_fn{sp});
   return running;
 }
 
@@ -252,7 +252,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
-  auto s = std::make_shared<server_stream>(c.shared_from_this(), core.handler_strand());
+  auto s = std::allocate_shared<server_stream>(pool_allocator<server_stream>(), c.shared_from_this(), core.handler_strand());
   s->mux = m.mux_id;
   s->session = c.session_id();
   s->cap = entry->cap;
@@ -300,8 +300,8 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     s->gen = g.promise;
   }
   g.promise->stream = s;
-  asio::post(s->strand, owned_resume(g.handle));
-  asio::post(s->strand, server_arm_fn{s});
+  post_continuation(s->strand, owned_resume(g.handle));
+  post_continuation(s->strand, server_arm_fn{s});
 }
 
 inline std::shared_ptr<server_stream> find_server_stream(connection& c, std::uint64_t mux) {
@@ -353,7 +353,7 @@ inline void server_on_request(connection& c, const message& m) {
     server_violation(sp, violation);
     return;
   }
-  if (w) asio::post(s.strand, owned_resume(w));
+  if (w) post_continuation(s.strand, owned_resume(w));
 }
 
 // OpUnblockSrvMux: the caller consumed a response; one more may be sent.
@@ -387,10 +387,10 @@ inline void server_on_credit(connection& c, const message& m) {
     server_violation(sp, violation);
     return;
   }
-  if (w) asio::post(s.strand, owned_resume(w));
+  if (w) post_continuation(s.strand, owned_resume(w));
   if (closed) {
     server_unlist(s);
-    asio::post(s.strand, stop_server_timers_fn{sp});
+    post_continuation(s.strand, stop_server_timers_fn{sp});
   }
 }
 
@@ -465,7 +465,7 @@ inline bool client_finish(const std::shared_ptr<client_stream_state>& sp, call_e
       std::shared_ptr<client_stream_state>* found = c->mux().streams_out.find(s.mux);
       if (found && *found == sp) c->mux().streams_out.take(s.mux);
     }
-    asio::post(c->get_executor(), stop_client_timers{sp});
+    post_continuation(c->get_executor(), stop_client_timers{sp});
     meter.end(c->shared().trace, c->remote(), status, in, out);
   } else {
     meter.end(trace_hook(), std::string_view(), status, in, out); // the connection is gone: counters only
@@ -490,29 +490,18 @@ struct client_cancel_fn {
   }
 };
 
-// Stores the awaiting coroutine's handler until its condition holds (or completes it at once).
-struct client_wait_init {
-  std::shared_ptr<client_stream_state> s;
-  wait_kind kind;
-
-  void operator()(wait_handler h) const {
-    waiter now;
-    {
-      std::lock_guard lk(s->mu);
-      bool ready = s->finished;
-      if (kind == wait_kind::open) ready = ready || s->acked;
-      if (kind == wait_kind::next) ready = ready || !s->responses.empty();
-      if (kind == wait_kind::send) ready = ready || s->credits > 0;
-      if (ready) now.h.emplace(std::move(h));
-      else arm(s->waits[static_cast<int>(kind)], std::move(h), client_cancel_fn{s});
-    }
-    wake(std::move(now));
+COGRID_DECL void client_wait_init::operator()(wait_handler h) const {
+  waiter now;
+  {
+    std::lock_guard lk(s->mu);
+    bool ready = s->finished;
+    if (kind == wait_kind::open) ready = ready || s->acked;
+    if (kind == wait_kind::next) ready = ready || !s->responses.empty();
+    if (kind == wait_kind::send) ready = ready || s->credits > 0;
+    if (ready) now.h.emplace(std::move(h));
+    else arm(s->waits[static_cast<int>(kind)], std::move(h), client_cancel_fn{s});
   }
-};
-
-inline asio::awaitable<void> client_wait(std::shared_ptr<client_stream_state> s, wait_kind kind) {
-  client_wait_init init{std::move(s), kind};
-  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(std::move(init), asio::use_awaitable);
+  wake(std::move(now));
 }
 
 struct client_deadline_fn {
@@ -580,7 +569,7 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
   if (opt.timeout.count() < 0 || (opt.timeout.count() > 0 && opt.timeout < std::chrono::milliseconds(1)))
     co_return call_error(errc::timeout);
   if (c->state() != connection_state::connected) co_return call_error(errc::disconnected);
-  auto s = std::make_shared<client_stream_state>(c->get_executor());
+  auto s = std::allocate_shared<client_stream_state>(pool_allocator<client_stream_state>(), c->get_executor());
   s->conn = c;
   s->session = c->session_id();
   s->mux = c->mux().next_id.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -611,8 +600,8 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
     client_finish(s, call_error(ec), false);
     co_return call_error(ec);
   }
-  asio::post(c->get_executor(), client_arm_fn{s});
-  co_await client_wait(s, wait_kind::open);
+  post_continuation(c->get_executor(), client_arm_fn{s});
+  co_await stream_wait(s, wait_kind::open);
   std::lock_guard lk(s->mu);
   if (!s->acked) co_return s->err ? s->err : call_error(errc::disconnected);
   co_return s;
@@ -636,7 +625,7 @@ COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_strea
         co_return call_error();
       }
     }
-    co_await client_wait(s, wait_kind::send);
+    co_await stream_wait(s, wait_kind::send);
   }
 }
 
@@ -651,24 +640,19 @@ COGRID_DECL call_error stream_close_send(client_stream_state& s) {
   return call_error(send_numbered(*c, m, s.send_seq));
 }
 
-COGRID_DECL asio::awaitable<bool> stream_next(std::shared_ptr<client_stream_state> s, payload& out) {
-  for (;;) {
-    {
-      std::lock_guard lk(s->mu);
-      if (!s->responses.empty()) {
-        s->responses.pop(out);
-        if (!s->finished) {
-          if (auto c = s->conn.lock()) {
-            message m = mux_message(s->mux, op_code::unblock_srv_mux);
-            (void)send_numbered(*c, m, s->send_seq);
-          }
-        }
-        co_return true;
+COGRID_DECL int stream_try_next(client_stream_state& s, payload& out) {
+  std::lock_guard lk(s.mu);
+  if (!s.responses.empty()) {
+    s.responses.pop(out);
+    if (!s.finished) {
+      if (auto c = s.conn.lock()) {
+        message m = mux_message(s.mux, op_code::unblock_srv_mux);
+        (void)send_numbered(*c, m, s.send_seq);
       }
-      if (s->finished) co_return false;
     }
-    co_await client_wait(s, wait_kind::next);
+    return 1;
   }
+  return s.finished ? 0 : -1;
 }
 
 inline std::shared_ptr<client_stream_state> find_client_stream(connection& c, std::uint64_t mux) {
