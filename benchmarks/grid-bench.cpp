@@ -263,7 +263,8 @@ asio::awaitable<void> caller(shared_state& st, std::size_t index) {
 }
 
 struct totals {
-  std::uint64_t writes = 0, messages = 0;
+  std::uint64_t writes = 0, messages = 0, reconnects = 0, dial_failures = 0;
+  std::string last_error;
 };
 totals connection_totals(shared_state& st) {
   totals t;
@@ -272,6 +273,9 @@ totals connection_totals(shared_state& st) {
       const auto s = c->stats();
       t.writes += s.socket_writes;
       t.messages += s.messages_out;
+      t.reconnects += s.reconnects;
+      t.dial_failures += s.dial_failures;
+      if (!s.last_error.empty()) t.last_error = s.last_error;
     }
   return t;
 }
@@ -420,6 +424,11 @@ asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
   } else {
     co_await sleep_for(std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(cfg.seconds)));
   }
+  const totals lt = connection_totals(st);
+  if (lt.reconnects || lt.dial_failures)
+    std::fprintf(stderr, "links: %llu reconnects, %llu failed dials (last error: %s)\n",
+                 static_cast<unsigned long long>(lt.reconnects), static_cast<unsigned long long>(lt.dial_failures),
+                 lt.last_error.c_str());
   for (auto& m : st.nodes) co_await m->shutdown();
 
   const double ops_per_sec = secs > 0 ? static_cast<double>(ops) / secs : 0;

@@ -34,6 +34,8 @@ class connection;
 namespace detail {
 struct grid_shared;
 struct session;
+struct writer_cancel_fn;
+struct writer_park;
 class ws_stream;
 struct conn_mux;
 class mux_core;
@@ -145,6 +147,10 @@ private:
   COGRID_DECL void handle(detail::session& s, const message& m);
   COGRID_DECL void end_session(detail::session& s, std::error_code why);
   COGRID_DECL void wake_writer();
+  COGRID_DECL void park_writer(detail::session& s, detail::wait_handler h);
+  COGRID_DECL void unpark_writer(std::error_code ec);
+  friend struct detail::writer_cancel_fn;
+  friend struct detail::writer_park;
   COGRID_DECL static asio::awaitable<void> shutdown_on_strand(std::shared_ptr<connection> c);
 
   std::shared_ptr<detail::grid_shared> shared_;
@@ -177,6 +183,8 @@ private:
   std::vector<std::uint32_t> q_ends_;
   std::uint64_t q_session_ = 0;   // the session the queued messages belong to; 0 = none (sends refused)
   bool writer_idle_ = false;
+  bool wake_pending_ = false;       // wake_writer() found the writer not parked: it must not park
+  detail::waiter writer_w_;         // the writer, parked while there is nothing to write
 
   // Statistics.
   mutable std::mutex st_mu_;

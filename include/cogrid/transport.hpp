@@ -85,6 +85,39 @@ asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std:
   co_return n;
 }
 
+// Sockets (and descriptors) are read in non-blocking mode: after a short read the socket is most likely
+// drained, so the next read first waits for readiness (one reactor event) instead of trying a receive
+// that fails with EAGAIN; after a read that filled the buffer it reads at once. When messages arrive one
+// at a time (a mesh of many links) this saves a system call per message.
+template <class Socket>
+asio::awaitable<std::size_t> read_when_ready(Socket& s, bool& wait_first, asio::mutable_buffer buf, std::error_code& ec) {
+  ec.clear();
+  for (;;) {
+    if (wait_first) {
+      co_await s.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return 0;
+    }
+    const std::size_t n = s.read_some(buf, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      wait_first = true;
+      continue;
+    }
+    if (n != 0) {
+      ec.clear(); // bytes arrived: report them now, the error (if any) again on the next read
+      wait_first = n < buf.size();
+      co_return n;
+    }
+    if (!ec && buf.size() != 0) ec = asio::error::eof;
+    co_return 0;
+  }
+}
+
+template <class Stream>
+concept readiness_stream = requires(Stream& s, std::error_code& ec) {
+  s.non_blocking(true, ec);
+  s.async_wait(Stream::wait_read, asio::use_awaitable);
+};
+
 // The write of every Asio-stream transport: all of `bytes`, counted once in `writes`.
 template <class Stream>
 asio::awaitable<void> write_to(Stream& s, bool open, asio::const_buffer bytes, std::error_code& ec, std::uint64_t& writes) {
@@ -109,11 +142,18 @@ public:
   /// `peer` names the remote in logs; empty: the stream's remote endpoint, when it has one.
   explicit stream_transport(Stream s, std::string peer = {}) : stream_(std::move(s)), peer_(std::move(peer)) {
     if (peer_.empty()) peer_ = endpoint_text();
+    if constexpr (detail::readiness_stream<Stream>) {
+      std::error_code ec;
+      stream_.non_blocking(true, ec);
+      readiness_ = !ec;
+    }
   }
 
   Stream& stream() noexcept { return stream_; }
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
+    if constexpr (detail::readiness_stream<Stream>)
+      if (readiness_) return detail::read_when_ready(stream_, wait_first_, buf, ec);
     return detail::read_from(stream_, buf, ec);
   }
 
@@ -151,6 +191,8 @@ private:
 
   Stream stream_;
   std::string peer_;
+  bool readiness_ = false;  // non-blocking mode is on: read_when_ready
+  bool wait_first_ = false; // the last read was short: wait for readiness before the next
 };
 
 /// A transport over any connected Asio stream (see `stream_transport`); `peer` names the remote in logs.

@@ -33,9 +33,7 @@ using steady = std::chrono::steady_clock;
 /// One established WebSocket session of a connection. Lives on the connection's strand.
 struct session {
   session(std::uint64_t id_, std::unique_ptr<ws_stream> ws_, node_id remote, const connection::executor_type& ex)
-      : id(id_), ws(std::move(ws_)), remote_id(remote), wake(ex), tick(ex) {
-    wake.expires_at(steady::time_point::max());
-  }
+      : id(id_), ws(std::move(ws_)), remote_id(remote), tick(ex) {}
 
   /// Ends the session once: closes the transport (the reader and writer then stop) and wakes the others.
   void fail(std::error_code ec, std::string text = {}) {
@@ -44,14 +42,14 @@ struct session {
     why = ec;
     why_text = text.empty() ? ec.message() : std::move(text);
     ws->lower().close();
-    wake.cancel();
+    if (conn) conn->wake_writer();
     tick.cancel();
   }
 
   std::uint64_t id;
   std::unique_ptr<ws_stream> ws;
   node_id remote_id;
-  asio::steady_timer wake; // the writer waits here while the queue is empty
+  connection* conn = nullptr; // set by run_session: fail() wakes its writer
   asio::steady_timer tick; // the health loop's clock
   bool failed = false;
   std::error_code why;
@@ -223,9 +221,50 @@ COGRID_DECL std::error_code connection::enqueue(const message& m, bool control) 
 }
 
 COGRID_DECL void connection::wake_writer() {
-  detail::post_continuation(strand_, [self = shared_from_this()] {
-    if (self->current_) self->current_->wake.cancel();
-  });
+  detail::waiter w;
+  {
+    std::lock_guard lk(q_mu_);
+    if (writer_w_.h) detail::take_waiter(writer_w_, w);
+    else wake_pending_ = true; // the writer is not parked (yet): it will not park
+  }
+  detail::wake(std::move(w));
+}
+
+namespace detail {
+// The writer's park was cancelled (its session is being torn down): resume it with operation_aborted.
+struct writer_cancel_fn {
+  connection* c;
+  void operator()(asio::cancellation_type) const { c->unpark_writer(asio::error::operation_aborted); }
+};
+// Parks the writer until wake_writer (on the connection's strand, inside the writer's co_await).
+struct writer_park {
+  connection* c;
+  session* s;
+  void operator()(wait_handler h) const { c->park_writer(*s, std::move(h)); }
+};
+} // namespace detail
+
+COGRID_DECL void connection::unpark_writer(std::error_code ec) {
+  detail::waiter w;
+  {
+    std::lock_guard lk(q_mu_);
+    detail::take_waiter(writer_w_, w);
+  }
+  detail::wake(std::move(w), ec);
+}
+
+COGRID_DECL void connection::park_writer(detail::session& s, detail::wait_handler h) {
+  detail::waiter now;
+  {
+    std::lock_guard lk(q_mu_);
+    if (s.failed || wake_pending_ || !q_ends_.empty()) { // woken (or work came) since the writer looked
+      wake_pending_ = false;
+      now.h.emplace(std::move(h));
+    } else {
+      detail::arm(writer_w_, std::move(h), detail::writer_cancel_fn{this});
+    }
+  }
+  detail::wake(std::move(now));
 }
 
 COGRID_DECL void connection::start() {
@@ -436,6 +475,7 @@ COGRID_DECL asio::awaitable<void> connection::run_session(std::shared_ptr<connec
     self->q_session_ = s->id;
     self->writer_idle_ = false;
   }
+  s->conn = self.get();
   s->ws->on_control_output = [self] { self->wake_writer(); };
   self->log(log_level::info, "connected (session " + std::to_string(s->id) + ", remote " + s->remote_id.to_string() + ")");
   self->set_state(connection_state::connected);
@@ -558,6 +598,7 @@ COGRID_DECL asio::awaitable<void> connection::writer(std::shared_ptr<detail::ses
       std::lock_guard lk(q_mu_);
       s->wqueue.swap(q_buf_);
       s->wends.swap(q_ends_);
+      wake_pending_ = false; // everything up to here is seen below
       // Sleeping next: producers on other threads must wake us (after one yield, see below).
       if (s->wends.empty() && yielded) writer_idle_ = true;
     }
@@ -571,9 +612,9 @@ COGRID_DECL asio::awaitable<void> connection::writer(std::shared_ptr<detail::ses
         continue;
       }
       yielded = false;
-      std::error_code ec;
-      s->wake.expires_at(detail::steady::time_point::max());
-      co_await s->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      // Park until a producer or fail() wakes us: one hand-off, no timer.
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(detail::writer_park{this, s.get()},
+                                                                                         asio::use_awaitable);
       continue;
     }
     yielded = false;
