@@ -22,7 +22,7 @@ namespace cogrid::detail {
 template <std::size_t Size>
 class block_cache {
 public:
-  static constexpr std::size_t max_blocks = 1024;
+  static constexpr std::size_t max_blocks = 512;
 
   [[gnu::noinline]] static void* take() {
     cache& c = local();
@@ -141,7 +141,7 @@ private:
 class buffer_cache {
 public:
   static constexpr std::size_t max_buffers = 256;
-  static constexpr std::size_t max_capacity = 64 * 1024;
+  static constexpr std::size_t max_capacity = 16 * 1024;
 
   [[gnu::noinline]] static std::vector<std::byte> take() {
     cache& c = local();
