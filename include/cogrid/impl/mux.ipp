@@ -420,7 +420,7 @@ struct sync_call {
     ctx.subroute = subroute;
     if (deadline_ms) ctx.deadline = meter.started + std::chrono::milliseconds(deadline_ms);
     const std::size_t req_bytes = req ? req->size() : 0;
-    handler_result<payload> r = handler_error{"handler produced no result"};
+    handler_result<payload> r = payload(); // set below (no error text built up front: a call allocates nothing here)
     try {
       r = fn->sync(ctx, std::move(req));
     } catch (...) {
@@ -489,7 +489,7 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
   ctx.handler = sc->handler;
   ctx.subroute = sc->subroute;
   if (sc->deadline_ms) ctx.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(sc->deadline_ms);
-  handler_result<payload> r = handler_error{"handler produced no result"};
+  handler_result<payload> r = payload(); // set below (no error text built up front: a call allocates nothing here)
   // The deadline is a timer that cancels the handler (not `handler || timer`: Asio's awaitable operators
   // cost a parallel group and an exception in the loser on every call).
   if (sc->deadline_ms) {
