@@ -13,6 +13,8 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -325,6 +327,32 @@ TEST_CASE("frame_binary: clients mask with a fresh key, servers do not") {
   CHECK(e == bytes{std::byte{0x82}, std::byte{0}});
 }
 
+TEST_CASE("ws_mask: word-wise masking equals RFC 6455's byte-wise rule at every key offset") {
+  const std::array<std::uint8_t, 4> key{0xa1, 0x02, 0xf3, 0x7c};
+  for (std::size_t phase = 0; phase < 4; ++phase) {
+    for (std::size_t n = 0; n < 70; ++n) {
+      CAPTURE(phase);
+      CAPTURE(n);
+      const bytes plain = pattern(n, static_cast<unsigned>(n + phase));
+      bytes masked = plain;
+      CHECK(ws_mask(masked.data(), n, key, phase) == (phase + n) % 4);
+      for (std::size_t i = 0; i < n; ++i) CHECK((masked[i] ^ static_cast<std::byte>(key[(phase + i) % 4])) == plain[i]);
+      (void)ws_mask(masked.data(), n, key, phase);
+      CHECK(masked == plain);
+    }
+  }
+  // Split anywhere, continuing from the returned offset: the same bytes as one call.
+  const bytes plain = pattern(100, 5);
+  bytes whole = plain;
+  (void)ws_mask(whole.data(), whole.size(), key, 0);
+  for (std::size_t cut = 0; cut <= plain.size(); ++cut) {
+    bytes parts = plain;
+    const std::size_t phase = ws_mask(parts.data(), cut, key, 0);
+    (void)ws_mask(parts.data() + cut, parts.size() - cut, key, phase);
+    CHECK(parts == whole);
+  }
+}
+
 // ---- cogrid against cogrid --------------------------------------------------------------------------
 
 const std::size_t sizes[] = {0, 1, 125, 126, 65535, 65536, 1 << 20};
@@ -544,6 +572,38 @@ TEST_CASE("server: a fragmented message is joined; pings in between are answered
   CHECK(to_string(replies[1].payload) == "p1");
 }
 
+// Writes `frames` `chunk` bytes at a time, pausing between writes so the server reads them piecemeal.
+awaitable<void> raw_client_trickles(std::uint16_t port, bytes frames, std::size_t chunk) {
+  tcp::socket s = co_await raw_client_upgraded(port);
+  asio::steady_timer pause(s.get_executor());
+  for (std::size_t at = 0; at < frames.size(); at += chunk) {
+    const std::size_t n = std::min(chunk, frames.size() - at);
+    co_await asio::async_write(s, asio::buffer(frames.data() + at, n), use_awaitable);
+    pause.expires_after(std::chrono::microseconds(300));
+    co_await pause.async_wait(use_awaitable);
+  }
+  co_await read_to_end(s);
+}
+
+TEST_CASE("server: masked fragments arriving a few bytes at a time are unmasked at the right key offset") {
+  const bytes payload = pattern(1000, 21);
+  const std::span<const std::byte> all(payload);
+  bytes frames = concat({raw_frame(0x02, all.subspan(0, 333), true), raw_frame(0x89, "p", true),
+                         raw_frame(0x00, all.subspan(333, 1), true), raw_frame(0x00, all.subspan(334, 0), true),
+                         raw_frame(0x80, all.subspan(334), true), raw_frame(0x82, all.subspan(0, 130), true)});
+  for (const std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{250}}) {
+    CAPTURE(chunk);
+    harness h;
+    server_result r;
+    h.spawn(server_reads(h.acc, {}, r, 2));
+    h.spawn(raw_client_trickles(h.port(), frames, chunk));
+    h.run();
+    CHECK(!r.ec);
+    CHECK(r.msg == to_string(payload) + "|" + to_string(bytes(payload.begin(), payload.begin() + 130)));
+    CHECK(r.control_calls == 1);
+  }
+}
+
 TEST_CASE("server: text frames are discarded, fragmented or not") {
   harness h;
   server_result r;
@@ -593,6 +653,7 @@ TEST_CASE("server: protocol violations → websocket_protocol") {
       {"text message inside a fragmented binary one", concat({raw_frame(0x02, "a", true), raw_frame(0x81, "b", true)})},
       {"unmasked frame to a server", raw_frame(0x82, "a", false)},
       {"non-minimal 16-bit length", raw_frame(0x82, pattern(10, 1), true, 10)},
+      {"non-minimal 64-bit length", raw_frame(0x82, pattern(200, 1), true, 200)},
       {"close with a 1-byte payload", raw_frame(0x88, bytes{std::byte{3}}, true)},
   };
   for (const auto& c : cases) {
@@ -601,6 +662,11 @@ TEST_CASE("server: protocol violations → websocket_protocol") {
     if (std::string_view(c.what) == "non-minimal 16-bit length") { // rewrite the length as 126 + 16 bits
       frames = concat({bytes{std::byte{0x82}, std::byte{0x80 | 126}, std::byte{0}, std::byte{10}},
                        bytes(c.frames.begin() + 2, c.frames.end())});
+    }
+    if (std::string_view(c.what) == "non-minimal 64-bit length") { // 127 + 64 bits holding 200
+      frames = concat({bytes{std::byte{0x82}, std::byte{0x80 | 127}, std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0},
+                             std::byte{0}, std::byte{0}, std::byte{0}, std::byte{200}},
+                       bytes(c.frames.begin() + 4, c.frames.end())});
     }
     harness h;
     server_result r;
