@@ -79,7 +79,8 @@ private:
 };
 
 /// A standard allocator over `block_cache` for single objects (arrays go to the heap); for
-/// `std::allocate_shared`, which allocates the control block and the object as one block.
+/// `std::allocate_shared`, which allocates the control block and the object as one block, and for the
+/// operations Asio allocates when a function is posted to an executor that carries this allocator.
 template <class T>
 struct pool_allocator {
   using value_type = T;
@@ -87,24 +88,26 @@ struct pool_allocator {
   template <class U>
   pool_allocator(const pool_allocator<U>&) noexcept {}
 
-  static constexpr std::size_t block_size = (sizeof(T) + 15) / 16 * 16;
-
   T* allocate(std::size_t n) {
     static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "over-aligned types are not pooled");
-    if (n != 1) return static_cast<T*>(::operator new(n * sizeof(T)));
-    return static_cast<T*>(block_cache<block_size>::take());
+    if (n != 1 || sizeof(T) > max_pooled) return static_cast<T*>(::operator new(n * sizeof(T)));
+    return static_cast<T*>(block_cache<block_size()>::take());
   }
   void deallocate(T* p, std::size_t n) noexcept {
-    if (n != 1) {
+    if (n != 1 || sizeof(T) > max_pooled) {
       ::operator delete(p);
       return;
     }
-    block_cache<block_size>::give(p);
+    block_cache<block_size()>::give(p);
   }
   template <class U>
   bool operator==(const pool_allocator<U>&) const noexcept {
     return true;
   }
+
+private:
+  static constexpr std::size_t max_pooled = 4096;
+  static constexpr std::size_t block_size() noexcept { return (sizeof(T) + 15) / 16 * 16; }
 };
 
 /// Coroutine frames of a few sizes (stream generators): sizes up to 2 KiB in classes of 128 bytes come

@@ -18,16 +18,20 @@
 
 namespace cogrid::detail {
 
+/// How a caller waits for its call's result: the handler of `co_await call_raw(...)`, which receives it.
+using call_handler = asio::async_result<asio::use_awaitable_t<>, void(call_result<payload>)>::handler_type;
+
 /// A single request this node sent and waits on. Allocated from the per-thread block pool.
 ///
 /// Completion is decided once, by whoever flips `done` first (the response, the deadline, the caller's
 /// cancellation or the end of the session); the winner writes `err` and `resp`, then, under the
 /// connection's mux lock, takes the call off the connection, sets `finished` and wakes the caller. The
-/// caller's coroutine holds the connection until it resumes, so `conn` outlives every winner.
+/// caller's pending operation (its `call_initiation`) holds the connection until the caller resumes, so
+/// `conn` outlives every winner.
 struct pending_call {
   std::atomic<bool> done{false};
   bool finished = false;           // mux lock: err and resp are written
-  waiter w;                        // mux lock
+  basic_waiter<call_handler> w;    // mux lock
   std::uint64_t mux = 0, session = 0;
   connection* conn = nullptr;
   std::chrono::steady_clock::time_point deadline;
@@ -36,6 +40,38 @@ struct pending_call {
   bool listed = false;
   call_error err;
   payload resp;
+  call_meter meter;                // begun by the initiation, ended by call_done
+  std::size_t req_bytes = 0;
+};
+
+// Resumes the caller with its call's result (on the caller's executor): ends the call's meter and hands
+// over the response or the error.
+struct call_done {
+  call_handler h;
+  asio::cancellation_slot slot;
+  std::shared_ptr<pending_call> p;
+  void operator()() {
+    if (slot.is_connected()) slot.clear();
+    pending_call& pc = *p;
+    connection& c = *pc.conn; // held by the caller's operation until `h` runs
+    pc.meter.end(c.shared().trace, c.remote(), pc.err.code, pc.resp ? pc.resp->size() : 0, pc.req_bytes);
+    call_result<payload> r = pc.err ? call_result<payload>(std::move(pc.err)) : call_result<payload>(std::move(pc.resp));
+    p.reset();
+    std::move(h)(std::move(r));
+  }
+};
+
+inline void wake_call(basic_waiter<call_handler>&& w, std::shared_ptr<pending_call> p) {
+  if (!w.h) return;
+  auto ex = asio::get_associated_executor(*w.h);
+  post_continuation(ex, call_done{std::move(*w.h), w.slot, std::move(p)});
+}
+
+// A call that ended before it was sent (not connected, a bad deadline or handler): its error, posted.
+struct call_refused {
+  call_handler h;
+  call_error err;
+  void operator()() { std::move(h)(call_result<payload>(std::move(err))); }
 };
 
 /// A single request this node serves.
@@ -141,7 +177,7 @@ inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, pay
   p->resp = std::move(resp);
   connection& c = *p->conn;
   conn_mux& mx = c.mux();
-  waiter w;
+  basic_waiter<call_handler> w;
   std::shared_ptr<pending_call> listed;
   {
     std::lock_guard lk(mx.mu);
@@ -151,7 +187,7 @@ inline bool complete(const std::shared_ptr<pending_call>& p, call_error err, pay
     take_waiter(p->w, w);
   }
   if (cancel_remote) send_disconnect_server_mux(c, p->mux);
-  wake(std::move(w));
+  wake_call(std::move(w), p);
   return true;
 }
 
@@ -190,74 +226,79 @@ struct call_cancel_fn {
   void operator()(asio::cancellation_type) const { complete(p, call_error(asio::error::operation_aborted), std::nullopt, true); }
 };
 
-// Sends the request, then stores the caller's handler (or completes it at once when the call already
-// ended: the send failed, or the response came first). Once the handler is stored and the lock released,
-// the caller may resume on another thread and destroy this object and `*m` (both live in its coroutine
-// frames): from there on only locals are used. A named type, not a lambda: GCC 12 miscompiles capturing
-// lambdas passed into coroutines (Asio's use_awaitable initiate is one).
+// Starts a call once the caller is suspended: sends the request, then stores the caller's handler (or
+// completes it at once when the call already ended: the send failed, or the response came first). This
+// object lives in the caller's pending operation and keeps the connection alive until the caller
+// resumes; once the handler is stored and the lock released, the caller may resume on another thread
+// and destroy it: from there on only locals are used. A named type, not a lambda: GCC 12 miscompiles
+// capturing lambdas passed into coroutines (Asio's use_awaitable initiate is one).
 struct call_initiation {
-  std::shared_ptr<pending_call> p;
-  connection* c;
-  const message* m;
+  std::shared_ptr<connection> c;
+  handler_id h{};
+  std::optional<subroute_id> sub;
+  std::vector<std::byte> req;
+  bool nil = false;
+  call_options opt;
 
-  void operator()(wait_handler h) const {
-    std::shared_ptr<pending_call> pp = p;
-    conn_mux& mx = c->mux();
-    if (std::error_code ec = c->send(*m)) complete(pp, call_error(ec));
-    waiter now;
+  void operator()(call_handler handler) {
+    connection& conn = *c;
+    std::error_code early;
+    if (static_cast<std::uint8_t>(h) == 0) early = errc::invalid_handler;
+    else if (conn.state() != connection_state::connected) early = errc::disconnected;
+    else if (opt.timeout < std::chrono::milliseconds(1)) early = errc::timeout;
+    if (early) {
+      if (early != errc::invalid_handler) {
+        call_meter meter;
+        meter.begin(conn.shared().metrics.called(call_kind::unary, h, sub));
+        meter.end(conn.shared().trace, conn.remote(), early, 0, 0);
+      }
+      buffer_cache::give(std::move(req));
+      auto ex = asio::get_associated_executor(handler);
+      post_continuation(ex, call_refused{std::move(handler), call_error(early)});
+      return;
+    }
+    conn_mux& mx = conn.mux();
+    mx.calls_made.fetch_add(1, std::memory_order_relaxed);
+    auto p = std::allocate_shared<pending_call>(pool_allocator<pending_call>());
+    p->meter.begin(conn.shared().metrics.called(call_kind::unary, h, sub));
+    p->req_bytes = nil ? 0 : req.size();
+    p->conn = &conn;
+    p->session = conn.session_id();
+    p->mux = mx.next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+    p->deadline = std::chrono::steady_clock::now() + opt.timeout;
     {
       std::lock_guard lk(mx.mu);
-      arm(pp->w, std::move(h), call_cancel_fn{pp});
-      if (pp->finished) take_waiter(pp->w, now); // ended before we stored the handler
+      mx.outgoing.put(p->mux, p);
+      deadline_insert(conn, mx, p.get());
     }
-    wake(std::move(now));
+    message m;
+    m.mux_id = p->mux;
+    m.deadline_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(opt.timeout.count(), 0xffffffffLL));
+    m.handler = h;
+    m.op = op_code::request;
+    m.flags = msg_flags::eof;
+    if (!nil) m.payload = std::span<const std::byte>(req);
+    m.subroute = sub;
+    const std::error_code sent = conn.send(m); // encoded (copied) at once
+    buffer_cache::give(std::move(req));
+    if (sent) complete(p, call_error(sent));
+    basic_waiter<call_handler> now;
+    {
+      std::lock_guard lk(mx.mu);
+      arm(p->w, std::move(handler), call_cancel_fn{p});
+      if (p->finished) take_waiter(p->w, now); // ended before we stored the handler
+    }
+    wake_call(std::move(now), std::move(p));
   }
 };
 
 COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<connection> c, handler_id h,
                                                            std::optional<subroute_id> sub, std::vector<std::byte> req,
                                                            bool nil, call_options opt) {
-  if (static_cast<std::uint8_t>(h) == 0) co_return call_error(errc::invalid_handler);
-  call_meter meter;
-  meter.begin(c->shared().metrics.called(call_kind::unary, h, sub));
-  const std::size_t req_bytes = nil ? 0 : req.size();
-  std::error_code early;
-  if (c->state() != connection_state::connected) early = errc::disconnected;
-  else if (opt.timeout < std::chrono::milliseconds(1)) early = errc::timeout;
-  if (early) {
-    meter.end(c->shared().trace, c->remote(), early, 0, 0);
-    buffer_cache::give(std::move(req));
-    co_return call_error(early);
-  }
-  conn_mux& mx = c->mux();
-  mx.calls_made.fetch_add(1, std::memory_order_relaxed);
-  auto p = std::allocate_shared<pending_call>(pool_allocator<pending_call>());
-  p->conn = c.get();
-  p->session = c->session_id();
-  p->mux = mx.next_id.fetch_add(1, std::memory_order_relaxed) + 1;
-  p->deadline = std::chrono::steady_clock::now() + opt.timeout;
-  {
-    std::lock_guard lk(mx.mu);
-    mx.outgoing.put(p->mux, p);
-    deadline_insert(*c, mx, p.get());
-  }
-  message m;
-  m.mux_id = p->mux;
-  m.deadline_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(opt.timeout.count(), 0xffffffffLL));
-  m.handler = h;
-  m.op = op_code::request;
-  m.flags = msg_flags::eof;
-  if (!nil) m.payload = std::span<const std::byte>(req);
-  m.subroute = sub;
-  call_initiation init{p, c.get(), &m};
-  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(std::move(init), asio::use_awaitable);
-  buffer_cache::give(std::move(req));
-  // `finished` was seen under the lock before the wake: err and resp are ours now.
-  call_error err = std::move(p->err);
-  payload resp = std::move(p->resp);
-  meter.end(c->shared().trace, c->remote(), err.code, resp ? resp->size() : 0, req_bytes);
-  if (err) co_return err;
-  co_return resp;
+  // One Asio operation, no coroutine of ours around it: a call costs the caller one frame (Asio's).
+  call_initiation init{std::move(c), h, sub, std::move(req), nil, opt};
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(call_result<payload>)>(std::move(init),
+                                                                                           asio::use_awaitable);
 }
 
 COGRID_DECL std::error_code mux_core::add_unary(handler_id h, std::optional<subroute_id> sub,
