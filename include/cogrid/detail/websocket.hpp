@@ -162,7 +162,7 @@ private:
     bool& flag;
     ~flag_reset() { flag = false; }
   };
-  asio::awaitable<std::error_code> fill();
+  void make_room() noexcept;
 
   std::unique_ptr<transport> t_;
   ws_role role_;
@@ -360,22 +360,15 @@ inline std::error_code ws_stream::begin_frame(const std::vector<std::byte>& msg,
   return {};
 }
 
-inline asio::awaitable<std::error_code> ws_stream::fill() {
+// Before a read: an empty buffer starts over; a partial header moves to the front.
+inline void ws_stream::make_room() noexcept {
   if (rpos_ == rend_) {
     rpos_ = rend_ = 0;
-  } else if (rpos_ != 0) { // a partial header: keep it, at the front
+  } else if (rpos_ != 0) {
     std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
     rend_ -= rpos_;
     rpos_ = 0;
   }
-  std::error_code ec;
-  const std::size_t n = co_await t_->read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_), ec);
-  if (ec || n == 0) {
-    last_transport_error_ = ec ? ec : make_error_code(asio::error::eof);
-    co_return fail(errc::disconnected);
-  }
-  rend_ += n;
-  co_return std::error_code{};
 }
 
 inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std::byte>& msg) {
@@ -383,14 +376,25 @@ inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std:
   if (msg.capacity() > shrink_threshold) msg = std::vector<std::byte>();
   else msg.clear();
   msg_kind_ = msg_kind::none;
+  bool want_bytes = false;
   for (;;) {
+    if (want_bytes) { // the one place that reads: inline, no coroutine frame of its own per read
+      want_bytes = false;
+      make_room();
+      std::error_code ec;
+      const std::size_t n = co_await t_->read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_), ec);
+      if (ec || n == 0) {
+        last_transport_error_ = ec ? ec : make_error_code(asio::error::eof);
+        co_return fail(errc::disconnected);
+      }
+      rend_ += n;
+    }
     if (!frame_active_) {
       bool need_more = false;
       std::error_code ec = begin_frame(msg, need_more);
       if (ec) co_return ec;
       if (need_more) {
-        ec = co_await fill();
-        if (ec) co_return ec;
+        want_bytes = true;
         continue;
       }
       if (frame_op_ == op_binary) {
@@ -403,8 +407,7 @@ inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std:
     if (frame_op_ == op_binary) {
       if (payload_left_ != 0) {
         if (rpos_ == rend_) {
-          std::error_code ec = co_await fill();
-          if (ec) co_return ec;
+          want_bytes = true;
           continue;
         }
         const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left_, rend_ - rpos_));
@@ -427,8 +430,7 @@ inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std:
     const ssize_t r = wslay_frame_recv(ctx_, &iocb);
     if (r == WSLAY_ERR_WANT_READ) {
       if (rpos_ == rend_) {
-        std::error_code ec = co_await fill();
-        if (ec) co_return ec;
+        want_bytes = true;
       } else if (feed_left_ == 0) {
         co_return fail(errc::websocket_protocol); // wslay wants more than the frame holds
       }
