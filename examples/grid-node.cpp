@@ -85,7 +85,9 @@ public:
     if (ec) end();
     co_return n;
   }
-  asio::awaitable<void> write_all(asio::const_buffer b, std::error_code& ec) override { co_await t_->write_all(b, ec); }
+  asio::awaitable<std::size_t> write_all(asio::const_buffer b, std::error_code& ec) override {
+    return t_->write_all(b, ec);
+  }
   void close() noexcept override { // refused, or shut down: nothing more can come over stdio
     t_->close();
     end();

@@ -54,8 +54,9 @@ public:
   /// with an error; so does one whose awaiting coroutine is cancelled (`operation_aborted`).
   virtual asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) = 0;
 
-  /// Writes all of `bytes` as one logical write (counted once in writes()). Sets `ec` on failure.
-  virtual asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) = 0;
+  /// Writes all of `bytes` as one logical write (counted once in writes()); returns the number of bytes
+  /// written, all of them unless `ec` is set.
+  virtual asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) = 0;
 
   /// Closes the stream. Idempotent; pending reads and writes complete with an error.
   virtual void close() noexcept = 0;
@@ -118,16 +119,20 @@ concept readiness_stream = requires(Stream& s, std::error_code& ec) {
   s.async_wait(Stream::wait_read, asio::use_awaitable);
 };
 
-// The write of every Asio-stream transport: all of `bytes`, counted once in `writes`.
+inline asio::awaitable<std::size_t> refuse_write(std::error_code& ec) {
+  ec = asio::error::bad_descriptor;
+  co_return 0;
+}
+
+// The write of every Asio-stream transport: all of `bytes`, counted once in `writes`. Asio's operation
+// itself, not a coroutine around it: a write costs one coroutine frame (Asio's), not two.
 template <class Stream>
-asio::awaitable<void> write_to(Stream& s, bool open, asio::const_buffer bytes, std::error_code& ec, std::uint64_t& writes) {
+asio::awaitable<std::size_t> write_to(Stream& s, bool open, asio::const_buffer bytes, std::error_code& ec,
+                                      std::uint64_t& writes) {
   ec.clear();
-  if (!open) {
-    ec = asio::error::bad_descriptor;
-    co_return;
-  }
+  if (!open) return refuse_write(ec);
   ++writes;
-  co_await asio::async_write(s, bytes, asio::redirect_error(asio::use_awaitable, ec));
+  return asio::async_write(s, bytes, asio::redirect_error(asio::use_awaitable, ec));
 }
 
 } // namespace detail
@@ -157,7 +162,7 @@ public:
     return detail::read_from(stream_, buf, ec);
   }
 
-  asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) override {
+  asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) override {
     return detail::write_to(stream_, lowest().is_open(), bytes, ec, writes_);
   }
 
@@ -227,7 +232,7 @@ public:
     return detail::read_from(in_, buf, ec);
   }
 
-  asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) override {
+  asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) override {
     return detail::write_to(out_, out_.is_open(), bytes, ec, writes_);
   }
 
@@ -338,7 +343,7 @@ public:
     }
   }
 
-  asio::awaitable<void> write_all(asio::const_buffer bytes, std::error_code& ec) override {
+  asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) override {
     ec.clear();
     memory_channel& ch = link_->dir[1 - side_];
     for (;;) {
@@ -346,11 +351,11 @@ public:
         std::lock_guard lk(link_->mu);
         if (closed_self_ || ch.closed) {
           ec = asio::error::bad_descriptor;
-          co_return;
+          co_return 0;
         }
         if (ch.reader_gone) {
           ec = asio::error::broken_pipe;
-          co_return;
+          co_return 0;
         }
         if (ch.pending() < memory_link::high_water) {
           const auto* p = static_cast<const std::byte*>(bytes.data());
@@ -359,10 +364,10 @@ public:
           waiter w;
           take_waiter(ch.reader, w);
           wake(std::move(w));
-          co_return;
+          co_return bytes.size();
         }
       }
-      if ((ec = co_await wait(false))) co_return;
+      if ((ec = co_await wait(false))) co_return 0;
     }
   }
 

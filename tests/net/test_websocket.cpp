@@ -1010,9 +1010,10 @@ public:
     co_await stall(ec);
     co_return 0;
   }
-  awaitable<void> write_all(asio::const_buffer, std::error_code& ec) override {
+  awaitable<std::size_t> write_all(asio::const_buffer, std::error_code& ec) override {
     ++writes_;
     co_await stall(ec);
+    co_return 0;
   }
   void close() noexcept override {
     closed_ = true;

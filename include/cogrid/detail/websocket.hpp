@@ -113,6 +113,12 @@ public:
   /// One transport write of framed bytes. Errors: disconnected (the write failed, or close() has begun).
   asio::awaitable<std::error_code> write_raw(std::span<const std::byte> bytes);
 
+  /// write_raw in three steps, for a writer that awaits `lower().write_all` itself (one coroutine frame
+  /// less per write): begin_write is false once close() has begun (then do not write: disconnected);
+  /// end_write takes the transport's result and returns write_raw's.
+  bool begin_write() noexcept;
+  std::error_code end_write(std::error_code transport_ec) noexcept;
+
   /// Appends the control frames the reader queued (pongs, the close reply) to `out`; returns whether any.
   bool take_control_output(std::vector<std::byte>& out);
 
@@ -471,17 +477,25 @@ inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std:
   }
 }
 
-inline asio::awaitable<std::error_code> ws_stream::write_raw(std::span<const std::byte> bytes) {
-  if (closing_) co_return make_error_code(errc::disconnected);
+inline bool ws_stream::begin_write() noexcept {
+  if (closing_) return false;
   writing_ = true;
-  const flag_reset guard{writing_};
+  return true;
+}
+
+inline std::error_code ws_stream::end_write(std::error_code transport_ec) noexcept {
+  writing_ = false;
+  if (!transport_ec) return {};
+  last_transport_error_ = transport_ec;
+  return make_error_code(errc::disconnected);
+}
+
+inline asio::awaitable<std::error_code> ws_stream::write_raw(std::span<const std::byte> bytes) {
+  if (!begin_write()) co_return make_error_code(errc::disconnected);
+  const flag_reset guard{writing_}; // also when the coroutine ends by an exception
   std::error_code ec;
   co_await t_->write_all(asio::buffer(bytes.data(), bytes.size()), ec);
-  if (ec) {
-    last_transport_error_ = ec;
-    co_return make_error_code(errc::disconnected);
-  }
-  co_return std::error_code{};
+  co_return end_write(ec);
 }
 
 inline asio::awaitable<void> ws_stream::close(std::uint16_t code) {

@@ -652,7 +652,12 @@ COGRID_DECL asio::awaitable<void> connection::writer(std::shared_ptr<detail::ses
     bytes_out_.fetch_add(s->wbuf.size(), std::memory_order_relaxed);
     s->writing = true;
     s->write_started = detail::steady::now();
-    const std::error_code ec = co_await s->ws->write_raw(s->wbuf);
+    std::error_code ec = make_error_code(errc::disconnected);
+    if (s->ws->begin_write()) {
+      std::error_code transport_ec;
+      co_await s->ws->lower().write_all(asio::buffer(s->wbuf), transport_ec);
+      ec = s->ws->end_write(transport_ec);
+    }
     s->writing = false;
     writes_.fetch_add(1, std::memory_order_relaxed);
     if (ec) s->fail(ec);
