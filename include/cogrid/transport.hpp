@@ -10,10 +10,12 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/compose.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/ssl/stream.hpp>
@@ -89,28 +91,72 @@ asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std:
 // Sockets (and descriptors) are read in non-blocking mode: after a short read the socket is most likely
 // drained, so the next read first waits for readiness (one reactor event) instead of trying a receive
 // that fails with EAGAIN; after a read that filled the buffer it reads at once. When messages arrive one
-// at a time (a mesh of many links) this saves a system call per message.
+// at a time (a mesh of many links) this saves a system call per message. One composed Asio operation (no
+// coroutine of ours): a read costs Asio's frame and its wait, nothing more.
+template <class Socket>
+struct read_when_ready_op {
+  Socket* s;
+  bool* wait_first;
+  asio::mutable_buffer buf;
+  bool waited = false; // an asynchronous wait was made: completing is no longer inside the initiation
+  bool posted = false; // the result is ready and was posted to the reader's executor
+  std::error_code result_ec;
+  std::size_t result_n = 0;
+
+  template <class Self>
+  void operator()(Self& self, std::error_code ec = {}) {
+    if (posted) {
+      self.complete(result_ec, result_n);
+      return;
+    }
+    if (ec) { // the wait failed (closed, cancelled)
+      finish(self, ec, 0);
+      return;
+    }
+    for (;;) {
+      if (*wait_first) {
+        *wait_first = false;
+        waited = true;
+        s->async_wait(Socket::wait_read, std::move(self));
+        return;
+      }
+      std::error_code rec;
+      const std::size_t n = s->read_some(buf, rec);
+      if (rec == asio::error::would_block || rec == asio::error::try_again) {
+        *wait_first = true;
+        continue;
+      }
+      if (n != 0) { // bytes arrived: report them now, the error (if any) again on the next read
+        *wait_first = n < buf.size();
+        finish(self, std::error_code(), n);
+        return;
+      }
+      if (!rec && buf.size() != 0) rec = asio::error::eof;
+      finish(self, rec, 0);
+      return;
+    }
+  }
+
+  template <class Self>
+  void finish(Self& self, std::error_code ec, std::size_t n) {
+    if (waited) {
+      self.complete(ec, n);
+      return;
+    }
+    // Completing inside the initiating call would resume the reader within its own co_await: post.
+    posted = true;
+    result_ec = ec;
+    result_n = n;
+    asio::post(std::move(self));
+  }
+};
+
 template <class Socket>
 asio::awaitable<std::size_t> read_when_ready(Socket& s, bool& wait_first, asio::mutable_buffer buf, std::error_code& ec) {
   ec.clear();
-  for (;;) {
-    if (wait_first) {
-      co_await s.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return 0;
-    }
-    const std::size_t n = s.read_some(buf, ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      wait_first = true;
-      continue;
-    }
-    if (n != 0) {
-      ec.clear(); // bytes arrived: report them now, the error (if any) again on the next read
-      wait_first = n < buf.size();
-      co_return n;
-    }
-    if (!ec && buf.size() != 0) ec = asio::error::eof;
-    co_return 0;
-  }
+  auto token = asio::redirect_error(asio::use_awaitable, ec);
+  return asio::async_compose<decltype(token), void(std::error_code, std::size_t)>(
+      read_when_ready_op<Socket>{&s, &wait_first, buf, false, false, std::error_code(), 0}, token, s);
 }
 
 template <class Stream>

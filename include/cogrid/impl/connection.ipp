@@ -60,6 +60,48 @@ struct session {
   steady::time_point last_ping_sent = steady::now();
   std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
   std::vector<std::uint32_t> wends;
+  int loops_running = 0; // the reader, writer and health loops not yet ended
+  waiter loops_done;     // run_session, until they have
+};
+
+// The reader, writer and health loops are separate coroutines joined here, not a parallel group: each
+// ends by itself once the session fails (fail() closes the transport, wakes the writer and cancels the
+// health clock), so none needs a cancellation slot, and with none connected their socket operations
+// allocate no cancellation handlers (Asio allocates one per operation on a connected slot). A loop
+// that throws fails the session, so the others end too.
+struct session_loop_done {
+  std::shared_ptr<session> s;
+  void operator()(std::exception_ptr e) const {
+    if (e && !s->failed) {
+      std::string what = "a session loop failed";
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        what += std::string(": ") + ex.what();
+      } catch (...) {
+      }
+      s->fail(make_error_code(errc::disconnected), std::move(what));
+    }
+    if (--s->loops_running == 0) {
+      waiter w;
+      take_waiter(s->loops_done, w);
+      wake(std::move(w));
+    }
+  }
+};
+
+// run_session waits here (on the strand) until the three loops have ended.
+struct session_loops_wait {
+  session* s;
+  void operator()(wait_handler h) const {
+    if (s->loops_running == 0) {
+      waiter now;
+      now.h.emplace(std::move(h));
+      wake(std::move(now));
+    } else {
+      s->loops_done.h.emplace(std::move(h)); // not cancellable: the loops end once the session fails
+    }
+  }
 };
 
 using wait_channel = asio::experimental::concurrent_channel<void(std::error_code, int)>;
@@ -451,7 +493,6 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
 }
 
 COGRID_DECL asio::awaitable<void> connection::run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s) {
-  using namespace asio::experimental::awaitable_operators;
   if (self->stopping_) {
     s->ws->lower().close();
     co_return;
@@ -480,7 +521,12 @@ COGRID_DECL asio::awaitable<void> connection::run_session(std::shared_ptr<connec
   self->log(log_level::info, "connected (session " + std::to_string(s->id) + ", remote " + s->remote_id.to_string() + ")");
   self->set_state(connection_state::connected);
 
-  co_await (self->reader(s) && self->writer(s) && self->health(s));
+  s->loops_running = 3;
+  asio::co_spawn(self->strand_, self->reader(s), detail::session_loop_done{s});
+  asio::co_spawn(self->strand_, self->writer(s), detail::session_loop_done{s});
+  asio::co_spawn(self->strand_, self->health(s), detail::session_loop_done{s});
+  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(detail::session_loops_wait{s.get()},
+                                                                                     asio::use_awaitable);
 
   self->end_session(*s, s->why);
 }
