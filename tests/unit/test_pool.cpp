@@ -1,6 +1,13 @@
-// The per-connection call table (id_map) and the per-thread memory caches (block_cache, buffer_cache).
+// The per-connection call table (id_map), the per-thread memory caches (block_cache, buffer_cache) and
+// the hand-offs that use them (post_continuation).
 #include <cogrid/detail/id_map.hpp>
 #include <cogrid/detail/pool.hpp>
+#include <cogrid/detail/strand.hpp>
+#include <cogrid/detail/waiter.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/strand.hpp>
+#include <asio/thread_pool.hpp>
 
 #include <doctest/doctest.h>
 
@@ -11,6 +18,8 @@
 #include <vector>
 
 using cogrid::detail::block_cache;
+using cogrid::detail::exact_target;
+using cogrid::detail::post_continuation;
 using cogrid::detail::buffer_cache;
 using cogrid::detail::id_map;
 using cogrid::detail::pool_allocator;
@@ -136,5 +145,45 @@ TEST_SUITE("pool") {
     CHECK(next.capacity() <= buffer_cache::max_capacity); // the large one was freed, not cached
     std::optional<std::vector<std::byte>> none;
     buffer_cache::give(std::move(none)); // nil payloads are ignored
+  }
+
+  TEST_CASE("exact_target: recognises only the executor type held (Asio 1.22's target<T>() does not check)") {
+    asio::io_context io;
+    using plain = asio::io_context::executor_type;
+    const asio::any_io_executor on_io = io.get_executor();
+    const asio::any_io_executor on_strand = asio::make_strand(io.get_executor());
+    CHECK(exact_target<plain>(on_io) != nullptr);
+    CHECK(exact_target<asio::strand<plain>>(on_io) == nullptr);
+    CHECK(exact_target<plain>(on_strand) == nullptr);
+    CHECK(exact_target<asio::strand<plain>>(on_strand) != nullptr);
+    CHECK(exact_target<plain>(asio::any_io_executor()) == nullptr);
+    asio::thread_pool pool(1);
+    CHECK(exact_target<plain>(asio::any_io_executor(pool.get_executor())) == nullptr);
+    pool.join();
+  }
+
+  TEST_CASE("post_continuation: runs later, on the executor given (a strand's function inside its strand)") {
+    asio::io_context io;
+    auto strand = asio::make_strand(io.get_executor());
+    const asio::any_io_executor on_strand = strand;
+    const asio::any_io_executor on_io = io.get_executor();
+    asio::thread_pool other(1); // neither an io_context nor a strand of one: Asio's own path
+    const asio::any_io_executor on_other = other.get_executor();
+    int in_strand = 0, on_io_ran = 0, order = 0, other_ran = 0;
+    bool inline_run = false;
+    asio::post(io, [&] {
+      post_continuation(on_strand, [&] { in_strand += strand.running_in_this_thread() ? 1 : 100; order = order * 10 + 2; });
+      post_continuation(on_io, [&] { ++on_io_ran; order = order * 10 + 3; });
+      post_continuation(on_other, [&] { ++other_ran; });
+      inline_run = in_strand != 0 || on_io_ran != 0; // never run inside the call
+      order = 1;
+    });
+    io.run();
+    other.join();
+    CHECK(!inline_run);
+    CHECK(in_strand == 1);
+    CHECK(on_io_ran == 1);
+    CHECK(other_ran == 1);
+    CHECK(order == 123);
   }
 }

@@ -26,6 +26,42 @@ struct byte_sink {
   }
 };
 
+/// The msgpack zone a decode builds its object tree in: a per-thread zone, cleared after each decode,
+/// so that decoding a small value allocates nothing (msgpack-cxx's `unpack` without a zone allocates a
+/// zone and its first 8 KiB chunk per call). Clearing keeps the zone's first chunk and frees the rest.
+/// A decode nested in another (a user's adaptor decoding) gets a zone of its own.
+class zone_lease {
+public:
+  zone_lease() : shared_(acquire()) {
+    if (!shared_) own_.emplace();
+  }
+  ~zone_lease() {
+    if (shared_) release(*shared_);
+  }
+  zone_lease(const zone_lease&) = delete;
+  zone_lease& operator=(const zone_lease&) = delete;
+  msgpack::zone& get() noexcept { return shared_ ? shared_->zone : *own_; }
+
+private:
+  struct slot {
+    msgpack::zone zone;
+    bool busy = false;
+  };
+  // Not inlined: clang 16 may keep a thread_local's address across a co_await (see pool.hpp).
+  [[gnu::noinline]] static slot* acquire() {
+    thread_local slot s;
+    if (s.busy) return nullptr;
+    s.busy = true;
+    return &s;
+  }
+  static void release(slot& s) noexcept {
+    s.zone.clear();
+    s.busy = false;
+  }
+  slot* shared_;
+  std::optional<msgpack::zone> own_;
+};
+
 template <class T>
 struct codec {
   /// Appends the encoding of `v`; returns false for a nil payload (never, for msgpack values).
@@ -40,11 +76,12 @@ struct codec {
       out = T{};
       return std::nullopt;
     }
+    zone_lease z;
     try {
       std::size_t off = 0;
-      msgpack::object_handle oh = msgpack::unpack(reinterpret_cast<const char*>(in->data()), in->size(), off);
+      const msgpack::object obj = msgpack::unpack(z.get(), reinterpret_cast<const char*>(in->data()), in->size(), off);
       if (off != in->size()) return std::string("trailing bytes after the msgpack value");
-      oh.get().convert(out);
+      obj.convert(out);
       return std::nullopt;
     } catch (const std::exception& e) {
       return std::string(e.what());

@@ -5,6 +5,7 @@
 #define COGRID_DETAIL_WAITER_HPP
 
 #include <cogrid/detail/pool.hpp>
+#include <cogrid/detail/strand.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
@@ -74,17 +75,20 @@ void execute_continuation(const Executor& ex, F&& f) {
 /// hand-offs (a response resuming its caller, a request starting its handler), where waking another
 /// thread for every message costs more than the work.
 ///
-/// When `ex` is an io_context's own executor (that of a coroutine spawned on an io_context), the operation
-/// wrapping `f` comes from the per-thread block cache and is queued on the concrete executor: no heap
-/// block, where the type-erased executor allocates two (its function wrapper and the operation, from
-/// Asio's per-thread cache of two blocks, which a batch of messages empties). Strands keep Asio's path:
-/// the same for a strand of ours measured 2.5 times slower for streams on two threads (the blocks are
-/// freed on the thread that runs the strand, not the one that posts).
+/// When `ex` is an io_context's own executor (that of a coroutine spawned on an io_context) or a strand of
+/// one (cogrid's strands), the operation wrapping `f` comes from the per-thread block cache and is queued
+/// on the concrete executor: no heap block, where the type-erased executor allocates two (its function
+/// wrapper and the operation, from Asio's per-thread cache of two blocks, which a batch of messages
+/// empties).
 template <class Executor, class F>
 void post_continuation(const Executor& ex, F&& f) {
   if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
     using plain = asio::io_context::basic_executor_type<std::allocator<void>, 0>;
-    if (const auto* e = ex.template target<plain>()) {
+    if (const auto* e = exact_target<plain>(ex)) {
+      execute_continuation(asio::require(*e, asio::execution::allocator(pool_allocator<void>())), std::forward<F>(f));
+      return;
+    }
+    if (const auto* e = exact_target<asio::strand<plain>>(ex)) {
       execute_continuation(asio::require(*e, asio::execution::allocator(pool_allocator<void>())), std::forward<F>(f));
       return;
     }
