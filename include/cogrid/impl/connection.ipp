@@ -60,8 +60,6 @@ struct session {
   steady::time_point last_ping_sent = steady::now();
   std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
   std::vector<std::uint32_t> wends;
-  int loops_running = 0; // the reader, writer and health loops not yet ended
-  waiter loops_done;     // run_session, until they have
 };
 
 // The reader, writer and health loops are separate coroutines joined here, not a parallel group: each
@@ -69,8 +67,18 @@ struct session {
 // health clock), so none needs a cancellation slot, and with none connected their socket operations
 // allocate no cancellation handlers (Asio allocates one per operation on a connected slot). A loop
 // that throws fails the session, so the others end too.
+//
+// The join is owned by the three loops' completion handlers only, never by run_session's frame (which
+// holds the session): if the io_context is destroyed with the loops pending, their handlers go, the
+// join goes, and with it the stored handler of run_session and its frame. No cycle keeps them alive.
+struct session_join {
+  int running = 3; // the reader, writer and health loops not yet ended
+  waiter done;     // run_session, until they have
+};
+
 struct session_loop_done {
   std::shared_ptr<session> s;
+  std::shared_ptr<session_join> j;
   void operator()(std::exception_ptr e) const {
     if (e && !s->failed) {
       std::string what = "a session loop failed";
@@ -82,9 +90,9 @@ struct session_loop_done {
       }
       s->fail(make_error_code(errc::disconnected), std::move(what));
     }
-    if (--s->loops_running == 0) {
+    if (--j->running == 0) {
       waiter w;
-      take_waiter(s->loops_done, w);
+      take_waiter(j->done, w);
       wake(std::move(w));
     }
   }
@@ -92,14 +100,15 @@ struct session_loop_done {
 
 // run_session waits here (on the strand) until the three loops have ended.
 struct session_loops_wait {
-  session* s;
+  std::weak_ptr<session_join> j;
   void operator()(wait_handler h) const {
-    if (s->loops_running == 0) {
+    std::shared_ptr<session_join> join = j.lock();
+    if (!join || join->running == 0) {
       waiter now;
       now.h.emplace(std::move(h));
       wake(std::move(now));
     } else {
-      s->loops_done.h.emplace(std::move(h)); // not cancellable: the loops end once the session fails
+      join->done.h.emplace(std::move(h)); // not cancellable: the loops end once the session fails
     }
   }
 };
@@ -517,15 +526,22 @@ COGRID_DECL asio::awaitable<void> connection::run_session(std::shared_ptr<connec
     self->writer_idle_ = false;
   }
   s->conn = self.get();
-  s->ws->on_control_output = [self] { self->wake_writer(); };
+  // A raw pointer: the reader calls it while run_session (holding the connection) runs; a shared_ptr here
+  // would make connection -> session -> ws -> connection a cycle if the io_context went without a shutdown.
+  s->ws->on_control_output = [c = self.get()] { c->wake_writer(); };
   self->log(log_level::info, "connected (session " + std::to_string(s->id) + ", remote " + s->remote_id.to_string() + ")");
   self->set_state(connection_state::connected);
 
-  s->loops_running = 3;
-  asio::co_spawn(self->strand_, self->reader(s), detail::session_loop_done{s});
-  asio::co_spawn(self->strand_, self->writer(s), detail::session_loop_done{s});
-  asio::co_spawn(self->strand_, self->health(s), detail::session_loop_done{s});
-  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(detail::session_loops_wait{s.get()},
+  std::weak_ptr<detail::session_join> join;
+  {
+    auto j = std::make_shared<detail::session_join>();
+    join = j;
+    asio::co_spawn(self->strand_, self->reader(s), detail::session_loop_done{s, j});
+    asio::co_spawn(self->strand_, self->writer(s), detail::session_loop_done{s, j});
+    asio::co_spawn(self->strand_, self->health(s), detail::session_loop_done{s, std::move(j)});
+  }
+  detail::session_loops_wait wait_loops{std::move(join)};
+  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(std::move(wait_loops),
                                                                                      asio::use_awaitable);
 
   self->end_session(*s, s->why);
