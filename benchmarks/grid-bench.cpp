@@ -207,10 +207,8 @@ struct shared_state {
 // One operation of a stream mode from `c`; returns how many ops it counts for (0 on failure). The unary
 // modes are called inline by `caller`: a coroutine of the benchmark's own per call would add a frame
 // (an allocation) per operation that is not cogrid's.
-asio::awaitable<int> one_op(shared_state& st, cogrid::connection& c, const cogrid::payload& body, std::int64_t n,
-                            std::string& err) {
+asio::awaitable<int> one_op(shared_state& st, cogrid::connection& c, const cogrid::payload& body, std::string& err) {
   const std::string& mode = st.cfg.mode;
-  (void)n;
   if (mode == "stream-responses") {
     auto s = co_await responses_stream.open(c, body);
     if (!s) {
@@ -289,7 +287,7 @@ asio::awaitable<void> caller(shared_state& st, std::size_t index) {
       if (!r) err = r.error().message();
       k = r && r->OrgNum == n_arg ? 1 : 0;
     } else {
-      k = co_await one_op(st, *c, body, n_arg, err);
+      k = co_await one_op(st, *c, body, err);
     }
     const auto t1 = clock_type::now();
     if (!st.measuring.load(std::memory_order_relaxed)) continue;

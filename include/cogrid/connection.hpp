@@ -119,6 +119,8 @@ public:
   COGRID_DECL void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
   /// Ends everything; `state()` becomes shutdown. Completes when the session and dial loop are gone.
   COGRID_DECL asio::awaitable<void> shutdown();
+  /// Whether shutdown() has begun: calls are refused with `errc::shutdown` from then on.
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   /// The flags every queued message gets (CRC unless both hosts are TLS).
   msg_flags base_flags() const noexcept { return base_flags_; }
   /// Like `send`, for replies to messages the peer sent (responses, pongs, credits): not refused when the

@@ -97,7 +97,7 @@ struct call_trace {
 };
 
 /// Called once per finished call and stream, on both sides, on whatever thread finished it; must not
-/// block. Unset (the default): no trace is built and nothing is timed for it.
+/// block (it may run inside a connection's reader, which waits for it). Unset (the default): no trace is built and nothing is timed for it.
 using trace_hook = std::function<void(const call_trace&)>;
 
 namespace detail {

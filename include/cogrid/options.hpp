@@ -19,7 +19,8 @@ using namespace std::chrono_literals;
 enum class log_level { debug, info, warning, error };
 
 /// A log sink: called with records the library emits (never with tokens or secrets). Unset: nothing is
-/// logged. Called on connection strands, possibly concurrently from several threads.
+/// logged. Called on connection strands, possibly concurrently from several threads; must not block
+/// (the connection's other work waits for it).
 using log_sink = std::function<void(log_level, std::string_view message)>;
 
 /// Timing and sizing of connections. Defaults are MinIO's; `for_tests()` shortens every interval so that

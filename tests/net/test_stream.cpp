@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <thread>
 
 using namespace cogrid;
 using namespace std::chrono_literals;
@@ -538,6 +539,53 @@ asio::awaitable<void> st_many(asio::any_io_executor ex) {
   co_await g.shutdown();
 }
 TEST_CASE("1,000 concurrent streams (two io threads)") { run_async(st_many, std::chrono::seconds(60), 2); }
+
+namespace {
+struct unary_then_flag {
+  std::shared_ptr<connection> c;
+  std::shared_ptr<std::atomic<int>> done; // 1: the call succeeded, 2: it failed
+};
+asio::awaitable<void> call_and_flag(unary_then_flag u) {
+  auto r = co_await echo_call.call(*u.c, bytes("ping"));
+  u.done->store(r && text(*r) == "ping" ? 1 : 2);
+}
+
+// A caller's coroutine that goes on computing after next() returned a waiting response (and, with it, a
+// credit that woke the connection's writer) must not hold the connection: a unary call on the same
+// connection, from the other thread, completes meanwhile. (The hand-off to the writer's strand used to
+// be queued as a continuation on the computing thread's private queue, blocking the connection's
+// reader, writer and timers until the computation returned.)
+asio::awaitable<void> st_busy_consumer(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto s = co_await count_stream.open(*g.link(0, 1), bytes("3"));
+  REQUIRE(s);
+  auto first = co_await s->next(); // the credit for the second response goes out from here
+  REQUIRE(first);
+  CHECK(text(*first) == "resp-0");
+  auto done = std::make_shared<std::atomic<int>>(0);
+  asio::co_spawn(ex, call_and_flag(unary_then_flag{g.link(0, 1), done}), asio::detached);
+  // Keep this thread busy (as user code may) until the call completes on the other one, or give up.
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (done->load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  CHECK(done->load() == 1);
+  for (int i = 1; i < 3; ++i) {
+    auto r = co_await s->next();
+    REQUIRE(r);
+    CHECK(text(*r) == "resp-" + std::to_string(i));
+  }
+  CHECK_FALSE(co_await s->next());
+  CHECK(s->error().code == errc::remote_error);
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+} // namespace
+
+TEST_CASE("a consumer that computes after next() does not hold the connection (two io threads)") {
+  run_async(st_busy_consumer, std::chrono::seconds(30), 2);
+}
 
 asio::awaitable<void> st_disconnect(asio::any_io_executor ex) {
   testing::grid g(ex, 2);

@@ -371,3 +371,104 @@ asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
 TEST_CASE("plain-function handlers; call deadlines out of order") { run_async(plain_functions); }
 
 TEST_SUITE_END();
+
+// A call made while the manager shuts down (after the connection has cancelled its deadline timer, before
+// the session is gone) is refused and arms nothing: a timer left waiting would keep io_context::run()
+// going for the call's whole timeout (an hour here) after everything else has ended.
+namespace {
+
+// co_spawn runs a new coroutine inline, inside the spawning code, up to its first suspension: a call made
+// there is initiated from user code that goes on running. Its hand-off to the connection's writer must be
+// an ordinary post that the other thread takes, not a continuation queued behind the busy user code
+// (which held the connection's strand: its reader, writer and timers).
+struct flag_call {
+  std::shared_ptr<connection> c;
+  std::shared_ptr<std::atomic<int>> done; // 1: the call succeeded, 2: it failed
+};
+asio::awaitable<void> call_then_flag(flag_call f) {
+  payload body = bytes("spawned");
+  auto r = co_await echo.call(*f.c, body);
+  f.done->store(r && text(*r) == "spawned" ? 1 : 2);
+}
+
+asio::awaitable<void> spawn_inline_then_compute(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  co_await sleep_for(20ms); // the writers park
+  for (int round = 0; round < 3; ++round) {
+    auto done = std::make_shared<std::atomic<int>>(0);
+    asio::co_spawn(ex, call_then_flag(flag_call{g.link(0, 1), done}), asio::detached); // runs inline
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (done->load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    CHECK(done->load() == 1);
+    co_await sleep_for(20ms);
+  }
+  co_await assert_no_active(g);
+  co_await g.shutdown();
+}
+} // namespace
+TEST_CASE("a call spawned inline by code that keeps computing completes on the other thread") {
+  run_async(spawn_inline_then_compute, std::chrono::seconds(60), 2);
+}
+
+namespace {
+struct shutdown_then_flag {
+  testing::grid* g;
+  std::shared_ptr<std::atomic<bool>> done;
+};
+asio::awaitable<void> shut_and_flag(shutdown_then_flag s) {
+  co_await s.g->shutdown();
+  s.done->store(true);
+}
+
+asio::awaitable<void> call_during_shutdown(asio::any_io_executor ex, std::shared_ptr<std::atomic<int>> outcome,
+                                          std::shared_ptr<connection>* kept) {
+  testing::grid g(ex, 2);
+  serve_test_handlers(g);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  std::shared_ptr<connection> c = g.link(0, 1);
+  *kept = c; // as a user may: the connection outlives the manager's shutdown (and its deadline timer with it)
+  auto shut = std::make_shared<std::atomic<bool>>(false);
+  asio::co_spawn(ex, shut_and_flag(shutdown_then_flag{&g, shut}), asio::detached); // on the other thread
+  // Call the moment the connection starts stopping (this thread spins; the other runs the shutdown).
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!c->stopping() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  REQUIRE(c->stopping());
+  call_options hour;
+  hour.timeout = std::chrono::hours(1);
+  payload body = bytes("late");
+  auto r = co_await echo.call(*c, body, hour);
+  REQUIRE_FALSE(r);
+  outcome->store(r.error().code == errc::shutdown ? 1 : r.error().code == errc::disconnected ? 2 : 3);
+  auto shut_down = [&] { return shut->load(); };
+  CHECK(co_await eventually(shut_down));
+}
+} // namespace
+
+// One round: true when the late call was refused (shutdown) or found the session gone (disconnected), and
+// io_context::run() then ran out of work.
+static void shutdown_round() {
+  asio::io_context io;
+  auto outcome = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<connection> kept;
+  bool done = false;
+  std::exception_ptr error;
+  asio::co_spawn(io, call_during_shutdown(io.get_executor(), outcome, &kept), [&](std::exception_ptr e) {
+    done = true;
+    error = e;
+  });
+  std::thread other([&] { io.run_for(10s); });
+  io.run_for(10s);
+  other.join();
+  REQUIRE(done);
+  if (error) std::rethrow_exception(error);
+  CHECK(outcome->load() != 3); // shutdown (the usual case), or disconnected once the session had ended
+  CHECK(io.stopped());         // run() ran out of work: no deadline timer left armed
+}
+
+TEST_CASE("a call made during shutdown is refused and leaves nothing for io_context::run() to wait on") {
+  for (int round = 0; round < 4; ++round) shutdown_round(); // the window is short: a few rounds to hit it
+}

@@ -11,6 +11,8 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <random>
@@ -19,6 +21,7 @@
 
 using cogrid::detail::block_cache;
 using cogrid::detail::exact_target;
+using cogrid::detail::handoff_scope;
 using cogrid::detail::post_continuation;
 using cogrid::detail::buffer_cache;
 using cogrid::detail::id_map;
@@ -185,5 +188,56 @@ TEST_SUITE("pool") {
     CHECK(on_io_ran == 1);
     CHECK(other_ran == 1);
     CHECK(order == 123);
+  }
+
+  // The connection-hostage bug: a continuation onto a strand went to the posting thread's private queue,
+  // and user code that went on running after a hand-off (a stream's next() returning a credit, a
+  // cancel()) held every handler of that strand (a connection's reader, writer and timers) until it
+  // returned. Outside a handoff_scope the hand-off is an ordinary post that another thread takes at once.
+  TEST_CASE("post_continuation: outside a handoff_scope another thread runs it while the poster keeps busy") {
+    asio::io_context io(2);
+    auto work = asio::make_work_guard(io);
+    const asio::any_io_executor on_strand = asio::make_strand(io.get_executor());
+    std::atomic<bool> ran{false};
+    bool ran_during = false;
+    asio::post(io, [&] {
+      post_continuation(on_strand, [&] { ran = true; });
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!ran.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+      ran_during = ran.load();
+      work.reset();
+    });
+    std::thread t([&] { io.run(); });
+    io.run();
+    t.join();
+    CHECK(ran_during);
+  }
+
+  TEST_CASE("post_continuation: under a handoff_scope it waits for the running handler (and scopes nest)") {
+    asio::io_context io(2);
+    auto work = asio::make_work_guard(io);
+    const asio::any_io_executor on_strand = asio::make_strand(io.get_executor());
+    std::atomic<bool> ran{false};
+    bool ran_during = true;
+    asio::post(io, [&] {
+      {
+        handoff_scope outer;
+        {
+          handoff_scope inner;
+        }
+        post_continuation(on_strand, [&] { ran = true; work.reset(); });
+      }
+      // A continuation sits in this thread's private queue until this handler returns: the other thread,
+      // idle in run(), cannot take it meanwhile.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+      while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      ran_during = ran.load();
+    });
+    std::thread t([&] { io.run(); });
+    io.run();
+    t.join();
+    CHECK_FALSE(ran_during);
+    CHECK(ran.load());
+    CHECK(cogrid::detail::handoff_depth() == 0);
   }
 }

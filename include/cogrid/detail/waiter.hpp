@@ -62,18 +62,83 @@ void take_waiter(basic_waiter<Handler>& from, basic_waiter<Handler>& to) {
   }
 }
 
-template <class Executor, class F>
-void execute_continuation(const Executor& ex, F&& f) {
-  asio::execution::execute(
-      asio::prefer(asio::require(ex, asio::execution::blocking.never), asio::execution::relationship.continuation),
-      std::forward<F>(f));
+// How many handoff_scopes are open on this thread. Reached through a non-inlined function: clang 16 may
+// keep a thread_local's address across a co_await (see pool.hpp).
+[[gnu::noinline]] inline int& handoff_depth() noexcept {
+  thread_local int depth = 0;
+  return depth;
 }
 
-/// Queues `f` on `ex` (never run inline) as a continuation of the handler running now: called from a
-/// thread that runs `ex`'s io_context, it goes to that thread's own queue (no lock, no other thread woken)
-/// and runs once the current handler returns; from elsewhere it is an ordinary post. For our internal
-/// hand-offs (a response resuming its caller, a request starting its handler), where waking another
-/// thread for every message costs more than the work.
+/// Open while one of cogrid's own short handlers runs on this thread and will return without running
+/// user code: the reader dispatching a batch of messages, a served call sending its response, the
+/// initiation of an operation whose caller was resumed by one of our hand-offs (see resumed_by_us).
+/// Hand-offs made under it are queued as continuations (see post_continuation). Never held across a
+/// co_await.
+class handoff_scope {
+public:
+  explicit handoff_scope(bool open = true) noexcept : open_(open) {
+    if (open_) ++handoff_depth();
+  }
+  ~handoff_scope() {
+    if (open_) --handoff_depth();
+  }
+  handoff_scope(const handoff_scope&) = delete;
+  handoff_scope& operator=(const handoff_scope&) = delete;
+
+private:
+  bool open_;
+};
+
+// The coroutine thread (Asio's awaitable thread, named by its entry frame) that one of our hand-offs is
+// resuming on this thread now, or null. Not inlined, for the reason given at handoff_depth.
+[[gnu::noinline]] inline const void*& resuming_entry() noexcept {
+  thread_local const void* entry = nullptr;
+  return entry;
+}
+
+/// Marks, for as long as it lives, the coroutine thread of `h` as being resumed by us: while our handler
+/// runs it, a cogrid operation that thread suspends in is initiated from inside our handler, which
+/// returns as soon as the thread suspends.
+class resuming {
+public:
+  template <class Handler>
+  explicit resuming(Handler& h) noexcept : prev_(std::exchange(resuming_entry(), h.entry_point())) {}
+  ~resuming() { resuming_entry() = prev_; }
+  resuming(const resuming&) = delete;
+  resuming& operator=(const resuming&) = delete;
+
+private:
+  const void* prev_;
+};
+
+/// Whether the coroutine whose handler an initiation got is suspending back into one of our hand-offs
+/// (so that what the initiation queues as a continuation runs right after it). False when it was started
+/// or resumed by anything else: co_spawn runs a new coroutine inline, inside the user's code, up to its
+/// first suspension, and that code goes on running afterwards.
+template <class Handler>
+bool resumed_by_us(Handler& h) noexcept {
+  const void* e = h.entry_point();
+  return e != nullptr && e == resuming_entry();
+}
+
+template <class Executor, class F>
+void execute_continuation(const Executor& ex, F&& f) {
+  auto never = asio::require(ex, asio::execution::blocking.never);
+  if (handoff_depth() > 0) {
+    asio::execution::execute(asio::prefer(never, asio::execution::relationship.continuation), std::forward<F>(f));
+  } else {
+    asio::execution::execute(never, std::forward<F>(f));
+  }
+}
+
+/// Queues `f` on `ex` (never run inline). Under a handoff_scope, as a continuation of the handler running
+/// now: called from a thread that runs `ex`'s io_context, it goes to that thread's own queue (no lock, no
+/// other thread woken) and runs once the current handler returns; for our internal hand-offs (a response
+/// resuming its caller, a request starting its handler), where waking another thread for every message
+/// costs more than the work. Elsewhere (user code that goes on running after the call: a stream's next()
+/// that found a response waiting, a cancel()) it is an ordinary post: a continuation would wait for the
+/// user's code to return, and one onto a strand (a connection's) would hold every handler of that strand
+/// until then.
 ///
 /// When `ex` is an io_context's own executor (that of a coroutine spawned on an io_context) or a strand of
 /// one (cogrid's strands), the operation wrapping `f` comes from the per-thread block cache and is queued
@@ -84,14 +149,10 @@ template <class Executor, class F>
 void post_continuation(const Executor& ex, F&& f) {
   if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
     using plain = asio::io_context::basic_executor_type<std::allocator<void>, 0>;
-    if (const auto* e = exact_target<plain>(ex)) {
-      execute_continuation(asio::require(*e, asio::execution::allocator(pool_allocator<void>())), std::forward<F>(f));
-      return;
-    }
-    if (const auto* e = exact_target<asio::strand<plain>>(ex)) {
-      execute_continuation(asio::require(*e, asio::execution::allocator(pool_allocator<void>())), std::forward<F>(f));
-      return;
-    }
+    const auto pooled = asio::execution::allocator(pool_allocator<void>());
+    if (const auto* e = exact_target<plain>(ex)) return execute_continuation(asio::require(*e, pooled), std::forward<F>(f));
+    if (const auto* e = exact_target<asio::strand<plain>>(ex))
+      return execute_continuation(asio::require(*e, pooled), std::forward<F>(f));
   }
   execute_continuation(ex, std::forward<F>(f));
 }
@@ -102,6 +163,7 @@ struct wake_fn {
   std::error_code ec;
   void operator()() {
     if (slot.is_connected()) slot.clear();
+    resuming by_us(h);
     std::move(h)(ec);
   }
 };

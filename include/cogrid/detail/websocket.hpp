@@ -59,14 +59,16 @@ inline std::size_t ws_mask(std::byte* p, std::size_t n, const std::array<std::ui
   return (phase + n) & 3;
 }
 
-/// A fresh masking key: four bytes of BoringSSL's CSPRNG, drawn 256 at a time per thread.
-inline std::array<std::uint8_t, 4> ws_mask_key() {
+/// A fresh masking key: four bytes of BoringSSL's CSPRNG, drawn 256 at a time per thread. Not inlined:
+/// clang 16 may keep a thread_local's address across a co_await (see pool.hpp), and the writer
+/// coroutine reaches this through frame_binary().
+[[gnu::noinline]] inline std::array<std::uint8_t, 4> ws_mask_key() {
   struct pool {
     std::uint8_t bytes[256];
     std::size_t next = sizeof bytes;
   };
   thread_local pool p;
-  if (p.next == sizeof p.bytes) {
+  if (p.next + 4 > sizeof p.bytes) {
     if (RAND_bytes(p.bytes, sizeof p.bytes) != 1) throw std::runtime_error("RAND_bytes failed");
     p.next = 0;
   }

@@ -69,8 +69,11 @@ struct session {
 // that throws fails the session, so the others end too.
 //
 // The join is owned by the three loops' completion handlers only, never by run_session's frame (which
-// holds the session): if the io_context is destroyed with the loops pending, their handlers go, the
-// join goes, and with it the stored handler of run_session and its frame. No cycle keeps them alive.
+// holds the session): if the io_context is destroyed while the loops wait in it, their handlers go, the
+// join goes, and with it the stored handler of run_session and its frame. A writer parked in
+// connection::writer_w_ is not in the io_context, though: its handler (and through it the join and
+// run_session, which holds the connection) stays reachable from the connection, a cycle that only
+// shutdown() breaks (README: shut down before destroying the io_context).
 struct session_join {
   int running = 3; // the reader, writer and health loops not yet ended
   waiter done;     // run_session, until they have
@@ -305,6 +308,7 @@ COGRID_DECL void connection::unpark_writer(std::error_code ec) {
 }
 
 COGRID_DECL void connection::park_writer(detail::session& s, detail::wait_handler h) {
+  detail::handoff_scope handing_off; // the writer is suspended
   detail::waiter now;
   {
     std::lock_guard lk(q_mu_);
@@ -591,6 +595,7 @@ COGRID_DECL asio::awaitable<void> connection::reader(std::shared_ptr<detail::ses
     }
     bytes_in_.fetch_add(s->rbuf.size(), std::memory_order_relaxed);
     if (block_inbound_.load(std::memory_order_relaxed)) continue;
+    detail::handoff_scope handing_off; // the batch is dispatched by our code alone (no co_await in it)
     const std::error_code perr = for_each_message(s->rbuf, [&](const message& m) {
       messages_in_.fetch_add(1, std::memory_order_relaxed);
       if (!s->failed) handle(*s, m);

@@ -57,6 +57,7 @@ struct call_done {
     pc.meter.end(c.shared().trace, c.remote(), pc.err.code, pc.resp ? pc.resp->size() : 0, pc.req_bytes);
     call_result<payload> r = pc.err ? call_result<payload>(std::move(pc.err)) : call_result<payload>(std::move(pc.resp));
     p.reset();
+    resuming by_us(h);
     std::move(h)(std::move(r));
   }
 };
@@ -71,7 +72,10 @@ inline void wake_call(basic_waiter<call_handler>&& w, std::shared_ptr<pending_ca
 struct call_refused {
   call_handler h;
   call_error err;
-  void operator()() { std::move(h)(call_result<payload>(std::move(err))); }
+  void operator()() {
+    resuming by_us(h);
+    std::move(h)(call_result<payload>(std::move(err)));
+  }
 };
 
 /// A single request this node serves.
@@ -216,6 +220,9 @@ struct deadline_sweep {
 };
 
 inline void deadline_arm(connection& c, conn_mux& mx, std::chrono::steady_clock::time_point at) {
+  // Once shutdown() has cancelled the timer, nothing arms it again (a timer left waiting would keep the
+  // io_context's run() going for a call's whole timeout): the session's end completes the calls left.
+  if (c.stopping()) return;
   mx.timer_at = at;
   mx.deadline_timer.expires_at(at); // cancels a wait set for a later time (its sweep sees the error)
   mx.deadline_timer.async_wait(deadline_sweep{c.weak_from_this()});
@@ -241,6 +248,7 @@ struct call_initiation {
   call_options opt;
 
   void operator()(call_handler handler) {
+    handoff_scope handing_off(resumed_by_us(handler)); // then our posts may wait for this to return
     connection& conn = *c;
     std::error_code early;
     if (static_cast<std::uint8_t>(h) == 0) early = errc::invalid_handler;
@@ -266,22 +274,30 @@ struct call_initiation {
     p->session = conn.session_id();
     p->mux = mx.next_id.fetch_add(1, std::memory_order_relaxed) + 1;
     p->deadline = std::chrono::steady_clock::now() + opt.timeout;
+    bool stopping = false;
     {
-      std::lock_guard lk(mx.mu);
-      mx.outgoing.put(p->mux, p);
-      deadline_insert(conn, mx, p.get());
+      std::lock_guard lk(mx.mu); // shutdown() sets stopping, then cancels the deadline timer under this lock
+      stopping = conn.stopping();
+      if (!stopping) {
+        mx.outgoing.put(p->mux, p);
+        deadline_insert(conn, mx, p.get());
+      }
     }
-    message m;
-    m.mux_id = p->mux;
-    m.deadline_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(opt.timeout.count(), 0xffffffffLL));
-    m.handler = h;
-    m.op = op_code::request;
-    m.flags = msg_flags::eof;
-    if (!nil) m.payload = std::span<const std::byte>(req);
-    m.subroute = sub;
-    const std::error_code sent = conn.send(m); // encoded (copied) at once
+    if (stopping) {
+      complete(p, call_error(errc::shutdown));
+    } else {
+      message m;
+      m.mux_id = p->mux;
+      m.deadline_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(opt.timeout.count(), 0xffffffffLL));
+      m.handler = h;
+      m.op = op_code::request;
+      m.flags = msg_flags::eof;
+      if (!nil) m.payload = std::span<const std::byte>(req);
+      m.subroute = sub;
+      const std::error_code sent = conn.send(m); // encoded (copied) at once
+      if (sent) complete(p, call_error(sent));
+    }
     buffer_cache::give(std::move(req));
-    if (sent) complete(p, call_error(sent));
     basic_waiter<call_handler> now;
     {
       std::lock_guard lk(mx.mu);
@@ -469,6 +485,7 @@ struct sync_call {
     }
     conn->mux().sync_in.fetch_sub(1, std::memory_order_relaxed);
     const bool late = deadline_ms && std::chrono::steady_clock::now() > ctx.deadline;
+    handoff_scope handing_off; // the user's function has returned: only ours runs from here
     finish_served(*conn, meter, session, mux, seq, handler, std::move(r), req_bytes, late);
   }
 };
@@ -557,6 +574,7 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
     if (r) buffer_cache::give(std::move(*r));
     co_return;
   }
+  handoff_scope handing_off; // the handler has returned; the coroutine ends after this (no co_await)
   finish_served(*sc->conn, sc->meter, sc->session, sc->mux, sc->seq, sc->handler, std::move(r), req_bytes, sc->timed_out);
 }
 

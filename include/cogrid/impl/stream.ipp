@@ -168,6 +168,7 @@ COGRID_DECL bool server_take_input(server_stream& s, payload& out) {
 }
 
 COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error) {
+  handoff_scope handing_off; // the generator has ended (its frame goes next)
   std::string text = error ? describe_failure(error) : std::string();
   bool closed = false;
   {
@@ -490,20 +491,6 @@ struct client_cancel_fn {
   }
 };
 
-COGRID_DECL void client_wait_init::operator()(wait_handler h) const {
-  waiter now;
-  {
-    std::lock_guard lk(s->mu);
-    bool ready = s->finished;
-    if (kind == wait_kind::open) ready = ready || s->acked;
-    if (kind == wait_kind::next) ready = ready || !s->responses.empty();
-    if (kind == wait_kind::send) ready = ready || s->credits > 0;
-    if (ready) now.h.emplace(std::move(h));
-    else arm(s->waits[static_cast<int>(kind)], std::move(h), client_cancel_fn{s});
-  }
-  wake(std::move(now));
-}
-
 struct client_deadline_fn {
   std::shared_ptr<client_stream_state> s;
   void operator()(std::error_code ec) const {
@@ -561,6 +548,24 @@ struct client_arm_fn {
   }
 };
 
+COGRID_DECL void client_wait_init::operator()(wait_handler h) const {
+  handoff_scope handing_off(resumed_by_us(h)); // then our posts may wait for this to return
+  if (kind == wait_kind::open) { // the stream is sent: its deadline and ping timers start
+    if (auto c = s->conn.lock()) post_continuation(c->get_executor(), client_arm_fn{s});
+  }
+  waiter now;
+  {
+    std::lock_guard lk(s->mu);
+    bool ready = s->finished;
+    if (kind == wait_kind::open) ready = ready || s->acked;
+    if (kind == wait_kind::next) ready = ready || !s->responses.empty();
+    if (kind == wait_kind::send) ready = ready || s->credits > 0;
+    if (ready) now.h.emplace(std::move(h));
+    else arm(s->waits[static_cast<int>(kind)], std::move(h), client_cancel_fn{s});
+  }
+  wake(std::move(now));
+}
+
 COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> open_stream(
     std::shared_ptr<connection> c, handler_id h, std::optional<subroute_id> sub, payload_view initial,
     stream_capacity cap, stream_options opt) {
@@ -600,8 +605,7 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
     client_finish(s, call_error(ec), false);
     co_return call_error(ec);
   }
-  post_continuation(c->get_executor(), client_arm_fn{s});
-  co_await stream_wait(s, wait_kind::open);
+  co_await stream_wait(s, wait_kind::open); // also arms the stream's timers
   std::lock_guard lk(s->mu);
   if (!s->acked) co_return s->err ? s->err : call_error(errc::disconnected);
   co_return s;
