@@ -15,6 +15,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
+#include <cogrid/detail/registry.hpp>
 #include <cogrid/detail/strand.hpp>
 
 #include <atomic>
@@ -64,7 +65,7 @@ public:
 /// cache a thread_local's address across a co_await (LLVM issue 63022, fixed in clang 17), which breaks
 /// Asio's per-thread allocator when a coroutine resumes on another thread: with those compilers run the
 /// io_context on one thread.
-class connection : public std::enable_shared_from_this<connection> {
+class connection : public std::enable_shared_from_this<connection>, private detail::abandonable {
 public:
   /// A strand of its own (see `detail::make_strand_executor`).
   using executor_type = asio::any_io_executor;
@@ -117,6 +118,9 @@ public:
   COGRID_DECL void attach(std::unique_ptr<transport> t);
   /// Runs a session over an accepted and handshaken WebSocket (acceptor side), replacing any current one.
   COGRID_DECL void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
+  /// Registers the connection with its execution context, which lets its parked handlers go if it is
+  /// destroyed before shutdown() (see detail/registry.hpp). Once, after construction.
+  COGRID_DECL void enroll();
   /// Ends everything; `state()` becomes shutdown. Completes when the session and dial loop are gone.
   COGRID_DECL asio::awaitable<void> shutdown();
   /// Whether shutdown() has begun: calls are refused with `errc::shutdown` from then on.
@@ -137,6 +141,7 @@ private:
   friend struct detail::session;
 
   COGRID_DECL std::error_code enqueue(const message& m, bool control);
+  COGRID_DECL void abandon() override;
   COGRID_DECL void set_state(connection_state s);
   COGRID_DECL void log(log_level level, const std::string& text) const;
   COGRID_DECL void set_last_error(const std::string& text);

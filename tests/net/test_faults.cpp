@@ -489,3 +489,78 @@ TEST_CASE("a stalled stream consumer and a disconnect do not hold up the reconne
 }
 
 TEST_SUITE_END();
+
+// An io_context destroyed without manager::shutdown(), with a coroutine parked in each of cogrid's own
+// objects (a caller waiting for its response, a handler asleep, a stream consumer waiting in next(), a
+// generator waiting for input, one waiting for a credit, idle writers, in-memory pipes): everything is
+// freed with the context. Those handlers are not in the io_context's queue; they held, through their
+// frames, the connections that store them, which stayed allocated before the context's service let
+// them go. (The sanitizer build's leak checker sees the rest: frames, sessions, streams.)
+namespace {
+const unary_raw sleeper{handler_id{51}};
+struct sleeper_fn {
+  asio::awaitable<payload> operator()(payload p) const { return run(std::move(p)); }
+  static asio::awaitable<payload> run(payload p) {
+    co_await sleep_for(std::chrono::hours(1));
+    co_return p;
+  }
+};
+
+asio::awaitable<void> park_call(std::shared_ptr<connection> c) {
+  payload body = bytes("x");
+  (void)co_await sleeper.call(*c, body);
+}
+asio::awaitable<void> park_in_next(std::shared_ptr<connection> c) {
+  auto s = co_await echo_stream.open(*c, std::nullopt); // the handler waits for input, we for output
+  if (s) (void)co_await s->next();
+}
+asio::awaitable<void> park_without_credit(std::shared_ptr<connection> c) {
+  auto s = co_await endless.open(*c, bytes("")); // the handler waits for a credit after the first response
+  if (!s) co_return;
+  (void)co_await s->next();
+  co_await sleep_for(std::chrono::hours(1));
+}
+
+asio::awaitable<void> park_everything(testing::grid& g, asio::io_context& io, bool& parked) {
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, park_call(g.link(0, 1)), asio::detached);
+  asio::co_spawn(ex, park_in_next(g.link(0, 1)), asio::detached);
+  asio::co_spawn(ex, park_without_credit(g.link(1, 0)), asio::detached);
+  auto all_parked = [&] {
+    const connection_stats a = g.link(0, 1)->stats(), b = g.link(1, 0)->stats();
+    return a.calls_out == 1 && b.calls_in == 1 && a.streams_out == 1 && b.streams_in == 1 && b.streams_out == 1 &&
+           a.streams_in == 1;
+  };
+  REQUIRE(co_await eventually(all_parked));
+  co_await sleep_for(50ms); // the writers park too
+  parked = true;
+  io.stop();
+}
+
+void destroy_without_shutdown(testing::grid::network net) {
+  std::weak_ptr<connection> a, b;
+  {
+    asio::io_context io;
+    auto g = std::make_unique<testing::grid>(io.get_executor(), 2, testing::grid::configure_fn{}, net);
+    serve_all(*g);
+    for (std::size_t i = 0; i < 2; ++i) REQUIRE(!sleeper.serve(g->node(i), sleeper_fn{}));
+    g->start();
+    bool parked = false;
+    asio::co_spawn(io, park_everything(*g, io, parked), asio::detached);
+    io.run_for(30s);
+    REQUIRE(parked);
+    a = g->link(0, 1);
+    b = g->link(1, 0);
+    g.reset(); // the managers go first, without shutdown()
+    CHECK_FALSE(a.expired()); // still held by the coroutines parked in them
+  } // then the io_context
+  CHECK(a.expired());
+  CHECK(b.expired());
+}
+} // namespace
+
+TEST_CASE("an io_context destroyed without shutdown() frees its connections and what is parked in them") {
+  SUBCASE("loopback TCP") { destroy_without_shutdown(testing::grid::network::loopback); }
+  SUBCASE("in-memory pipes") { destroy_without_shutdown(testing::grid::network::memory); }
+}

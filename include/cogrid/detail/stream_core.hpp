@@ -247,6 +247,9 @@ class mux_core;
 COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message& m);
 /// The session ended: every stream of it fails (callers) or is cancelled (handlers).
 COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session);
+/// The connection's execution context is shutting down: every stream's parked handler or generator is
+/// destroyed (not resumed) and the connection's stream tables emptied (see registry.hpp).
+COGRID_DECL void abandon_streams(connection& c);
 
 } // namespace detail
 } // namespace cogrid

@@ -176,6 +176,15 @@ inline void wake(waiter&& w, std::error_code ec = {}) {
   post_continuation(ex, wake_fn{std::move(*w.h), w.slot, ec});
 }
 
+// Lets a taken waiter go without resuming it, when its execution context is shutting down (see
+// registry.hpp): its cancellation hook is removed and its handler destroyed, which hands the coroutine's
+// frames to the context for destruction.
+template <class Handler>
+void drop(basic_waiter<Handler>&& w) {
+  if (w.slot.is_connected()) w.slot.clear();
+  w.h.reset();
+}
+
 } // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_WAITER_HPP

@@ -14,9 +14,11 @@
 #include <asio/connect.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/execution/context.hpp>
 #include <asio/experimental/concurrent_channel.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
+#include <asio/query.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/ssl.hpp>
 #include <asio/this_coro.hpp>
@@ -168,6 +170,26 @@ COGRID_DECL connection::connection(std::shared_ptr<detail::grid_shared> shared, 
 }
 
 COGRID_DECL connection::~connection() = default;
+
+COGRID_DECL void connection::enroll() {
+  asio::use_service<detail::abandon_service>(asio::query(strand_, asio::execution::context))
+      .add(std::shared_ptr<detail::abandonable>(shared_from_this(), static_cast<detail::abandonable*>(this)));
+}
+
+// The io_context is being destroyed with this connection running (no shutdown()): no thread runs it
+// any more. The handlers parked in our objects are destroyed, which hands their coroutines' frames to
+// the context (destroyed with its queue); the frames held the connection, so it goes with them.
+COGRID_DECL void connection::abandon() {
+  detail::waiter writer;
+  {
+    std::lock_guard lk(q_mu_);
+    detail::take_waiter(writer_w_, writer);
+  }
+  detail::drop(std::move(writer));
+  detail::abandon_calls(*this);
+  // An in-memory pipe stores its reader's and writer's handlers too: closing it queues them.
+  if (current_) current_->ws->lower().close();
+}
 
 COGRID_DECL node_id connection::remote_id() const {
   std::lock_guard lk(st_mu_);

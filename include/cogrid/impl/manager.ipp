@@ -325,7 +325,9 @@ COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : stat
   st.shared->sink.store(st.mux.get(), std::memory_order_release);
   for (const auto& h : o.hosts) {
     if (h == o.local || st.conns.count(h)) continue;
-    st.conns.emplace(h, std::make_shared<cogrid::connection>(st.shared, h, ex));
+    auto c = std::make_shared<cogrid::connection>(st.shared, h, ex);
+    c->enroll();
+    st.conns.emplace(h, std::move(c));
   }
 }
 

@@ -596,6 +596,29 @@ COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, 
   stream_on_session_end(c, session);
 }
 
+COGRID_DECL void abandon_calls(connection& c) {
+  conn_mux& mx = c.mux();
+  std::vector<std::shared_ptr<pending_call>> calls;
+  std::vector<std::shared_ptr<server_call>> served; // each held its connection
+  std::vector<basic_waiter<call_handler>> parked;
+  {
+    std::lock_guard lk(mx.mu);
+    mx.outgoing.for_each([&](std::uint64_t, const std::shared_ptr<pending_call>& p) { calls.push_back(p); });
+    mx.incoming.for_each([&](std::uint64_t, const std::shared_ptr<server_call>& sc) { served.push_back(sc); });
+    mx.outgoing.clear();
+    mx.incoming.clear();
+    for (auto& p : calls) {
+      p->done.store(true, std::memory_order_relaxed); // nothing completes it any more
+      deadline_unlink(mx, p.get());
+      p->finished = true;
+      parked.emplace_back();
+      take_waiter(p->w, parked.back());
+    }
+  }
+  for (auto& w : parked) drop(std::move(w));
+  abandon_streams(c);
+}
+
 } // namespace cogrid::detail
 
 #endif // COGRID_IMPL_MUX_IPP

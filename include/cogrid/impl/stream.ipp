@@ -790,6 +790,38 @@ COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session) {
   for (auto& s : in) server_cancel(s, std::string());
 }
 
+COGRID_DECL void abandon_streams(connection& c) {
+  std::vector<std::shared_ptr<client_stream_state>> out;
+  std::vector<std::shared_ptr<server_stream>> in;
+  {
+    std::lock_guard lk(c.mux().mu);
+    c.mux().streams_out.for_each([&](std::uint64_t, const std::shared_ptr<client_stream_state>& s) { out.push_back(s); });
+    c.mux().streams_in.for_each([&](std::uint64_t, const std::shared_ptr<server_stream>& s) { in.push_back(s); });
+    c.mux().streams_out.clear();
+    c.mux().streams_in.clear(); // each held its connection
+  }
+  for (auto& s : out) {
+    waiter parked[3];
+    {
+      std::lock_guard lk(s->mu);
+      s->finished = true;
+      for (int i = 0; i < 3; ++i) take_waiter(s->waits[i], parked[i]);
+    }
+    for (auto& w : parked) drop(std::move(w));
+  }
+  for (auto& s : in) {
+    std::coroutine_handle<> parked;
+    {
+      std::lock_guard lk(s->mu);
+      s->cancelled = s->finished = true;
+      parked = std::exchange(s->input_waiter, nullptr);
+      if (!parked) parked = std::exchange(s->yield_waiter, nullptr);
+      if (parked) s->gen = nullptr; // its promise goes with the frame
+    }
+    owned_resume frame(parked); // destroyed here, outside the lock: the generator parked in the stream
+  }
+}
+
 } // namespace cogrid::detail
 
 #endif // COGRID_IMPL_STREAM_IPP
