@@ -237,6 +237,47 @@ asio::awaitable<void> deadlines(asio::any_io_executor ex) {
 }
 TEST_CASE("deadlines and cancellation reach the handler and spare other calls and the connection") { run_async(deadlines); }
 
+// A peer that sends a second request with the id of a call whose handler still runs (ids are never
+// reused by a correct peer): the second is ignored and counted, and the first stays tracked, so the
+// peer's cancellation still reaches it. (The table used to replace the first, which then ran on
+// uncancellable while the duplicate ran too.)
+asio::awaitable<void> duplicate_mux(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto cancelled = std::make_shared<std::atomic<int>>(0);
+  auto started = std::make_shared<std::atomic<int>>(0);
+  const unary_raw slow{handler_id{50}};
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  auto c = g.link(0, 1);
+  auto served = g.link(1, 0);
+  const std::uint64_t unhandled_before = served->stats().unhandled;
+  const std::string body = "slow";
+  message req;
+  req.mux_id = std::uint64_t{1} << 40; // far above the ids node 0's own calls use
+  req.op = op_code::request;
+  req.handler = handler_id{50};
+  req.flags = msg_flags::eof;
+  req.deadline_ms = 60000;
+  req.payload = std::as_bytes(std::span(body));
+  REQUIRE(!c->send(req));
+  auto first_started = [&] { return started->load() == 1; };
+  REQUIRE(co_await eventually(first_started));
+  REQUIRE(!c->send(req)); // the same id again
+  auto counted = [&] { return served->stats().unhandled == unhandled_before + 1; };
+  CHECK(co_await eventually(counted));
+  CHECK(served->stats().calls_in == 1);
+  message stop;
+  stop.mux_id = req.mux_id;
+  stop.op = op_code::disconnect_server_mux;
+  REQUIRE(!c->send(stop));
+  auto stopped = [&] { return cancelled->load() == 1 && served->stats().calls_in == 0; };
+  CHECK(co_await eventually(stopped)); // the first handler, still tracked, was cancelled
+  CHECK(started->load() == 1);         // and the duplicate never ran
+  co_await g.shutdown();
+}
+TEST_CASE("a second request for a mux still running is ignored; the first stays cancellable") { run_async(duplicate_mux); }
+
 asio::awaitable<void> one_call(const unary_raw& u, std::shared_ptr<connection> c, int i, std::shared_ptr<std::atomic<int>> ok) {
   const std::string want = "call-" + std::to_string(i);
   auto r = co_await u.call(*c, bytes(want));

@@ -520,11 +520,18 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   sc->handler = m.handler;
   sc->subroute = m.subroute;
   sc->session = c.session_id();
-  sc->meter.begin(*fn->metrics);
   {
     std::lock_guard lk(c.mux().mu);
+    if (c.mux().incoming.find(m.mux_id)) {
+      // A second request for a mux whose handler still runs (a broken peer: ids are never reused):
+      // ignored, like a second connect of a stream. The first stays cancellable; its response answers
+      // the caller's one call with this id.
+      c.mux().unknown_mux.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     c.mux().incoming.put(m.mux_id, sc);
   }
+  sc->meter.begin(*fn->metrics);
   auto strand = sc->strand;
   auto slot = sc->cancel.slot();
   asio::co_spawn(strand, run_server_call(sc, std::move(fn), copy_payload(m)),
