@@ -398,13 +398,14 @@ asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
   auto order = std::make_shared<std::vector<int>>();
   asio::co_spawn(ex, timed_call(slow, c, 600ms, order), asio::detached);
   asio::co_spawn(ex, timed_call(slow, c, 60ms, order), asio::detached);
-  asio::co_spawn(ex, timed_call(slow, c, 300ms, order), asio::detached);
+  asio::co_spawn(ex, timed_call(slow, c, 300ms, order), asio::detached); // placed walking from the head
+  asio::co_spawn(ex, timed_call(slow, c, 550ms, order), asio::detached); // placed walking from the tail
   asio::co_spawn(ex, timed_call(slow, c, 30s, order), asio::detached); // answered (2 s handler)
-  auto three = [&] { return order->size() == 3; };
-  CHECK(co_await eventually(three, 5s));
-  CHECK(*order == std::vector<int>{60, 300, 600});
-  auto four = [&] { return order->size() == 4; };
-  CHECK(co_await eventually(four, 5s));
+  auto timed_out = [&] { return order->size() == 4; };
+  CHECK(co_await eventually(timed_out, 5s));
+  CHECK(*order == std::vector<int>{60, 300, 550, 600});
+  auto answered = [&] { return order->size() == 5; };
+  CHECK(co_await eventually(answered, 5s));
   CHECK(order->back() == -1); // the 30 s call got its response
   co_await assert_no_active(g);
   co_await g.shutdown();

@@ -162,7 +162,16 @@ inline void deadline_arm(connection& c, conn_mux& mx, std::chrono::steady_clock:
 
 inline void deadline_insert(connection& c, conn_mux& mx, pending_call* p) {
   pending_call* after = mx.dl_tail; // the common case: the latest deadline so far
-  while (after && after->deadline > p->deadline) after = after->prev;
+  if (after && after->deadline > p->deadline) {
+    // Earlier than the latest: walk from the end it is nearer to in time, so that a short timeout among
+    // many long ones (or the reverse) passes only the calls of its own kind.
+    if (p->deadline - mx.dl_head->deadline < after->deadline - p->deadline) {
+      after = nullptr; // from the head: after the last call due no later than p
+      for (pending_call* q = mx.dl_head; q && q->deadline <= p->deadline; q = q->next) after = q;
+    } else {
+      while (after && after->deadline > p->deadline) after = after->prev;
+    }
+  }
   p->prev = after;
   p->next = after ? after->next : mx.dl_head;
   (p->next ? p->next->prev : mx.dl_tail) = p;
