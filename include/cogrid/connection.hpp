@@ -65,7 +65,7 @@ public:
 /// cache a thread_local's address across a co_await (LLVM issue 63022, fixed in clang 17), which breaks
 /// Asio's per-thread allocator when a coroutine resumes on another thread: with those compilers run the
 /// io_context on one thread.
-class connection : public std::enable_shared_from_this<connection>, private detail::abandonable {
+class connection final : public std::enable_shared_from_this<connection>, private detail::abandonable {
 public:
   /// A strand of its own (see `detail::make_strand_executor`).
   using executor_type = asio::any_io_executor;
@@ -141,7 +141,7 @@ private:
   friend struct detail::session;
 
   COGRID_DECL std::error_code enqueue(const message& m, bool control);
-  COGRID_DECL void abandon() override;
+  COGRID_DECL void abandon(asio::execution_context& ctx) override;
   COGRID_DECL void set_state(connection_state s);
   COGRID_DECL void log(log_level level, const std::string& text) const;
   COGRID_DECL void set_last_error(const std::string& text);

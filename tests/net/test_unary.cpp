@@ -456,6 +456,75 @@ TEST_CASE("a call spawned inline by code that keeps computing completes on the o
 }
 
 namespace {
+// A caller on a strand is resumed by our hand-off inside the strand's invoker, which runs the strand's
+// other ready handlers (user code) before it returns. The next call that caller makes must not queue its
+// hand-off to the connection's writer as a continuation behind them.
+struct counting_echo {
+  std::shared_ptr<std::atomic<int>> served;
+  payload operator()(payload p) const {
+    served->fetch_add(1);
+    return p;
+  }
+};
+const unary_raw counted{handler_id{52}};
+
+struct strand_case {
+  std::shared_ptr<connection> c;
+  asio::any_io_executor strand;
+  std::shared_ptr<std::atomic<int>> served;     // requests node 1 has handled
+  std::shared_ptr<std::atomic<bool>> sent_while; // the second request left while the strand computed
+  std::shared_ptr<std::atomic<int>> done;       // 1: both calls answered
+};
+// Queued on the strand behind the first call's response: runs right after the caller suspends in its
+// second call, and computes until that call's request has reached node 1 (or gives up).
+struct compute_fn {
+  strand_case k;
+  void operator()() const {
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (k.served->load() < 2 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    k.sent_while->store(k.served->load() == 2);
+  }
+};
+// Runs on the strand while the caller waits for its first response: holds the strand until that
+// response has been handed over (queued on the strand), then queues the computation behind it.
+struct hold_fn {
+  strand_case k;
+  void operator()() const {
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (k.c->stats().calls_out != 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    std::this_thread::sleep_for(20ms); // the hand-off follows the call's completion at once
+    asio::post(k.strand, compute_fn{k});
+  }
+};
+asio::awaitable<void> two_calls_on_strand(strand_case k) {
+  asio::post(k.strand, hold_fn{k}); // runs once this coroutine suspends in its first call
+  payload first = bytes("first"), second = bytes("second");
+  auto a = co_await counted.call(*k.c, first);
+  auto b = co_await counted.call(*k.c, second);
+  k.done->store(a && b && text(*a) == "first" && text(*b) == "second" ? 1 : 2);
+}
+asio::awaitable<void> strand_caller(asio::any_io_executor ex) {
+  testing::grid g(ex, 2);
+  auto served = std::make_shared<std::atomic<int>>(0);
+  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!counted.serve(g.node(i), counting_echo{served}));
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  co_await sleep_for(20ms); // the writers park
+  strand_case k{g.link(0, 1), asio::make_strand(ex), served, std::make_shared<std::atomic<bool>>(false),
+                std::make_shared<std::atomic<int>>(0)};
+  asio::co_spawn(k.strand, two_calls_on_strand(k), asio::detached);
+  auto finished = [&] { return k.done->load() != 0; };
+  CHECK(co_await eventually(finished, 30s));
+  CHECK(k.done->load() == 1);
+  CHECK(k.sent_while->load());
+  co_await g.shutdown();
+}
+} // namespace
+TEST_CASE("a caller on a strand: its next call is sent while the strand's other handlers compute") {
+  run_async(strand_caller, std::chrono::seconds(60), 2);
+}
+
+namespace {
 struct shutdown_then_flag {
   testing::grid* g;
   std::shared_ptr<std::atomic<bool>> done;

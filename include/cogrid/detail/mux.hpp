@@ -108,9 +108,10 @@ COGRID_DECL asio::awaitable<call_result<payload>> call_raw(std::shared_ptr<conne
                                                            std::optional<subroute_id> sub, std::vector<std::byte> req,
                                                            bool nil, call_options opt);
 
-/// The connection's execution context is shutting down: every call's parked handler is destroyed (not
-/// resumed), the call tables emptied, and the same done for streams (see registry.hpp).
-COGRID_DECL void abandon_calls(connection& c);
+/// The connection's execution context `ctx` is shutting down: every call's parked handler that completes
+/// in `ctx` is destroyed (not resumed), one in another context completes with `errc::shutdown`; the call
+/// tables are emptied, and the same done for streams (see registry.hpp).
+COGRID_DECL void abandon_calls(connection& c, asio::execution_context& ctx);
 
 } // namespace cogrid::detail
 

@@ -20,9 +20,10 @@ namespace cogrid::detail {
 /// An object holding parked handlers, able to let them go.
 class abandonable {
 public:
-  /// Destroys (never invokes) every handler the object stores and drops what it holds of other objects
-  /// that store handlers. Called once no thread runs the execution context any more.
-  virtual void abandon() = 0;
+  /// `ctx` is shutting down, and no thread runs it any more: destroys (never invokes) every handler the
+  /// object stores that would complete in `ctx` (a handler of another context is completed with an
+  /// error instead) and drops what it holds of other objects that store handlers.
+  virtual void abandon(asio::execution_context& ctx) = 0;
 
 protected:
   ~abandonable() = default;
@@ -58,7 +59,7 @@ private:
     // Outside the lock: letting handlers go may destroy other objects of ours.
     for (auto& p : live) {
       try {
-        p->abandon();
+        p->abandon(context());
       } catch (...) { // out of memory while collecting: what is left stays allocated, as before
       }
     }

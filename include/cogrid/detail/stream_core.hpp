@@ -247,9 +247,10 @@ class mux_core;
 COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message& m);
 /// The session ended: every stream of it fails (callers) or is cancelled (handlers).
 COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session);
-/// The connection's execution context is shutting down: every stream's parked handler or generator is
-/// destroyed (not resumed) and the connection's stream tables emptied (see registry.hpp).
-COGRID_DECL void abandon_streams(connection& c);
+/// The connection's execution context `ctx` is shutting down: every stream's parked handler in `ctx` or
+/// generator is destroyed (not resumed), a waiter in another context is woken to find the stream ended
+/// with `errc::shutdown`, and the connection's stream tables are emptied (see registry.hpp).
+COGRID_DECL void abandon_streams(connection& c, asio::execution_context& ctx);
 
 } // namespace detail
 } // namespace cogrid

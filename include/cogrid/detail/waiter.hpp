@@ -14,11 +14,13 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/execution/allocator.hpp>
 #include <asio/execution/blocking.hpp>
+#include <asio/execution/context.hpp>
 #include <asio/execution/execute.hpp>
 #include <asio/execution/relationship.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/prefer.hpp>
+#include <asio/query.hpp>
 #include <asio/require.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -69,8 +71,9 @@ void take_waiter(basic_waiter<Handler>& from, basic_waiter<Handler>& to) {
   return depth;
 }
 
-/// Open while one of cogrid's own short handlers runs on this thread and will return without running
-/// user code: the reader dispatching a batch of messages, a served call sending its response, the
+/// Open while one of cogrid's own short handlers runs on this thread and will return to the scheduler
+/// without running user code: the reader dispatching a batch of messages (the connection's strand runs
+/// only our code), a plain-function handler's response when it runs alone (see runs_alone), the
 /// initiation of an operation whose caller was resumed by one of our hand-offs (see resumed_by_us).
 /// Hand-offs made under it are queued as continuations (see post_continuation). Never held across a
 /// co_await.
@@ -111,14 +114,28 @@ private:
   const void* prev_;
 };
 
-/// Whether the coroutine whose handler an initiation got is suspending back into one of our hand-offs
-/// (so that what the initiation queues as a continuation runs right after it). False when it was started
-/// or resumed by anything else: co_spawn runs a new coroutine inline, inside the user's code, up to its
-/// first suspension, and that code goes on running afterwards.
+/// Whether handlers run on `ex` one per scheduler turn: an io_context's own executor. A strand's invoker
+/// runs every ready handler of the strand before it returns, so a continuation queued by one of them
+/// waits for all the others (user code on a user's strand or on a served handler's).
+inline bool runs_alone(const asio::any_io_executor& ex) noexcept {
+  return exact_target<asio::io_context::basic_executor_type<std::allocator<void>, 0>>(ex) != nullptr;
+}
+
+/// Whether the coroutine whose handler an initiation got is suspending back into one of our hand-offs,
+/// which returns to the scheduler right after it (so that what the initiation queues as a continuation
+/// runs next). False when it was started or resumed by anything else (co_spawn runs a new coroutine
+/// inline, inside the user's code, up to its first suspension, and that code goes on running afterwards)
+/// or runs on a strand (see runs_alone).
 template <class Handler>
 bool resumed_by_us(Handler& h) noexcept {
   const void* e = h.entry_point();
-  return e != nullptr && e == resuming_entry();
+  return e != nullptr && e == resuming_entry() && runs_alone(asio::get_associated_executor(h));
+}
+
+/// The execution context a stored handler completes in.
+template <class Handler>
+asio::execution_context* context_of(const Handler& h) noexcept {
+  return &asio::query(asio::get_associated_executor(h), asio::execution::context);
 }
 
 template <class Executor, class F>

@@ -179,14 +179,14 @@ COGRID_DECL void connection::enroll() {
 // The io_context is being destroyed with this connection running (no shutdown()): no thread runs it
 // any more. The handlers parked in our objects are destroyed, which hands their coroutines' frames to
 // the context (destroyed with its queue); the frames held the connection, so it goes with them.
-COGRID_DECL void connection::abandon() {
+COGRID_DECL void connection::abandon(asio::execution_context& ctx) {
   detail::waiter writer;
   {
     std::lock_guard lk(q_mu_);
     detail::take_waiter(writer_w_, writer);
   }
   detail::drop(std::move(writer));
-  detail::abandon_calls(*this);
+  detail::abandon_calls(*this, ctx); // the writer runs on our strand, in `ctx`
   // An in-memory pipe stores its reader's and writer's handlers too: closing it queues them.
   if (current_) current_->ws->lower().close();
 }

@@ -478,6 +478,7 @@ struct sync_call {
   handler_id handler{};
   std::optional<subroute_id> subroute;
   call_meter meter;
+  bool alone = false; // posted to an io_context's own executor: nothing else runs in this turn (runs_alone)
 
   void operator()() {
     call_context ctx;
@@ -494,7 +495,7 @@ struct sync_call {
     }
     conn->mux().sync_in.fetch_sub(1, std::memory_order_relaxed);
     const bool late = deadline_ms && std::chrono::steady_clock::now() > ctx.deadline;
-    handoff_scope handing_off; // the user's function has returned: only ours runs from here
+    handoff_scope handing_off(alone); // the user's function has returned: only ours runs from here
     finish_served(*conn, meter, session, mux, seq, handler, std::move(r), req_bytes, late);
   }
 };
@@ -518,6 +519,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
     call.deadline_ms = m.deadline_ms;
     call.handler = m.handler;
     call.subroute = m.subroute;
+    call.alone = runs_alone(ex_);
     c.mux().sync_in.fetch_add(1, std::memory_order_relaxed);
     post_continuation(ex_, std::move(call));
     return;
@@ -531,11 +533,14 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
   sc->session = c.session_id();
   {
     std::lock_guard lk(c.mux().mu);
-    if (c.mux().incoming.find(m.mux_id)) {
-      // A second request for a mux whose handler still runs (a broken peer: ids are never reused):
-      // ignored, like a second connect of a stream. The first stays cancellable; its response answers
-      // the caller's one call with this id.
+    std::shared_ptr<server_call>* live = c.mux().incoming.find(m.mux_id);
+    if (live && (*live)->session == sc->session) {
+      // A second request for a mux whose handler still runs (a broken peer: ids are never reused within
+      // a session): ignored, like a second connect of a stream. The first stays cancellable; its
+      // response answers the caller's one call with this id. (One from an ended session, cancelled and
+      // unwinding, gives way: a restarted peer numbers its calls from 1 again.)
       c.mux().unknown_mux.fetch_add(1, std::memory_order_relaxed);
+      c.mux().calls_served.fetch_sub(1, std::memory_order_relaxed); // counted above, not served
       return;
     }
     c.mux().incoming.put(m.mux_id, sc);
@@ -590,7 +595,6 @@ COGRID_DECL asio::awaitable<void> mux_core::run_server_call(std::shared_ptr<serv
     if (r) buffer_cache::give(std::move(*r));
     co_return;
   }
-  handoff_scope handing_off; // the handler has returned; the coroutine ends after this (no co_await)
   finish_served(*sc->conn, sc->meter, sc->session, sc->mux, sc->seq, sc->handler, std::move(r), req_bytes, sc->timed_out);
 }
 
@@ -612,7 +616,7 @@ COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, 
   stream_on_session_end(c, session);
 }
 
-COGRID_DECL void abandon_calls(connection& c) {
+COGRID_DECL void abandon_calls(connection& c, asio::execution_context& ctx) {
   conn_mux& mx = c.mux();
   std::vector<std::shared_ptr<pending_call>> calls;
   std::vector<std::shared_ptr<server_call>> served; // each held its connection
@@ -627,12 +631,18 @@ COGRID_DECL void abandon_calls(connection& c) {
       p->done.store(true, std::memory_order_relaxed); // nothing completes it any more
       deadline_unlink(mx, p.get());
       p->finished = true;
+      p->err = call_error(errc::shutdown);
       parked.emplace_back();
       take_waiter(p->w, parked.back());
     }
   }
-  for (auto& w : parked) drop(std::move(w));
-  abandon_streams(c);
+  for (std::size_t i = 0; i < parked.size(); ++i) {
+    basic_waiter<call_handler>& w = parked[i];
+    if (!w.h) continue;
+    if (context_of(*w.h) == &ctx) drop(std::move(w)); // a caller in this context: goes with it
+    else wake_call(std::move(w), calls[i]);           // one in another context, still running: told
+  }
+  abandon_streams(c, ctx);
 }
 
 } // namespace cogrid::detail

@@ -168,7 +168,6 @@ COGRID_DECL bool server_take_input(server_stream& s, payload& out) {
 }
 
 COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error) {
-  handoff_scope handing_off; // the generator has ended (its frame goes next)
   std::string text = error ? describe_failure(error) : std::string();
   bool closed = false;
   {
@@ -790,7 +789,7 @@ COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session) {
   for (auto& s : in) server_cancel(s, std::string());
 }
 
-COGRID_DECL void abandon_streams(connection& c) {
+COGRID_DECL void abandon_streams(connection& c, asio::execution_context& ctx) {
   std::vector<std::shared_ptr<client_stream_state>> out;
   std::vector<std::shared_ptr<server_stream>> in;
   {
@@ -804,10 +803,15 @@ COGRID_DECL void abandon_streams(connection& c) {
     waiter parked[3];
     {
       std::lock_guard lk(s->mu);
+      if (!s->finished) s->err = call_error(errc::shutdown);
       s->finished = true;
       for (int i = 0; i < 3; ++i) take_waiter(s->waits[i], parked[i]);
     }
-    for (auto& w : parked) drop(std::move(w));
+    for (auto& w : parked) {
+      if (!w.h) continue;
+      if (context_of(*w.h) == &ctx) drop(std::move(w));
+      else wake(std::move(w)); // in another context, still running: finds the stream ended
+    }
   }
   for (auto& s : in) {
     std::coroutine_handle<> parked;
