@@ -6,6 +6,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/result.hpp>
+#include <cogrid/detail/registry.hpp>
 #include <cogrid/detail/waiter.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -314,11 +315,17 @@ struct memory_channel {
   std::size_t pending() const noexcept { return buf.size() - off; }
 };
 
+struct memory_link;
+inline void sever(memory_link& link) noexcept;
+
 /// Both directions of an in-memory pipe, under one lock (the two ends may run on different threads).
-struct memory_link {
+/// Its readers and writers wait here, not in the io_context: when the context shuts down with them
+/// waiting, the pipe is severed, which queues them (to be destroyed with the context's queue).
+struct memory_link : abandonable {
   static constexpr std::size_t high_water = 256u << 10; // a writer waits while this much is unread
   std::mutex mu;
   memory_channel dir[2];
+  void abandon(asio::execution_context&) override { sever(*this); }
 };
 
 struct memory_wait_cancel {
@@ -486,6 +493,7 @@ private:
 
 inline std::pair<std::unique_ptr<transport>, std::unique_ptr<transport>>
 make_memory_pipe(const std::shared_ptr<memory_link>& link, const asio::any_io_executor& ex, std::string peer_a, std::string peer_b) {
+  asio::use_service<abandon_service>(asio::query(ex, asio::execution::context)).add(link);
   return {std::make_unique<memory_transport>(link, 0, ex, std::move(peer_a)),
           std::make_unique<memory_transport>(link, 1, ex, std::move(peer_b))};
 }

@@ -205,10 +205,10 @@ asio::awaitable<void> st_unknown(asio::any_io_executor ex) {
   CHECK(stream_raw(handler_id{70}, stream_capacity{0, 0}).serve(g.node(0), count_gen) == errc::invalid_value);
   // A unary handler and a stream handler may share an id: they are separate registries (as in MinIO).
   CHECK_FALSE(echo_call.serve(g.node(0), echo_fn{}));
-  // Opening on a connection that is down fails at once.
+  // Opening on a connection that is down fails at once: after shutdown, with that reason.
   co_await g.shutdown();
   auto d = co_await echo_stream.open(*g.link(0, 1), none);
-  CHECK(d.error().code == errc::disconnected);
+  CHECK(d.error().code == errc::shutdown);
 }
 TEST_CASE("unknown stream handler or subroute, registration errors, opening while disconnected") { run_async(st_unknown); }
 

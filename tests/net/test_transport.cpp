@@ -166,6 +166,36 @@ TEST_CASE("memory pipe: a pending read is ended by the peer's close, by its own 
   });
 }
 
+namespace {
+// Reads from one end of a pipe: parks in the pipe (not in the io_context) until a byte comes. Its frame
+// holds its end, and `token`, until it is destroyed.
+asio::awaitable<void> parked_reader(std::unique_ptr<transport> end, std::shared_ptr<int> token) {
+  std::vector<std::byte> got;
+  (void)co_await read_n(*end, 1, got);
+  (void)token;
+}
+} // namespace
+
+// An io_context destroyed with a coroutine waiting at each end of a pipe: the pipe is severed at the
+// context's shutdown, so the frames (which hold the pipe that stores their handlers) are freed with it.
+TEST_CASE("memory pipe: readers parked at both ends are freed with their io_context") {
+  std::weak_ptr<int> a_alive, b_alive;
+  {
+    asio::io_context io;
+    auto [a, b] = make_memory_pipe(io.get_executor());
+    auto t1 = std::make_shared<int>(1), t2 = std::make_shared<int>(2);
+    a_alive = t1;
+    b_alive = t2;
+    asio::co_spawn(io, parked_reader(std::move(a), std::move(t1)), asio::detached);
+    asio::co_spawn(io, parked_reader(std::move(b), std::move(t2)), asio::detached);
+    io.run_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(a_alive.expired()); // parked
+    CHECK_FALSE(b_alive.expired());
+  }
+  CHECK(a_alive.expired());
+  CHECK(b_alive.expired());
+}
+
 TEST_CASE("memory network: three nodes with no socket call each other, unary and streams, both ways") {
   run_async([](asio::any_io_executor ex) -> asio::awaitable<void> {
     testing::grid g(ex, 3, {}, testing::grid::network::memory);
@@ -207,6 +237,9 @@ TEST_CASE("memory network: a killed link reconnects; a host taken off fails fast
     auto r = co_await echo.call(*c02, p, opt);
     REQUIRE(!r);
     CHECK(r.error().code == errc::disconnected);
+    auto so = co_await echo_stream.open(*c02, std::nullopt); // a stream too, at once
+    REQUIRE(!so);
+    CHECK(so.error().code == errc::disconnected);
     CHECK(co_await round_trip(g, 0, 1, "during"));
     CHECK(co_await round_trip(g, 1, 0, "during"));
     co_await sleep_for(100ms); // dials to the host that is off keep failing

@@ -196,13 +196,23 @@ struct slow_fn {
   }
 };
 
+const unary_raw slow{handler_id{50}};
+
+// Two started nodes both serving `slow`, and the counts of its handlers started and cancelled.
+struct slow_grid {
+  explicit slow_grid(asio::any_io_executor ex) : g(std::move(ex), 2) {
+    for (std::size_t i = 0; i < 2; ++i) REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
+    g.start();
+  }
+  testing::grid g;
+  std::shared_ptr<std::atomic<int>> cancelled = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<int>> started = std::make_shared<std::atomic<int>>(0);
+};
+
 asio::awaitable<void> deadlines(asio::any_io_executor ex) {
-  testing::grid g(ex, 2);
-  auto cancelled = std::make_shared<std::atomic<int>>(0);
-  auto started = std::make_shared<std::atomic<int>>(0);
-  const unary_raw slow{handler_id{50}};
-  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
-  g.start();
+  slow_grid sg(ex);
+  testing::grid& g = sg.g;
+  auto cancelled = sg.cancelled, started = sg.started;
   REQUIRE(!(co_await g.wait_all_connected()));
   auto c = g.link(0, 1);
   const auto session = c->session_id();
@@ -242,12 +252,9 @@ TEST_CASE("deadlines and cancellation reach the handler and spare other calls an
 // peer's cancellation still reaches it. (The table used to replace the first, which then ran on
 // uncancellable while the duplicate ran too.)
 asio::awaitable<void> duplicate_mux(asio::any_io_executor ex) {
-  testing::grid g(ex, 2);
-  auto cancelled = std::make_shared<std::atomic<int>>(0);
-  auto started = std::make_shared<std::atomic<int>>(0);
-  const unary_raw slow{handler_id{50}};
-  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
-  g.start();
+  slow_grid sg(ex);
+  testing::grid& g = sg.g;
+  auto cancelled = sg.cancelled, started = sg.started;
   REQUIRE(!(co_await g.wait_all_connected()));
   auto c = g.link(0, 1);
   auto served = g.link(1, 0);
@@ -307,12 +314,9 @@ asio::awaitable<void> many_calls(asio::any_io_executor ex) {
 TEST_CASE("10,000 concurrent calls are all answered with their own response") { run_async(many_calls, std::chrono::seconds(60)); }
 
 asio::awaitable<void> disconnect_during_call(asio::any_io_executor ex) {
-  testing::grid g(ex, 2);
-  auto cancelled = std::make_shared<std::atomic<int>>(0);
-  auto started = std::make_shared<std::atomic<int>>(0);
-  const unary_raw slow{handler_id{50}};
-  for (std::size_t i = 0; i < 2; ++i) REQUIRE(!slow.serve(g.node(i), slow_fn{cancelled, started}));
-  g.start();
+  slow_grid sg(ex);
+  testing::grid& g = sg.g;
+  auto cancelled = sg.cancelled, started = sg.started;
   REQUIRE(!(co_await g.wait_all_connected()));
   auto c = g.link(0, 1);
   asio::steady_timer kill_timer(ex, 50ms);
@@ -366,7 +370,6 @@ asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
   const unary_raw ctx{handler_id{61}, "ctx/route"};
   auto cancelled = std::make_shared<std::atomic<int>>(0);
   auto started = std::make_shared<std::atomic<int>>(0);
-  const unary_raw slow{handler_id{50}};
   for (std::size_t i = 0; i < 2; ++i) {
     REQUIRE(!block.serve(g.node(i), blocking_fn{running}));
     REQUIRE(!ctx.serve(g.node(i), context_fn{}));
@@ -556,6 +559,8 @@ asio::awaitable<void> call_during_shutdown(asio::any_io_executor ex, std::shared
   outcome->store(r.error().code == errc::shutdown ? 1 : r.error().code == errc::disconnected ? 2 : 3);
   auto shut_down = [&] { return shut->load(); };
   CHECK(co_await eventually(shut_down));
+  auto after = co_await echo.call(*c, body); // once shut down: refused, with the reason
+  CHECK(after.error().code == errc::shutdown);
 }
 } // namespace
 

@@ -261,6 +261,7 @@ struct call_initiation {
     connection& conn = *c;
     std::error_code early;
     if (static_cast<std::uint8_t>(h) == 0) early = errc::invalid_handler;
+    else if (conn.stopping()) early = errc::shutdown;
     else if (conn.state() != connection_state::connected) early = errc::disconnected;
     else if (opt.timeout < std::chrono::milliseconds(1)) early = errc::timeout;
     if (early) {

@@ -572,6 +572,7 @@ COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> o
   if (cap.out == 0) co_return call_error(errc::invalid_value, "a stream needs an out capacity of at least 1");
   if (opt.timeout.count() < 0 || (opt.timeout.count() > 0 && opt.timeout < std::chrono::milliseconds(1)))
     co_return call_error(errc::timeout);
+  if (c->stopping()) co_return call_error(errc::shutdown);
   if (c->state() != connection_state::connected) co_return call_error(errc::disconnected);
   auto s = std::allocate_shared<client_stream_state>(pool_allocator<client_stream_state>(), c->get_executor());
   s->conn = c;
