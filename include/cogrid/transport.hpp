@@ -321,7 +321,7 @@ inline void sever(memory_link& link) noexcept;
 /// Both directions of an in-memory pipe, under one lock (the two ends may run on different threads).
 /// Its readers and writers wait here, not in the io_context: when the context shuts down with them
 /// waiting, the pipe is severed, which queues them (to be destroyed with the context's queue).
-struct memory_link : abandonable {
+struct memory_link final : abandonable {
   static constexpr std::size_t high_water = 256u << 10; // a writer waits while this much is unread
   std::mutex mu;
   memory_channel dir[2];
