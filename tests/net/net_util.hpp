@@ -42,6 +42,15 @@ inline asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+/// Keeps this thread busy (as user code that computes may) until `pred` holds or `limit` passes; returns
+/// pred's final value. Not a coroutine: it runs inside a handler on purpose, holding its thread.
+template <class Pred>
+bool busy_until(Pred&& pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (!pred() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  return pred();
+}
+
 /// Polls `pred` every millisecond until true or `limit` passes; returns pred's final value. For waiting on
 /// a condition set by another coroutine in tests only (the library itself never polls). Takes an lvalue so
 /// that no lambda temporary is passed into a coroutine (GCC 12 miscompiles that: see toolchain.md).

@@ -22,6 +22,7 @@ using namespace asio::experimental::awaitable_operators;
 using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
+using cogrid_test::busy_until;
 using cogrid_test::bytes;
 using cogrid_test::echo_fn;
 using cogrid_test::echo_gen;
@@ -568,8 +569,7 @@ asio::awaitable<void> st_busy_consumer(asio::any_io_executor ex) {
   auto done = std::make_shared<std::atomic<int>>(0);
   asio::co_spawn(ex, call_and_flag(unary_then_flag{g.link(0, 1), done}), asio::detached);
   // Keep this thread busy (as user code may) until the call completes on the other one, or give up.
-  const auto give_up = std::chrono::steady_clock::now() + 10s;
-  while (done->load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  busy_until([&] { return done->load() != 0; });
   CHECK(done->load() == 1);
   for (int i = 1; i < 3; ++i) {
     auto r = co_await s->next();

@@ -21,6 +21,7 @@ using namespace asio::experimental::awaitable_operators;
 using cogrid_test::eventually;
 using cogrid_test::run_async;
 using cogrid_test::sleep_for;
+using cogrid_test::busy_until;
 using cogrid_test::bytes;
 using cogrid_test::echo_fn;
 using cogrid_test::test_request;
@@ -445,8 +446,7 @@ asio::awaitable<void> spawn_inline_then_compute(asio::any_io_executor ex) {
   for (int round = 0; round < 3; ++round) {
     auto done = std::make_shared<std::atomic<int>>(0);
     asio::co_spawn(ex, call_then_flag(flag_call{g.link(0, 1), done}), asio::detached); // runs inline
-    const auto give_up = std::chrono::steady_clock::now() + 10s;
-    while (done->load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    busy_until([&] { return done->load() != 0; });
     CHECK(done->load() == 1);
     co_await sleep_for(20ms);
   }
@@ -483,9 +483,7 @@ struct strand_case {
 struct compute_fn {
   strand_case k;
   void operator()() const {
-    const auto give_up = std::chrono::steady_clock::now() + 10s;
-    while (k.served->load() < 2 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    k.sent_while->store(k.served->load() == 2);
+    k.sent_while->store(busy_until([&] { return k.served->load() == 2; }));
   }
 };
 // Runs on the strand while the caller waits for its first response: holds the strand until that
@@ -493,8 +491,7 @@ struct compute_fn {
 struct hold_fn {
   strand_case k;
   void operator()() const {
-    const auto give_up = std::chrono::steady_clock::now() + 10s;
-    while (k.c->stats().calls_out != 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    busy_until([&] { return k.c->stats().calls_out == 0; });
     std::this_thread::sleep_for(20ms); // the hand-off follows the call's completion at once
     asio::post(k.strand, compute_fn{k});
   }
@@ -548,9 +545,7 @@ asio::awaitable<void> call_during_shutdown(asio::any_io_executor ex, std::shared
   auto shut = std::make_shared<std::atomic<bool>>(false);
   asio::co_spawn(ex, shut_and_flag(shutdown_then_flag{&g, shut}), asio::detached); // on the other thread
   // Call the moment the connection starts stopping (this thread spins; the other runs the shutdown).
-  const auto give_up = std::chrono::steady_clock::now() + 10s;
-  while (!c->stopping() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-  REQUIRE(c->stopping());
+  REQUIRE(busy_until([&] { return c->stopping(); }));
   call_options hour;
   hour.timeout = std::chrono::hours(1);
   payload body = bytes("late");

@@ -15,6 +15,9 @@
 
 namespace cogrid::detail {
 
+/// An io_context's own executor, as `io_context::get_executor()` gives it (no properties required).
+using io_executor = asio::io_context::basic_executor_type<std::allocator<void>, 0>;
+
 /// The executor inside `ex` when it is exactly a `T`, else null. Asio 1.22's `any_executor::target<T>()`
 /// casts without checking the type (later Asio checks it), so the type is compared here first. Without
 /// RTTI (ASIO_NO_TYPEID) nothing is recognised and callers take their generic path.
@@ -32,9 +35,8 @@ const T* exact_target(const asio::any_io_executor& ex) noexcept {
 /// of the io_context's own executor: small enough for `any_io_executor` to hold without a heap block
 /// (a `strand<any_io_executor>` is not, and every operation started on it would copy it to the heap).
 inline asio::any_io_executor make_strand_executor(const asio::any_io_executor& ex) {
-  using plain = asio::io_context::basic_executor_type<std::allocator<void>, 0>;
   using tracked = asio::io_context::basic_executor_type<std::allocator<void>, 4>; // outstanding_work.tracked
-  if (const auto* e = exact_target<plain>(ex)) return asio::make_strand(asio::query(*e, asio::execution::context).get_executor());
+  if (const auto* e = exact_target<io_executor>(ex)) return asio::make_strand(asio::query(*e, asio::execution::context).get_executor());
   if (const auto* e = exact_target<tracked>(ex)) return asio::make_strand(asio::query(*e, asio::execution::context).get_executor());
   return asio::make_strand(ex);
 }

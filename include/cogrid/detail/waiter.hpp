@@ -118,7 +118,7 @@ private:
 /// runs every ready handler of the strand before it returns, so a continuation queued by one of them
 /// waits for all the others (user code on a user's strand or on a served handler's).
 inline bool runs_alone(const asio::any_io_executor& ex) noexcept {
-  return exact_target<asio::io_context::basic_executor_type<std::allocator<void>, 0>>(ex) != nullptr;
+  return exact_target<io_executor>(ex) != nullptr;
 }
 
 /// Whether the coroutine whose handler an initiation got is suspending back into one of our hand-offs,
@@ -165,10 +165,9 @@ void execute_continuation(const Executor& ex, F&& f) {
 template <class Executor, class F>
 void post_continuation(const Executor& ex, F&& f) {
   if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
-    using plain = asio::io_context::basic_executor_type<std::allocator<void>, 0>;
     const auto pooled = asio::execution::allocator(pool_allocator<void>());
-    if (const auto* e = exact_target<plain>(ex)) return execute_continuation(asio::require(*e, pooled), std::forward<F>(f));
-    if (const auto* e = exact_target<asio::strand<plain>>(ex))
+    if (const auto* e = exact_target<io_executor>(ex)) return execute_continuation(asio::require(*e, pooled), std::forward<F>(f));
+    if (const auto* e = exact_target<asio::strand<io_executor>>(ex))
       return execute_continuation(asio::require(*e, pooled), std::forward<F>(f));
   }
   execute_continuation(ex, std::forward<F>(f));

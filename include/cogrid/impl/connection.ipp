@@ -74,8 +74,8 @@ struct session {
 // holds the session): if the io_context is destroyed while the loops wait in it, their handlers go, the
 // join goes, and with it the stored handler of run_session and its frame. A writer parked in
 // connection::writer_w_ is not in the io_context, though: its handler (and through it the join and
-// run_session, which holds the connection) stays reachable from the connection, a cycle that only
-// shutdown() breaks (README: shut down before destroying the io_context).
+// run_session, which holds the connection) stays reachable from the connection, a cycle that shutdown()
+// breaks, or else connection::abandon() when the io_context is destroyed (detail/registry.hpp).
 struct session_join {
   int running = 3; // the reader, writer and health loops not yet ended
   waiter done;     // run_session, until they have
@@ -187,8 +187,8 @@ COGRID_DECL void connection::abandon(asio::execution_context& ctx) {
   }
   detail::drop(std::move(writer));
   detail::abandon_calls(*this, ctx); // the writer runs on our strand, in `ctx`
-  // An in-memory pipe stores its reader's and writer's handlers too: closing it queues them.
-  if (current_) current_->ws->lower().close();
+  // An in-memory pipe under the session stores its reader's and writer's handlers too: it is enrolled
+  // itself (transport.hpp), and severed by the same service.
 }
 
 COGRID_DECL node_id connection::remote_id() const {

@@ -620,7 +620,7 @@ COGRID_DECL void mux_core::on_session_end(connection& c, std::uint64_t session, 
 COGRID_DECL void abandon_calls(connection& c, asio::execution_context& ctx) {
   conn_mux& mx = c.mux();
   std::vector<std::shared_ptr<pending_call>> calls;
-  std::vector<std::shared_ptr<server_call>> served; // each held its connection
+  std::vector<std::shared_ptr<server_call>> served; // each holds its connection: released after the lock
   std::vector<basic_waiter<call_handler>> parked;
   {
     std::lock_guard lk(mx.mu);
