@@ -18,6 +18,7 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <limits>
 #include <mutex>
@@ -680,5 +681,60 @@ asio::awaitable<void> silent_peer(asio::any_io_executor ex) {
   co_await g.shutdown();
 }
 TEST_CASE("a peer silent after the upgrade is dropped by the handshake read deadline") { run_async(silent_peer); }
+
+asio::awaitable<void> mute_client(asio::any_io_executor ex) {
+  // A client that connects and never sends its HTTP request is dropped at the handshake deadline (1 s in
+  // tests) and counted; the nodes' own link is not disturbed.
+  testing::grid g(ex, 2);
+  g.start();
+  REQUIRE(!(co_await g.wait_all_connected()));
+  detail::host_url u;
+  (void)detail::parse_host_url(g.host(0), u);
+  asio::ip::tcp::socket s(ex);
+  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::array<char, 64> buf{};
+  std::error_code ec;
+  co_await s.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec)); // we say nothing
+  CHECK(ec == asio::error::eof);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited > 500ms);
+  CHECK(waited < 3s);
+  auto counted = [&] { return g.node(0).rejections().count("bad HTTP request: grid operation timed out") == 1; };
+  CHECK(co_await eventually(counted));
+  CHECK(g.link(0, 1)->state() == connection_state::connected);
+  co_await g.shutdown();
+}
+TEST_CASE("a client that never sends its upgrade request is dropped by the handshake deadline") { run_async(mute_client); }
+
+// A transport_dialer that never completes by itself: it waits an hour, and counts the cancellations it gets.
+asio::awaitable<result<std::unique_ptr<transport>>> dial_that_hangs(std::shared_ptr<std::atomic<int>> cancelled) {
+  asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::hours(1));
+  std::error_code ec;
+  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (ec == asio::error::operation_aborted) cancelled->fetch_add(1);
+  co_return result<std::unique_ptr<transport>>(make_error_code(errc::disconnected));
+}
+
+asio::awaitable<void> hanging_dialer(asio::any_io_executor ex) {
+  // The dial timeout bounds a custom dialer too: the attempt is cancelled (the dialer sees it), counted as
+  // a dial failure with the timeout as its reason, and retried; shutdown is not held up by it.
+  auto cancelled = std::make_shared<std::atomic<int>>(0);
+  testing::grid g(ex, 2, [cancelled](std::size_t, manager_options& o) {
+    o.connection.dial_timeout = 150ms;
+    o.dialer = [cancelled](std::string) { return dial_that_hangs(cancelled); };
+  });
+  g.start();
+  const std::size_t d = should_connect(g.host(0), g.host(1)) ? 0 : 1;
+  auto c = g.link(d, 1 - d);
+  auto retried = [&] { return cancelled->load() >= 2 && c->stats().dial_failures >= 2; };
+  CHECK(co_await eventually(retried));
+  CHECK(c->stats().last_error.find("timed out") != std::string::npos);
+  CHECK(c->state() != connection_state::connected);
+  const auto t0 = std::chrono::steady_clock::now();
+  co_await g.shutdown();
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+}
+TEST_CASE("a custom dialer that never completes is cancelled at the dial timeout, and retried") { run_async(hanging_dialer); }
 
 TEST_SUITE_END();

@@ -2,13 +2,53 @@
 #ifndef COGRID_DETAIL_TRANSPORT_HPP
 #define COGRID_DETAIL_TRANSPORT_HPP
 
+#include <cogrid/error.hpp>
 #include <cogrid/transport.hpp>
+
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <variant>
 
 namespace cogrid::detail {
 using cogrid::make_tcp_transport;
 using cogrid::make_tls_transport;
 using cogrid::stream_transport;
 using cogrid::transport;
+
+/// Runs `op` with a deadline: `errc::timeout` (and the operation cancelled) when `d` passes first. Every
+/// bounded step of connection setup and teardown returns a std::error_code and goes through this one
+/// function, so Asio's awaitable operators are instantiated once (each instantiation is a parallel group
+/// and its coroutines: about 25 KB of code and a second of compile time).
+inline asio::awaitable<std::error_code> with_deadline(asio::awaitable<std::error_code> op, std::chrono::milliseconds d) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  auto r = co_await (std::move(op) || t.async_wait(asio::use_awaitable));
+  if (r.index() == 1) co_return make_error_code(errc::timeout);
+  co_return std::get<0>(r);
+}
+
+/// `t.write_all` as an error code (for with_deadline).
+inline asio::awaitable<std::error_code> write_all_status(transport& t, asio::const_buffer bytes) {
+  std::error_code ec;
+  co_await t.write_all(bytes, ec);
+  co_return ec;
+}
+
+/// Opens a transport with `dial` into `out` (for with_deadline). A dialer that returned no transport
+/// leaves `out` empty and succeeds.
+inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, std::string remote, std::unique_ptr<transport>& out) {
+  result<std::unique_ptr<transport>> r = co_await dial(std::move(remote));
+  if (!r) co_return r.error();
+  out = std::move(*r);
+  co_return std::error_code{};
+}
 } // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_TRANSPORT_HPP

@@ -13,7 +13,6 @@
 
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -512,12 +511,9 @@ inline asio::awaitable<void> ws_stream::close(std::uint16_t code) {
       frame(op_close, payload, out);
     }
     if (!out.empty()) {
-      using namespace asio::experimental::awaitable_operators;
       writing_ = true;
-      std::error_code write_ec, timer_ec;
-      asio::steady_timer timer(co_await asio::this_coro::executor, close_timeout);
-      co_await (t_->write_all(asio::buffer(out), write_ec) ||
-                timer.async_wait(asio::redirect_error(asio::use_awaitable, timer_ec)));
+      const std::error_code written = co_await with_deadline(write_all_status(*t_, asio::buffer(out)), close_timeout);
+      (void)written; // best effort: the transport is closed either way
       writing_ = false;
     }
   }

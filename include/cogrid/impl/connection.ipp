@@ -13,7 +13,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/connect.hpp>
 #include <asio/detached.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/execution/context.hpp>
 #include <asio/experimental/concurrent_channel.hpp>
 #include <asio/ip/tcp.hpp>
@@ -125,16 +124,6 @@ using wait_channel = asio::experimental::concurrent_channel<void(std::error_code
 inline std::chrono::milliseconds jitter(std::minstd_rand& rng, std::chrono::milliseconds lo, std::chrono::milliseconds hi) {
   if (hi <= lo) return lo;
   return lo + std::chrono::milliseconds(rng() % static_cast<std::uint64_t>((hi - lo).count()));
-}
-
-/// Runs `op` with a deadline: timeout (and the operation cancelled) when `d` passes first.
-template <class T>
-asio::awaitable<T> with_deadline(asio::awaitable<T> op, std::chrono::milliseconds d, T on_timeout) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  auto r = co_await (std::move(op) || t.async_wait(asio::use_awaitable));
-  if (r.index() == 1) co_return on_timeout;
-  co_return std::get<0>(std::move(r));
 }
 
 inline asio::awaitable<std::error_code> tcp_connect(asio::ip::tcp::socket& s, asio::ip::tcp::resolver::results_type eps) {
@@ -447,18 +436,15 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
   const auto deadline = detail::steady::now() + opt.dial_timeout;
   try {
     if (!t && shared_->dialer) {
-      result<std::unique_ptr<transport>> r = co_await detail::with_deadline(
-          shared_->dialer(remote_), opt.dial_timeout, result<std::unique_ptr<transport>>(make_error_code(errc::timeout)));
-      if (!r) throw std::system_error(r.error(), "dialer");
-      if (!*r) throw std::system_error(make_error_code(errc::disconnected), "dialer returned no transport");
-      t = std::move(*r);
+      ec = co_await detail::with_deadline(detail::dial_into(shared_->dialer, remote_, t), opt.dial_timeout);
+      if (ec) throw std::system_error(ec, "dialer"); // a transport opened after the deadline is dropped
+      if (!t) throw std::system_error(make_error_code(errc::disconnected), "dialer returned no transport");
     }
     if (!t) {
       tcp::resolver resolver(strand_);
       auto endpoints = co_await resolver.async_resolve(url.host, std::to_string(url.port), asio::use_awaitable);
       tcp::socket sock(strand_);
-      ec = co_await detail::with_deadline(detail::tcp_connect(sock, endpoints), detail::time_left(deadline),
-                                          make_error_code(errc::timeout));
+      ec = co_await detail::with_deadline(detail::tcp_connect(sock, endpoints), detail::time_left(deadline));
       if (ec) throw std::system_error(ec);
       if (url.tls) {
         if (!shared_->tls_client) throw std::system_error(make_error_code(errc::invalid_value), "no TLS client context for https:// remote");
@@ -467,7 +453,7 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
         SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
         stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
         ec = co_await detail::with_deadline(detail::tls_handshake(stream, asio::ssl::stream_base::client),
-                                            detail::time_left(deadline), make_error_code(errc::timeout));
+                                            detail::time_left(deadline));
         if (ec) throw std::system_error(ec);
         t = detail::make_tls_transport(std::move(stream));
       } else {
@@ -483,7 +469,7 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
     int status = 0;
     ec = co_await detail::with_deadline(
         detail::ws_client_handshake(*t, url.authority(), shared_->route, headers, limits, leftover, &status),
-        detail::time_left(deadline), make_error_code(errc::timeout));
+        detail::time_left(deadline));
     if (ec) {
       set_last_error("WebSocket upgrade failed: " + ec.message() + (status ? " (HTTP " + std::to_string(status) + ")" : ""));
       t->close();
@@ -500,10 +486,10 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
     m.payload = std::span<const std::byte>(payload);
     if (auto e = encode_append(m, wire)) throw std::system_error(e);
     ws->frame_binary(wire, frame);
-    ec = co_await detail::with_deadline(ws->write_raw(frame), opt.handshake_timeout, make_error_code(errc::timeout));
+    ec = co_await detail::with_deadline(ws->write_raw(frame), opt.handshake_timeout);
     if (ec) throw std::system_error(ec);
     std::vector<std::byte> in;
-    ec = co_await detail::with_deadline(ws->read_message(in), opt.handshake_timeout, make_error_code(errc::timeout));
+    ec = co_await detail::with_deadline(ws->read_message(in), opt.handshake_timeout);
     if (ec) throw std::system_error(ec);
     const result<message> reply = decode(in);
     if (!reply) throw std::system_error(reply.error());

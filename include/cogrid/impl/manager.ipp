@@ -77,7 +77,7 @@ inline asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, con
   m.payload = std::span<const std::byte>(payload);
   if (auto ec = encode_append(m, wire)) co_return ec;
   ws.frame_binary(wire, frame);
-  co_return co_await with_deadline(ws.write_raw(frame), timeout, make_error_code(errc::timeout));
+  co_return co_await with_deadline(ws.write_raw(frame), timeout);
 }
 
 /// "address:port" of the socket's peer, "?" when unknown (for logs and rejection counts).
@@ -125,7 +125,7 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
     using ssl_stream = asio::ssl::stream<asio::ip::tcp::socket>;
     ssl_stream stream(std::move(sock), *st->tls_server);
     const std::error_code ec = co_await with_deadline(tls_handshake(stream, asio::ssl::stream_base::server),
-                                                      opt.handshake_timeout, make_error_code(errc::timeout));
+                                                      opt.handshake_timeout);
     if (ec) {
       st->reject("TLS handshake failed: " + ec.message(), peer);
       st->end_incoming();
@@ -145,8 +145,7 @@ inline asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, st
   const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
   http_request req;
   std::vector<std::byte> leftover;
-  std::error_code ec = co_await with_deadline(http_read_request(*t, limits, req, leftover), opt.handshake_timeout,
-                                              make_error_code(errc::timeout));
+  std::error_code ec = co_await with_deadline(http_read_request(*t, limits, req, leftover), opt.handshake_timeout);
   if (ec) {
     if (ec == errc::http_header_too_large) co_await http_respond(*t, 431, "Request Header Fields Too Large");
     else if (ec == errc::not_websocket) co_await http_respond(*t, 400, "Bad Request");
@@ -209,7 +208,7 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
   node_id remote_id;
   std::error_code why;
   std::vector<std::byte> in;
-  ec = co_await with_deadline(ws->read_message(in), opt.handshake_timeout, make_error_code(errc::timeout));
+  ec = co_await with_deadline(ws->read_message(in), opt.handshake_timeout);
   if (ec) {
     why = ec;
   } else {

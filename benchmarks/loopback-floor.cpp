@@ -1,0 +1,285 @@
+// loopback-floor: what this machine's kernel allows for grid-bench's mesh load, with no framework at all.
+//
+// The same traffic as `grid-bench --mode unary --servers N --callers C --payload B`: N nodes in this
+// process, one TCP connection on 127.0.0.1 per pair of nodes, C callers that each pick a random source and
+// destination per operation, send a request of B bytes and wait for the echo. Here everything a framework
+// adds is gone: no WebSocket, no codec, no coroutines, no executor. Each thread owns a share of the
+// connection ends in its own level-triggered epoll set; a message is one send() and (at best) a share of
+// one recv() and one epoll_wait(). A caller is a record that moves to whichever thread read its response.
+// So the figure is an upper bound for any design that sends each message in its own system call — which
+// is what a mesh whose links carry about one message at a time forces (benchmarks/README.md).
+//
+//   loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct options {
+  int servers = 32;
+  int callers = 256;
+  int payload = 512;
+  double seconds = 3;
+  int threads = static_cast<int>(std::thread::hardware_concurrency() ? std::thread::hardware_concurrency() : 2);
+};
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "loopback-floor: %s: %s\n", what, std::strerror(errno));
+  std::exit(2);
+}
+
+// One end of a link. Read by its owning thread only; written by any thread (a caller's request from
+// wherever its last response was read, or the owner's echo), so writes take `write_lock`.
+struct end_point {
+  int fd = -1;
+  int node = 0; // the node this end belongs to
+  int peer = 0; // the node at the other end
+  std::mutex write_lock;
+  std::vector<char> in; // bytes read and not yet a whole message
+  std::size_t have = 0;
+};
+
+constexpr std::uint32_t response_bit = 0x80000000u;
+
+struct shared_state {
+  options opt;
+  std::size_t message_size = 0;     // 4-byte header (caller id, response bit) + payload
+  std::vector<std::unique_ptr<end_point>> ends; // ends[a * servers + b]: node a's end of the a-b link
+  std::atomic<bool> stop{false};
+
+  end_point& end(int a, int b) { return *ends[static_cast<std::size_t>(a * opt.servers + b)]; }
+};
+
+// A counter written by one thread and read by the main one.
+struct counter {
+  std::atomic<std::uint64_t> n{0};
+  void bump() noexcept { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  std::uint64_t get() const noexcept { return n.load(std::memory_order_relaxed); }
+};
+
+void send_all(end_point& e, const char* data, std::size_t n, counter& sends) {
+  const std::lock_guard<std::mutex> lock(e.write_lock);
+  while (n != 0) {
+    const ssize_t w = ::send(e.fd, data, n, MSG_NOSIGNAL);
+    sends.bump();
+    if (w > 0) {
+      data += w;
+      n -= static_cast<std::size_t>(w);
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+      fail("send");
+    }
+  }
+}
+
+struct worker {
+  shared_state* s = nullptr;
+  int epfd = -1;
+  std::minstd_rand rng;
+  std::vector<char> out;
+  counter ops, sends, recvs, waits;
+
+  // A caller's next operation: a random pair of distinct nodes, a request on the source's end.
+  void start_call(std::uint32_t caller) {
+    const int n = s->opt.servers;
+    const int src = static_cast<int>(rng() % static_cast<unsigned>(n));
+    int dst = static_cast<int>(rng() % static_cast<unsigned>(n - 1));
+    if (dst >= src) ++dst;
+    std::memcpy(out.data(), &caller, 4);
+    send_all(s->end(src, dst), out.data(), out.size(), sends);
+  }
+
+  void on_message(end_point& e, const char* m) {
+    std::uint32_t head = 0;
+    std::memcpy(&head, m, 4);
+    if ((head & response_bit) == 0) { // a request: echo it with the response bit
+      head |= response_bit;
+      std::memcpy(out.data(), &head, 4);
+      std::memcpy(out.data() + 4, m + 4, out.size() - 4);
+      send_all(e, out.data(), out.size(), sends);
+      return;
+    }
+    ops.bump();
+    if (!s->stop.load(std::memory_order_relaxed)) start_call(head & ~response_bit);
+  }
+
+  void run() {
+    epoll_event events[256];
+    const std::size_t size = s->message_size;
+    while (!s->stop.load(std::memory_order_relaxed)) {
+      const int k = ::epoll_wait(epfd, events, 256, 50);
+      waits.bump();
+      if (k < 0 && errno != EINTR) fail("epoll_wait");
+      for (int i = 0; i < k; ++i) {
+        end_point& e = *static_cast<end_point*>(events[i].data.ptr);
+        const ssize_t r = ::recv(e.fd, e.in.data() + e.have, e.in.size() - e.have, 0);
+        recvs.bump();
+        if (r <= 0) {
+          if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+          if (s->stop.load()) break;
+          fail("recv");
+        }
+        e.have += static_cast<std::size_t>(r);
+        std::size_t at = 0;
+        for (; e.have - at >= size; at += size) on_message(e, e.in.data() + at);
+        if (at != 0) {
+          std::memmove(e.in.data(), e.in.data() + at, e.have - at);
+          e.have -= at;
+        }
+      }
+    }
+  }
+};
+
+int connect_pair(int listener, const sockaddr_in& addr, int& accepted) {
+  const int c = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (c < 0) fail("socket");
+  if (::connect(c, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) fail("connect");
+  accepted = ::accept(listener, nullptr, nullptr);
+  if (accepted < 0) fail("accept");
+  return c;
+}
+
+void tune(int fd) {
+  const int one = 1;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail("TCP_NODELAY");
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) fail("O_NONBLOCK");
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    const char* v = argv[i + 1];
+    if (k == "--servers") o.servers = std::atoi(v);
+    else if (k == "--callers") o.callers = std::atoi(v);
+    else if (k == "--payload") o.payload = std::atoi(v);
+    else if (k == "--seconds") o.seconds = std::atof(v);
+    else if (k == "--threads") o.threads = std::atoi(v);
+    else {
+      std::fprintf(stderr, "loopback-floor: unknown option %s\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  if (argc % 2 == 0) {
+    std::fprintf(stderr, "usage: loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T]\n");
+    std::exit(2);
+  }
+  if (o.servers < 2 || o.callers < 1 || o.payload < 0 || o.seconds <= 0 || o.threads < 1) {
+    std::fprintf(stderr, "loopback-floor: servers >= 2, callers >= 1, payload >= 0, seconds > 0, threads >= 1\n");
+    std::exit(2);
+  }
+  return o;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  shared_state s;
+  s.opt = parse(argc, argv);
+  const options& o = s.opt;
+  s.message_size = 4 + static_cast<std::size_t>(o.payload);
+
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (listener < 0) fail("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0; // the OS picks
+  socklen_t len = sizeof addr;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 1024) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    fail("listen");
+
+  s.ends.resize(static_cast<std::size_t>(o.servers * o.servers));
+  for (auto& e : s.ends) e = std::make_unique<end_point>();
+  for (int a = 0; a < o.servers; ++a)
+    for (int b = a + 1; b < o.servers; ++b) {
+      int accepted = -1;
+      s.end(a, b).fd = connect_pair(listener, addr, accepted);
+      s.end(b, a).fd = accepted;
+    }
+  ::close(listener);
+
+  std::vector<worker> workers(static_cast<std::size_t>(o.threads));
+  for (std::size_t t = 0; t < workers.size(); ++t) {
+    workers[t].s = &s;
+    workers[t].epfd = ::epoll_create1(0);
+    if (workers[t].epfd < 0) fail("epoll_create1");
+    workers[t].rng.seed(static_cast<unsigned>(t + 1));
+    workers[t].out.assign(s.message_size, 'x');
+  }
+  // A node's ends belong to one thread (node % threads), as a node would own its connections.
+  for (int a = 0; a < o.servers; ++a)
+    for (int b = 0; b < o.servers; ++b) {
+      if (a == b) continue;
+      end_point& e = s.end(a, b);
+      e.node = a;
+      e.peer = b;
+      e.in.resize(64 * 1024 + s.message_size);
+      tune(e.fd);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = &e;
+      if (::epoll_ctl(workers[static_cast<std::size_t>(a % o.threads)].epfd, EPOLL_CTL_ADD, e.fd, &ev) != 0) fail("epoll_ctl");
+    }
+
+  for (int c = 0; c < o.callers; ++c) workers[static_cast<std::size_t>(c % o.threads)].start_call(static_cast<std::uint32_t>(c));
+  std::vector<std::thread> threads;
+  for (auto& w : workers) threads.emplace_back([&w] { w.run(); });
+
+  using clock = std::chrono::steady_clock;
+  const auto warm = std::chrono::duration<double>(std::min(1.0, o.seconds / 5));
+  std::this_thread::sleep_for(warm);
+  struct totals {
+    std::uint64_t ops = 0, sends = 0, recvs = 0, waits = 0;
+  };
+  auto sum = [&workers] {
+    totals t;
+    for (auto& w : workers) {
+      t.ops += w.ops.get();
+      t.sends += w.sends.get();
+      t.recvs += w.recvs.get();
+      t.waits += w.waits.get();
+    }
+    return t;
+  };
+  const totals before = sum();
+  const auto t0 = clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  const totals after = sum();
+  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  s.stop = true;
+  for (auto& t : threads) t.join();
+
+  const std::uint64_t ops = after.ops - before.ops;
+  const double per_op = ops ? 1.0 / static_cast<double>(ops) : 0;
+  std::printf("loopback-floor: %d servers, %d callers, %d B, %d threads: %.0f ops/s; per op: %.2f send, %.2f recv, "
+              "%.2f epoll_wait\n",
+              o.servers, o.callers, o.payload, o.threads, static_cast<double>(ops) / secs,
+              static_cast<double>(after.sends - before.sends) * per_op, static_cast<double>(after.recvs - before.recvs) * per_op,
+              static_cast<double>(after.waits - before.waits) * per_op);
+  for (auto& e : s.ends)
+    if (e->fd >= 0) ::close(e->fd);
+  for (auto& w : workers) ::close(w.epfd);
+  return ops != 0 ? 0 : 1;
+}
