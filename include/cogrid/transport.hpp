@@ -11,7 +11,6 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
-#include <asio/compose.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
@@ -79,7 +78,7 @@ protected:
 
 namespace detail {
 
-// The read of every Asio-stream transport: at least one byte, or an error (EOF at the end).
+// The read of the other Asio-stream transports (TLS): at least one byte, or an error (EOF at the end).
 template <class Stream>
 asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std::error_code& ec) {
   ec.clear();
@@ -89,82 +88,15 @@ asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std:
   co_return n;
 }
 
-// Sockets (and descriptors) are read in non-blocking mode: after a short read the socket is most likely
-// drained, so the next read first waits for readiness (one reactor event) instead of trying a receive
-// that fails with EAGAIN; after a read that filled the buffer it reads at once. When messages arrive one
-// at a time (a mesh of many links) this saves a system call per message. One composed Asio operation (no
-// coroutine of ours): a read costs Asio's frame and its wait, nothing more.
-template <class Socket>
-struct read_when_ready_op {
-  Socket* s;
-  bool* wait_first;
-  asio::mutable_buffer buf;
-  bool waited = false; // an asynchronous wait was made: completing is no longer inside the initiation
-  bool posted = false; // the result is ready and was posted to the reader's executor
-  std::error_code result_ec;
-  std::size_t result_n = 0;
-
-  template <class Self>
-  void operator()(Self& self, std::error_code ec = {}) {
-    if (posted) {
-      self.complete(result_ec, result_n);
-      return;
-    }
-    if (ec) { // the wait failed (closed, cancelled)
-      finish(self, ec, 0);
-      return;
-    }
-    for (;;) {
-      if (*wait_first) {
-        *wait_first = false;
-        waited = true;
-        s->async_wait(Socket::wait_read, std::move(self));
-        return;
-      }
-      std::error_code rec;
-      const std::size_t n = s->read_some(buf, rec);
-      if (rec == asio::error::would_block || rec == asio::error::try_again) {
-        *wait_first = true;
-        continue;
-      }
-      if (n != 0) { // bytes arrived: report them now, the error (if any) again on the next read
-        *wait_first = n < buf.size();
-        finish(self, std::error_code(), n);
-        return;
-      }
-      if (!rec && buf.size() != 0) rec = asio::error::eof;
-      finish(self, rec, 0);
-      return;
-    }
-  }
-
-  template <class Self>
-  void finish(Self& self, std::error_code ec, std::size_t n) {
-    if (waited) {
-      self.complete(ec, n);
-      return;
-    }
-    // Completing inside the initiating call would resume the reader within its own co_await: post.
-    posted = true;
-    result_ec = ec;
-    result_n = n;
-    asio::post(std::move(self));
-  }
-};
-
-template <class Socket>
-asio::awaitable<std::size_t> read_when_ready(Socket& s, bool& wait_first, asio::mutable_buffer buf, std::error_code& ec) {
-  ec.clear();
-  auto token = asio::redirect_error(asio::use_awaitable, ec);
-  return asio::async_compose<decltype(token), void(std::error_code, std::size_t)>(
-      read_when_ready_op<Socket>{&s, &wait_first, buf, false, false, std::error_code(), 0}, token, s);
-}
-
+// Streams whose reads are Asio's reactor operations (sockets, descriptors): such a read completes with
+// bytes or with an error (EOF when the peer closed), never both, so Asio's operation is the whole read:
+// no coroutine of ours, no frame. After a short read Asio tries the next receive at once (it usually
+// fails with EAGAIN) before it waits in the reactor. Waiting for readiness first instead (the fourth to
+// sixth sessions' design) costs an epoll_ctl per read in place of that receive, and measured slower:
+// 32-node mesh, one thread, 47,000-52,000 against 53,000-56,000 ops/s; one caller p50 16.9 against
+// 15.6-16.1 us (benchmarks/README.md, seventh session).
 template <class Stream>
-concept readiness_stream = requires(Stream& s, std::error_code& ec) {
-  s.non_blocking(true, ec);
-  s.async_wait(Stream::wait_read, asio::use_awaitable);
-};
+concept reactor_stream = requires(Stream& s) { s.async_wait(Stream::wait_read, asio::use_awaitable); };
 
 inline asio::awaitable<std::size_t> refuse_write(std::error_code& ec) {
   ec = asio::error::bad_descriptor;
@@ -194,19 +126,13 @@ public:
   /// `peer` names the remote in logs; empty: the stream's remote endpoint, when it has one.
   explicit stream_transport(Stream s, std::string peer = {}) : stream_(std::move(s)), peer_(std::move(peer)) {
     if (peer_.empty()) peer_ = endpoint_text();
-    if constexpr (detail::readiness_stream<Stream>) {
-      std::error_code ec;
-      stream_.non_blocking(true, ec);
-      readiness_ = !ec;
-    }
   }
 
   Stream& stream() noexcept { return stream_; }
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
-    if constexpr (detail::readiness_stream<Stream>)
-      if (readiness_) return detail::read_when_ready(stream_, wait_first_, buf, ec);
-    return detail::read_from(stream_, buf, ec);
+    if constexpr (detail::reactor_stream<Stream>) return stream_.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+    else return detail::read_from(stream_, buf, ec);
   }
 
   asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) override {
@@ -243,8 +169,6 @@ private:
 
   Stream stream_;
   std::string peer_;
-  bool readiness_ = false;  // non-blocking mode is on: read_when_ready
-  bool wait_first_ = false; // the last read was short: wait for readiness before the next
 };
 
 /// A transport over any connected Asio stream (see `stream_transport`); `peer` names the remote in logs.
