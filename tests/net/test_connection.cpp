@@ -120,6 +120,16 @@ std::size_t a_node_dialed_by(const testing::grid& g, std::size_t dialer) {
   return dialer;
 }
 
+// A raw TCP client of node `i`'s listener (`u`: the node's URL, for a handshake's Host).
+asio::awaitable<asio::ip::tcp::socket> raw_client(const testing::grid& g, std::size_t i, detail::host_url& u) {
+  (void)detail::parse_host_url(g.host(i), u);
+  auto ex = co_await asio::this_coro::executor;
+  asio::ip::tcp::socket s(ex);
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address(u.host), u.port);
+  co_await s.async_connect(ep, asio::use_awaitable);
+  co_return s;
+}
+
 } // namespace
 
 TEST_SUITE_BEGIN("connection");
@@ -393,9 +403,7 @@ asio::awaitable<void> rejections(asio::any_io_executor ex) {
   // Not a WebSocket at all: plain HTTP and raw garbage get an HTTP error and a close.
   for (std::string req : {std::string("GET /minio/grid/v1 HTTP/1.1\r\nHost: x\r\n\r\n"), std::string("\x16\x03\x01 garbage\r\n\r\n")}) {
     detail::host_url u;
-    (void)detail::parse_host_url(g.host(acceptor), u);
-    asio::ip::tcp::socket s(ex);
-    co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+    asio::ip::tcp::socket s = co_await raw_client(g, acceptor, u);
     co_await asio::async_write(s, asio::buffer(req), asio::use_awaitable);
     std::string reply;
     std::error_code ec;
@@ -662,9 +670,7 @@ asio::awaitable<void> silent_peer(asio::any_io_executor ex) {
   g.start();
   REQUIRE(!(co_await g.wait_all_connected()));
   detail::host_url u;
-  (void)detail::parse_host_url(g.host(0), u);
-  asio::ip::tcp::socket s(ex);
-  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  asio::ip::tcp::socket s = co_await raw_client(g, 0, u);
   auto t = detail::make_tcp_transport(std::move(s));
   std::vector<std::byte> leftover, in;
   const std::vector<std::pair<std::string, std::string>> headers = {
@@ -689,9 +695,7 @@ asio::awaitable<void> mute_client(asio::any_io_executor ex) {
   g.start();
   REQUIRE(!(co_await g.wait_all_connected()));
   detail::host_url u;
-  (void)detail::parse_host_url(g.host(0), u);
-  asio::ip::tcp::socket s(ex);
-  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  asio::ip::tcp::socket s = co_await raw_client(g, 0, u);
   const auto t0 = std::chrono::steady_clock::now();
   std::array<char, 64> buf{};
   std::error_code ec;
