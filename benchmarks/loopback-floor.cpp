@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -77,9 +78,11 @@ struct counter {
   std::uint64_t get() const noexcept { return n.load(std::memory_order_relaxed); }
 };
 
-void send_all(end_point& e, const char* data, std::size_t n, counter& sends) {
+// Sends all of a message; a full socket buffer is retried (counted: each try is a system call) until
+// the run stops.
+void send_all(end_point& e, const char* data, std::size_t n, counter& sends, const std::atomic<bool>& stop) {
   const std::lock_guard<std::mutex> lock(e.write_lock);
-  while (n != 0) {
+  while (n != 0 && !stop.load(std::memory_order_relaxed)) {
     const ssize_t w = ::send(e.fd, data, n, MSG_NOSIGNAL);
     sends.bump();
     if (w > 0) {
@@ -105,7 +108,7 @@ struct worker {
     int dst = static_cast<int>(rng() % static_cast<unsigned>(n - 1));
     if (dst >= src) ++dst;
     std::memcpy(out.data(), &caller, 4);
-    send_all(s->end(src, dst), out.data(), out.size(), sends);
+    send_all(s->end(src, dst), out.data(), out.size(), sends, s->stop);
   }
 
   void on_message(end_point& e, const char* m) {
@@ -115,7 +118,7 @@ struct worker {
       head |= response_bit;
       std::memcpy(out.data(), &head, 4);
       std::memcpy(out.data() + 4, m + 4, out.size() - 4);
-      send_all(e, out.data(), out.size(), sends);
+      send_all(e, out.data(), out.size(), sends, s->stop);
       return;
     }
     ops.bump();
@@ -199,6 +202,12 @@ int main(int argc, char** argv) {
   const options& o = s.opt;
   s.message_size = 4 + static_cast<std::size_t>(o.payload);
 
+  // Two descriptors per pair of nodes: 32 nodes need 992 and more, above the usual soft limit of 1,024.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &files);
+  }
   const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   if (listener < 0) fail("socket");
   sockaddr_in addr{};

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 using namespace cogrid;
@@ -704,7 +705,11 @@ asio::awaitable<void> mute_client(asio::any_io_executor ex) {
   const auto waited = std::chrono::steady_clock::now() - t0;
   CHECK(waited > 500ms);
   CHECK(waited < 3s);
-  auto counted = [&] { return g.node(0).rejections().count("bad HTTP request: grid operation timed out") == 1; };
+  auto counted = [&] {
+    const rejection_counts r = g.node(0).rejections();
+    const auto it = r.find("bad HTTP request: grid operation timed out");
+    return it != r.end() && it->second == 1;
+  };
   CHECK(co_await eventually(counted));
   CHECK(g.link(0, 1)->state() == connection_state::connected);
   co_await g.shutdown();
@@ -740,5 +745,26 @@ asio::awaitable<void> hanging_dialer(asio::any_io_executor ex) {
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
 TEST_CASE("a custom dialer that never completes is cancelled at the dial timeout, and retried") { run_async(hanging_dialer); }
+
+asio::awaitable<void> throwing_dialer(asio::any_io_executor ex) {
+  // A dialer that throws fails its attempt at once, with its text, and is retried (not held until the
+  // dial timeout, and not the end of the dial loop).
+  auto dials = std::make_shared<std::atomic<int>>(0);
+  testing::grid g(ex, 2, [dials](std::size_t, manager_options& o) {
+    o.connection.dial_timeout = 30s;
+    o.dialer = [dials](std::string) -> asio::awaitable<result<std::unique_ptr<transport>>> {
+      dials->fetch_add(1);
+      throw std::runtime_error("no route to the test host");
+    };
+  });
+  g.start();
+  const std::size_t d = should_connect(g.host(0), g.host(1)) ? 0 : 1;
+  auto c = g.link(d, 1 - d);
+  auto retried = [&] { return dials->load() >= 2 && c->stats().dial_failures >= 2; };
+  CHECK(co_await eventually(retried, 3s));
+  CHECK(c->stats().last_error.find("no route to the test host") != std::string::npos);
+  co_await g.shutdown();
+}
+TEST_CASE("a custom dialer that throws fails its attempt at once with its text, and is retried") { run_async(throwing_dialer); }
 
 TEST_SUITE_END();

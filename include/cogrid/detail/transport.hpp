@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <variant>
@@ -42,12 +43,24 @@ inline asio::awaitable<std::error_code> write_all_status(transport& t, asio::con
 }
 
 /// Opens a transport with `dial` into `out` (for with_deadline). A dialer that returned no transport
-/// leaves `out` empty and succeeds.
-inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, std::string remote, std::unique_ptr<transport>& out) {
-  result<std::unique_ptr<transport>> r = co_await dial(std::move(remote));
-  if (!r) co_return r.error();
-  out = std::move(*r);
-  co_return std::error_code{};
+/// leaves `out` empty and succeeds. One that threw fails at once (not at the deadline: the awaitable
+/// operators wait for the timer when a branch throws) with the error it threw, `errc::disconnected` for
+/// an exception that is not a std::system_error, and its text in `why`.
+inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, std::string remote, std::unique_ptr<transport>& out,
+                                                  std::string& why) {
+  std::error_code ec;
+  try {
+    result<std::unique_ptr<transport>> r = co_await dial(std::move(remote));
+    if (!r) co_return r.error();
+    out = std::move(*r);
+  } catch (const std::system_error& e) {
+    ec = e.code();
+    why = e.what();
+  } catch (const std::exception& e) {
+    ec = make_error_code(errc::disconnected);
+    why = e.what();
+  }
+  co_return ec;
 }
 } // namespace cogrid::detail
 

@@ -436,8 +436,9 @@ COGRID_DECL asio::awaitable<std::error_code> connection::dial_once(std::unique_p
   const auto deadline = detail::steady::now() + opt.dial_timeout;
   try {
     if (!t && shared_->dialer) {
-      ec = co_await detail::with_deadline(detail::dial_into(shared_->dialer, remote_, t), opt.dial_timeout);
-      if (ec) throw std::system_error(ec, "dialer"); // a transport opened after the deadline is dropped
+      std::string why;
+      ec = co_await detail::with_deadline(detail::dial_into(shared_->dialer, remote_, t, why), opt.dial_timeout);
+      if (ec) throw std::system_error(ec, why.empty() ? std::string("dialer") : "dialer: " + why); // a transport opened after the deadline is dropped
       if (!t) throw std::system_error(make_error_code(errc::disconnected), "dialer returned no transport");
     }
     if (!t) {
