@@ -121,6 +121,13 @@ std::size_t a_node_dialed_by(const testing::grid& g, std::size_t dialer) {
   return dialer;
 }
 
+// How many connections `m` refused for `reason` (0 when none).
+std::uint64_t refused_for(const manager& m, const std::string& reason) {
+  const rejection_counts r = m.rejections();
+  const auto it = r.find(reason);
+  return it == r.end() ? 0 : it->second;
+}
+
 // A raw TCP client of node `i`'s listener (`u`: the node's URL, for a handshake's Host).
 asio::awaitable<asio::ip::tcp::socket> raw_client(const testing::grid& g, std::size_t i, detail::host_url& u) {
   (void)detail::parse_host_url(g.host(i), u);
@@ -682,7 +689,7 @@ asio::awaitable<void> silent_peer(asio::any_io_executor ex) {
   const std::error_code ec = co_await ws.read_message(in); // we say nothing; the node gives up on us
   CHECK(ec);
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
-  auto counted = [&] { return g.node(0).rejections().count("grid operation timed out") == 1; };
+  auto counted = [&] { return refused_for(g.node(0), "grid operation timed out") == 1; };
   CHECK(co_await eventually(counted));
   CHECK(g.link(0, 1)->state() == connection_state::connected); // the real peer never noticed
   co_await g.shutdown();
@@ -705,11 +712,7 @@ asio::awaitable<void> mute_client(asio::any_io_executor ex) {
   const auto waited = std::chrono::steady_clock::now() - t0;
   CHECK(waited > 500ms);
   CHECK(waited < 3s);
-  auto counted = [&] {
-    const rejection_counts r = g.node(0).rejections();
-    const auto it = r.find("bad HTTP request: grid operation timed out");
-    return it != r.end() && it->second == 1;
-  };
+  auto counted = [&] { return refused_for(g.node(0), "bad HTTP request: grid operation timed out") == 1; };
   CHECK(co_await eventually(counted));
   CHECK(g.link(0, 1)->state() == connection_state::connected);
   co_await g.shutdown();
