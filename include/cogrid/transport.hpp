@@ -78,9 +78,9 @@ protected:
 
 namespace detail {
 
-// The read of the other Asio-stream transports (TLS): at least one byte, or an error (EOF at the end).
+// A read of a stream that may report bytes and an error together (TLS), made to say one at a time.
 template <class Stream>
-asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std::error_code& ec) {
+asio::awaitable<std::size_t> read_one_outcome(Stream& s, asio::mutable_buffer buf, std::error_code& ec) {
   ec.clear();
   const std::size_t n = co_await s.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
   if (n != 0) ec.clear(); // bytes arrived: report them now, the error (if any) again on the next read
@@ -97,6 +97,13 @@ asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std:
 // 15.6-16.1 us (benchmarks/README.md, seventh session).
 template <class Stream>
 concept reactor_stream = requires(Stream& s) { s.async_wait(Stream::wait_read, asio::use_awaitable); };
+
+// The read of every Asio-stream transport: at least one byte, or an error (EOF at the end).
+template <class Stream>
+asio::awaitable<std::size_t> read_from(Stream& s, asio::mutable_buffer buf, std::error_code& ec) {
+  if constexpr (reactor_stream<Stream>) return s.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+  else return read_one_outcome(s, buf, ec);
+}
 
 inline asio::awaitable<std::size_t> refuse_write(std::error_code& ec) {
   ec = asio::error::bad_descriptor;
@@ -131,8 +138,7 @@ public:
   Stream& stream() noexcept { return stream_; }
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
-    if constexpr (detail::reactor_stream<Stream>) return stream_.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
-    else return detail::read_from(stream_, buf, ec);
+    return detail::read_from(stream_, buf, ec);
   }
 
   asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) override {

@@ -201,6 +201,16 @@ void drop(basic_waiter<Handler>&& w) {
   w.h.reset();
 }
 
+// `ctx` is being destroyed (registry.hpp) and `w` was taken from one of our objects: a waiter that would
+// resume in `ctx` goes with it (dropped); one of another context, still running, is handed to `tell`,
+// which wakes it to find its operation ended.
+template <class Handler, class Tell>
+void let_go(basic_waiter<Handler>&& w, asio::execution_context& ctx, Tell&& tell) {
+  if (!w.h) return;
+  if (context_of(*w.h) == &ctx) drop(std::move(w));
+  else std::forward<Tell>(tell)(std::move(w));
+}
+
 } // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_WAITER_HPP

@@ -637,12 +637,8 @@ COGRID_DECL void abandon_calls(connection& c, asio::execution_context& ctx) {
       take_waiter(p->w, parked.back());
     }
   }
-  for (std::size_t i = 0; i < parked.size(); ++i) {
-    basic_waiter<call_handler>& w = parked[i];
-    if (!w.h) continue;
-    if (context_of(*w.h) == &ctx) drop(std::move(w)); // a caller in this context: goes with it
-    else wake_call(std::move(w), calls[i]);           // one in another context, still running: told
-  }
+  for (std::size_t i = 0; i < parked.size(); ++i)
+    let_go(std::move(parked[i]), ctx, [&](basic_waiter<call_handler>&& w) { wake_call(std::move(w), calls[i]); });
   abandon_streams(c, ctx);
 }
 

@@ -808,11 +808,7 @@ COGRID_DECL void abandon_streams(connection& c, asio::execution_context& ctx) {
       s->finished = true;
       for (int i = 0; i < 3; ++i) take_waiter(s->waits[i], parked[i]);
     }
-    for (auto& w : parked) {
-      if (!w.h) continue;
-      if (context_of(*w.h) == &ctx) drop(std::move(w));
-      else wake(std::move(w)); // in another context, still running: finds the stream ended
-    }
+    for (auto& w : parked) let_go(std::move(w), ctx, [](waiter&& other) { wake(std::move(other)); }); // finds the stream ended
   }
   for (auto& s : in) {
     std::coroutine_handle<> parked;
