@@ -102,6 +102,8 @@ public:
   COGRID_DECL asio::awaitable<std::error_code> wait_for_connect();
 
   /// Drops the current session (both directions), as a network failure would; the dialer reconnects.
+  /// Header-only builds: defined with a node's life, so a file calling it includes this header (see
+  /// manager's class comment).
   COGRID_DECL void kill();
 
   /// While blocked, inbound messages are read and discarded without being handled (pongs included), so
@@ -208,3 +210,9 @@ private:
 #endif
 
 #endif // COGRID_CONNECTION_HPP
+
+// Header-only: including this header brings the definitions of a node's life as well (see
+// detail/service.hpp); cogrid's own headers include that one instead.
+#if defined(COGRID_HEADER_ONLY) && !defined(COGRID_DETAIL_SERVICE_ONLY)
+#include <cogrid/impl/node.ipp>
+#endif

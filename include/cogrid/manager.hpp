@@ -6,7 +6,7 @@
 #include <cogrid/detail/config.hpp>
 #include <cogrid/auth.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/connection.hpp>
+#include <cogrid/detail/service.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
@@ -83,6 +83,12 @@ using rejection_counts = std::map<std::string, std::uint64_t>;
 ///
 /// @par Thread safety
 /// All member functions may be called from any thread.
+///
+/// @par Header-only builds
+/// A file that constructs, starts, listens, accepts, attaches or shuts down a manager includes this
+/// header (or <cogrid/cogrid.hpp>), which brings the definitions of a node's life. A file that only
+/// declares, serves and calls handlers may include just <cogrid/unary.hpp> and <cogrid/stream.hpp>,
+/// which leave them out and so compile faster (see detail/service.hpp).
 class manager {
 public:
   /// @throws std::system_error (`errc::invalid_value`) when `local` is not in `hosts` exactly once, a
@@ -218,3 +224,9 @@ COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::str
 #endif
 
 #endif // COGRID_MANAGER_HPP
+
+// Header-only: including this header brings the definitions of a node's life as well (see
+// detail/service.hpp); cogrid's own headers include that one instead.
+#if defined(COGRID_HEADER_ONLY) && !defined(COGRID_DETAIL_SERVICE_ONLY)
+#include <cogrid/impl/node.ipp>
+#endif

@@ -20,5 +20,9 @@
 #include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/auth.ipp>
 #include <cogrid/impl/metrics.ipp>
+#include <cogrid/impl/session.ipp>
+#include <cogrid/impl/manager_node.ipp>
+#include <cogrid/impl/mux_serve.ipp>
+#include <cogrid/impl/stream_serve.ipp>
 
 #endif // COGRID_SRC_HPP

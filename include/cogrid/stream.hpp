@@ -6,8 +6,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/connection.hpp>
-#include <cogrid/manager.hpp>
+#include <cogrid/detail/service.hpp>
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/serialize.hpp>
 #include <cogrid/detail/pool.hpp>

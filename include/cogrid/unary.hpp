@@ -4,8 +4,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/connection.hpp>
-#include <cogrid/manager.hpp>
+#include <cogrid/detail/service.hpp>
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/serialize.hpp>
 

@@ -6,7 +6,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/connection.hpp>
+#include <cogrid/detail/service.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/detail/id_map.hpp>
 #include <cogrid/detail/pool.hpp>
@@ -57,8 +57,9 @@ struct conn_mux {
   std::atomic<std::uint64_t> calls_made{0}, calls_served{0}; // unary calls and streams, ever
 };
 
-/// One per manager: the handler registry, and the sink of every connection's mux messages.
-class mux_core final : public message_sink, public std::enable_shared_from_this<mux_core> {
+/// One per manager: the handler registry, and what every connection's mux messages are handed to (through
+/// the manager's message_sink, defined with the node's life: see detail/service.hpp).
+class mux_core final : public std::enable_shared_from_this<mux_core> {
 public:
   mux_core(asio::any_io_executor ex, metrics_registry& metrics) : ex_(std::move(ex)), metrics_(metrics) {
     for (auto& s : strands_) s = make_strand_executor(ex_);
@@ -78,8 +79,10 @@ public:
     return strands_[next_strand_.fetch_add(1, std::memory_order_relaxed) % strands_.size()];
   }
 
-  COGRID_DECL void on_message(connection& c, const message& m) override;
-  COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
+  /// A mux message arrived on `c` (see message_sink::on_message).
+  COGRID_DECL void on_message(connection& c, const message& m);
+  /// The session `session` of `c` ended (see message_sink::on_session_end).
+  COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why);
 
 private:
   COGRID_DECL std::error_code add_unary(handler_id h, std::optional<subroute_id> sub, std::shared_ptr<const unary_entry> e);

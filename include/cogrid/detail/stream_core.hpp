@@ -5,7 +5,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/connection.hpp>
+#include <cogrid/detail/service.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/detail/pool.hpp>
