@@ -9,7 +9,7 @@
 #include <cogrid/message.hpp>
 #include <cogrid/options.hpp>
 #include <cogrid/stats.hpp>
-#include <cogrid/transport.hpp>
+#include <cogrid/detail/transport_base.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -17,6 +17,7 @@
 #include <asio/strand.hpp>
 #include <cogrid/detail/registry.hpp>
 #include <cogrid/detail/strand.hpp>
+#include <cogrid/detail/waiter.hpp>
 
 #include <atomic>
 #include <chrono>

@@ -10,13 +10,12 @@
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
-#include <cogrid/transport.hpp>
+#include <cogrid/detail/transport_base.hpp>
 #include <cogrid/detail/stream_core.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
-#include <asio/ssl/context.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -26,6 +25,10 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+namespace asio::ssl {
+class context; // <asio/ssl/context.hpp>: included with a node's life (detail/service.hpp)
+} // namespace asio::ssl
 
 namespace cogrid {
 

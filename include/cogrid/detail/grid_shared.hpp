@@ -6,14 +6,17 @@
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
-#include <cogrid/transport.hpp>
+#include <cogrid/detail/transport_base.hpp>
 #include <cogrid/detail/url.hpp>
 
-#include <asio/ssl/context.hpp>
 
 #include <atomic>
 #include <memory>
 #include <string>
+
+namespace asio::ssl {
+class context; // <asio/ssl/context.hpp>: included with a node's life (detail/service.hpp)
+} // namespace asio::ssl
 
 namespace cogrid {
 class message_sink;
