@@ -44,7 +44,7 @@ class mux_core;
 } // namespace detail
 
 /// Receives the grid messages of a connection that are not connection-level (everything except the
-/// connection ping/pong): the mux layer of unary calls and streams implements it.
+/// connection ping/pong): the manager's sink hands them to the mux layer of unary calls and streams.
 class message_sink {
 public:
   virtual ~message_sink() = default;
@@ -104,7 +104,7 @@ public:
 
   /// Drops the current session (both directions), as a network failure would; the dialer reconnects.
   /// Header-only builds: defined with a node's life, so a file calling it includes this header (see
-  /// manager's class comment).
+  /// detail/service.hpp).
   COGRID_DECL void kill();
 
   /// While blocked, inbound messages are read and discarded without being handled (pongs included), so
@@ -213,7 +213,7 @@ private:
 #endif // COGRID_CONNECTION_HPP
 
 // Header-only: including this header brings the definitions of a node's life as well (see
-// detail/service.hpp); cogrid's own headers include that one instead.
+// detail/service.hpp); cogrid's other headers, except cogrid.hpp and testing.hpp, include that one instead.
 #if defined(COGRID_HEADER_ONLY) && !defined(COGRID_DETAIL_SERVICE_ONLY)
 #include <cogrid/impl/node.ipp>
 #endif

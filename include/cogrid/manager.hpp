@@ -229,7 +229,7 @@ COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::str
 #endif // COGRID_MANAGER_HPP
 
 // Header-only: including this header brings the definitions of a node's life as well (see
-// detail/service.hpp); cogrid's own headers include that one instead.
+// detail/service.hpp); cogrid's other headers, except cogrid.hpp and testing.hpp, include that one instead.
 #if defined(COGRID_HEADER_ONLY) && !defined(COGRID_DETAIL_SERVICE_ONLY)
 #include <cogrid/impl/node.ipp>
 #endif

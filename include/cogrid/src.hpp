@@ -20,9 +20,6 @@
 #include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/auth.ipp>
 #include <cogrid/impl/metrics.ipp>
-#include <cogrid/impl/session.ipp>
-#include <cogrid/impl/manager_node.ipp>
-#include <cogrid/impl/mux_serve.ipp>
-#include <cogrid/impl/stream_serve.ipp>
+#include <cogrid/impl/node.ipp>
 
 #endif // COGRID_SRC_HPP

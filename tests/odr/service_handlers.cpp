@@ -5,7 +5,9 @@
 #include <cogrid/unary.hpp>
 
 #if defined(COGRID_IMPL_NODE_IPP) || defined(COGRID_IMPL_SESSION_IPP) || defined(COGRID_IMPL_MANAGER_NODE_IPP) || \
-    defined(COGRID_IMPL_MUX_SERVE_IPP) || defined(COGRID_IMPL_STREAM_SERVE_IPP) || defined(COGRID_DETAIL_WEBSOCKET_HPP)
+    defined(COGRID_IMPL_MUX_SERVE_IPP) || defined(COGRID_IMPL_STREAM_SERVE_IPP) || defined(COGRID_DETAIL_WEBSOCKET_HPP) || \
+    defined(COGRID_DETAIL_HTTP_HPP) || defined(COGRID_DETAIL_TRANSPORT_HPP) || defined(COGRID_TRANSPORT_HPP) ||         \
+    defined(ASIO_SSL_CONTEXT_HPP)
 #error "the handler headers brought in the definitions of a node's life"
 #endif
 

@@ -1,5 +1,7 @@
 // With service_handlers.cpp: the file that runs the nodes (it includes everything) calls into a service's
 // file that includes only the handler headers; the program links and both handlers work across it.
+// A handler header comes first here: the node's definitions must still come with the headers after it.
+#include <cogrid/unary.hpp>
 #include <cogrid/cogrid.hpp>
 #include <cogrid/testing.hpp>
 
@@ -8,6 +10,7 @@
 #include <asio/io_context.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <string>
 
 namespace service {
@@ -18,7 +21,11 @@ asio::awaitable<std::string> use(std::shared_ptr<cogrid::connection> c);
 namespace {
 
 asio::awaitable<void> run(cogrid::testing::grid& g, std::string& outcome) {
-  outcome = co_await service::use(g.link(0, 1));
+  try {
+    outcome = co_await service::use(g.link(0, 1));
+  } catch (const std::exception& e) {
+    outcome = std::string("threw: ") + e.what();
+  }
   co_await g.shutdown();
 }
 

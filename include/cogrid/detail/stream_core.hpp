@@ -141,7 +141,7 @@ struct gen_promise_base {
 /// One stream this node serves. Messages from the caller arrive on the connection's strand; the handler's
 /// generator runs on `strand`; the mutex guards what both touch.
 struct server_stream : std::enable_shared_from_this<server_stream> {
-  server_stream(std::shared_ptr<connection> c, asio::any_io_executor s);
+  COGRID_DECL server_stream(std::shared_ptr<connection> c, asio::any_io_executor s);
 
   std::shared_ptr<connection> conn;
   asio::any_io_executor strand;            // a strand of its own

@@ -41,11 +41,13 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
     log(log_level::warning, "rejected incoming connection from " + peer + ": " + reason);
   }
 
-  bool begin_incoming(); // counts an incoming handshake; false once stopping (impl/manager_node.ipp)
-  void end_incoming();   // ends one; the last one after shutdown() began signals `drained`
+  inline bool begin_incoming(); // counts an incoming handshake; false once stopping (impl/manager_node.ipp)
+  inline void end_incoming();   // ends one; the last one after shutdown() began signals `drained`
 };
 
 } // namespace detail
+
+COGRID_DECL manager::~manager() = default;
 
 COGRID_DECL const node_id& manager::id() const noexcept { return state_->shared->id; }
 COGRID_DECL const std::string& manager::local() const noexcept { return state_->shared->local; }

@@ -7,6 +7,7 @@
 #include <cogrid/detail/service.hpp>
 #include <cogrid/election.hpp>
 #include <cogrid/impl/manager.ipp>
+#include <cogrid/impl/session.ipp>
 #include <cogrid/detail/grid_shared.hpp>
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/http.hpp>
@@ -20,6 +21,7 @@
 #include <asio/redirect_error.hpp>
 #include <asio/ssl.hpp>
 #include <asio/strand.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <openssl/rand.h>
@@ -316,8 +318,6 @@ COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o) : stat
   }
 }
 
-COGRID_DECL manager::~manager() = default;
-
 COGRID_DECL void manager::start() {
   for (const auto& [h, c] : state_->conns) c->start();
 }
@@ -399,6 +399,7 @@ COGRID_DECL std::error_code manager::attach(std::string_view remote, std::unique
   else accept(std::move(t));
   return {};
 }
+
 COGRID_DECL asio::awaitable<void> manager::shutdown() {
   auto st = state_;
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> accs;

@@ -117,7 +117,6 @@ struct session_loops_wait {
   }
 };
 
-
 // A random pause in [lo, hi). `rng` belongs to the connection and is used on its strand only (no
 // thread_local: clang 16 may cache a thread_local's address across a co_await, see README).
 inline std::chrono::milliseconds jitter(std::minstd_rand& rng, std::chrono::milliseconds lo, std::chrono::milliseconds hi) {

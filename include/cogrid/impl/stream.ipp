@@ -14,9 +14,6 @@
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/control.hpp>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/post.hpp>
-
 namespace cogrid::detail {
 
 using steady_clock = std::chrono::steady_clock;
@@ -190,7 +187,6 @@ COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error) 
     stop_server_timers(s); // we run on the stream's strand
   }
 }
-
 
 // -- the client side ------------------------------------------------------------------------------------
 

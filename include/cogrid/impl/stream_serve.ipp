@@ -248,6 +248,9 @@ inline void server_on_disconnect(connection& c, const message& m) {
   auto sp = find_server_stream(c, m.mux_id);
   if (sp) server_abandon(sp, std::string());
 }
+
+// -- the client side ------------------------------------------------------------------------------------
+
 inline std::shared_ptr<client_stream_state> find_client_stream(connection& c, std::uint64_t mux) {
   std::lock_guard lk(c.mux().mu);
   std::shared_ptr<client_stream_state>* found = c.mux().streams_out.find(mux);
