@@ -212,8 +212,12 @@ private:
 
 #endif // COGRID_CONNECTION_HPP
 
-// Header-only: including this header brings the definitions of a node's life as well (see
-// detail/service.hpp); cogrid's other headers, except cogrid.hpp and testing.hpp, include that one instead.
-#if defined(COGRID_HEADER_ONLY) && !defined(COGRID_DETAIL_SERVICE_ONLY)
+// Including this header itself brings what a node's files use with it: the transports, and in
+// header-only builds the definitions of a node's life (see detail/service.hpp). cogrid's other headers,
+// except cogrid.hpp and testing.hpp, include detail/service.hpp instead, which leaves them out.
+#if !defined(COGRID_DETAIL_SERVICE_ONLY)
+#include <cogrid/transport.hpp>
+#if defined(COGRID_HEADER_ONLY)
 #include <cogrid/impl/node.ipp>
+#endif
 #endif
