@@ -26,10 +26,6 @@
 #include <utility>
 #include <vector>
 
-namespace asio::ssl {
-class context; // <asio/ssl/context.hpp>: included with a node's life (detail/service.hpp)
-} // namespace asio::ssl
-
 namespace cogrid {
 
 namespace detail {

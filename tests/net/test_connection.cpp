@@ -121,6 +121,12 @@ std::size_t a_node_dialed_by(const testing::grid& g, std::size_t dialer) {
   return dialer;
 }
 
+// In a two-node grid, the connection of whichever node dials the other.
+std::shared_ptr<connection> dialing_link(testing::grid& g) {
+  const std::size_t d = should_connect(g.host(0), g.host(1)) ? 0 : 1;
+  return g.link(d, 1 - d);
+}
+
 // How many connections `m` refused for `reason` (0 when none).
 std::uint64_t refused_for(const manager& m, const std::string& reason) {
   const rejection_counts r = m.rejections();
@@ -737,8 +743,7 @@ asio::awaitable<void> hanging_dialer(asio::any_io_executor ex) {
     o.dialer = [cancelled](std::string) { return dial_that_hangs(cancelled); };
   });
   g.start();
-  const std::size_t d = should_connect(g.host(0), g.host(1)) ? 0 : 1;
-  auto c = g.link(d, 1 - d);
+  auto c = dialing_link(g);
   auto retried = [&] { return cancelled->load() >= 2 && c->stats().dial_failures >= 2; };
   CHECK(co_await eventually(retried));
   CHECK(c->stats().last_error.find("timed out") != std::string::npos);
@@ -761,8 +766,7 @@ asio::awaitable<void> throwing_dialer(asio::any_io_executor ex) {
     };
   });
   g.start();
-  const std::size_t d = should_connect(g.host(0), g.host(1)) ? 0 : 1;
-  auto c = g.link(d, 1 - d);
+  auto c = dialing_link(g);
   auto retried = [&] { return dials->load() >= 2 && c->stats().dial_failures >= 2; };
   CHECK(co_await eventually(retried, 3s));
   CHECK(c->stats().last_error.find("no route to the test host") != std::string::npos);

@@ -9,14 +9,9 @@
 #include <cogrid/detail/transport_base.hpp>
 #include <cogrid/detail/url.hpp>
 
-
 #include <atomic>
 #include <memory>
 #include <string>
-
-namespace asio::ssl {
-class context; // <asio/ssl/context.hpp>: included with a node's life (detail/service.hpp)
-} // namespace asio::ssl
 
 namespace cogrid {
 class message_sink;

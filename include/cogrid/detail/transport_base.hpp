@@ -18,6 +18,12 @@
 #include <string>
 #include <system_error>
 
+// The TLS context the grid's options and TLS transports hold; what connection.hpp and manager.hpp name of
+// TLS. <asio/ssl/context.hpp> comes with a node's life (detail/service.hpp).
+namespace asio::ssl {
+class context;
+} // namespace asio::ssl
+
 namespace cogrid {
 
 /// A connected, reliable, ordered byte stream that a grid connection runs over. cogrid implements it for

@@ -6,8 +6,8 @@
 #include <cogrid/detail/service.hpp>
 #include <cogrid/detail/grid_shared.hpp>
 #include <cogrid/detail/mux.hpp>
+#include <cogrid/detail/wait_channel.hpp>
 
-#include <asio/experimental/concurrent_channel.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
@@ -18,8 +18,6 @@ namespace cogrid {
 namespace detail {
 
 using steady = std::chrono::steady_clock;
-
-using wait_channel = asio::experimental::concurrent_channel<void(std::error_code, int)>;
 
 } // namespace detail
 

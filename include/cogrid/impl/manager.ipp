@@ -7,8 +7,7 @@
 #include <cogrid/detail/service.hpp>
 #include <cogrid/detail/grid_shared.hpp>
 #include <cogrid/detail/mux.hpp>
-
-#include <asio/experimental/concurrent_channel.hpp>
+#include <cogrid/detail/wait_channel.hpp>
 
 namespace cogrid {
 namespace detail {
@@ -26,7 +25,7 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors;
   rejection_counts rejected;
   std::size_t inflight = 0;
-  std::shared_ptr<asio::experimental::concurrent_channel<void(std::error_code, int)>> drained;
+  std::shared_ptr<wait_channel> drained;
   std::atomic<bool> stopping{false};
 
   void log(log_level level, const std::string& text) const {

@@ -16,7 +16,6 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
-#include <asio/experimental/concurrent_channel.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/ssl.hpp>
@@ -403,13 +402,13 @@ COGRID_DECL std::error_code manager::attach(std::string_view remote, std::unique
 COGRID_DECL asio::awaitable<void> manager::shutdown() {
   auto st = state_;
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> accs;
-  std::shared_ptr<asio::experimental::concurrent_channel<void(std::error_code, int)>> drained;
+  std::shared_ptr<detail::wait_channel> drained;
   {
     std::lock_guard lk(st->mu);
     st->stopping = true;
     accs.swap(st->acceptors);
     if (st->inflight > 0) {
-      drained = std::make_shared<asio::experimental::concurrent_channel<void(std::error_code, int)>>(co_await asio::this_coro::executor, 1);
+      drained = std::make_shared<detail::wait_channel>(co_await asio::this_coro::executor, 1);
       st->drained = drained;
     }
   }
