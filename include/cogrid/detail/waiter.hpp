@@ -15,7 +15,6 @@
 #include <asio/execution/allocator.hpp>
 #include <asio/execution/blocking.hpp>
 #include <asio/execution/context.hpp>
-#include <asio/execution/execute.hpp>
 #include <asio/execution/relationship.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
@@ -142,9 +141,9 @@ template <class Executor, class F>
 void execute_continuation(const Executor& ex, F&& f) {
   auto never = asio::require(ex, asio::execution::blocking.never);
   if (handoff_depth() > 0) {
-    asio::execution::execute(asio::prefer(never, asio::execution::relationship.continuation), std::forward<F>(f));
+    asio::prefer(never, asio::execution::relationship.continuation).execute(std::forward<F>(f));
   } else {
-    asio::execution::execute(never, std::forward<F>(f));
+    never.execute(std::forward<F>(f));
   }
 }
 
