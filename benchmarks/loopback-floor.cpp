@@ -9,7 +9,14 @@
 // So the figure is an upper bound for any design that sends each message in its own system call — which
 // is what a mesh whose links carry about one message at a time forces (benchmarks/README.md).
 //
-//   loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T]
+// `--uring` (built when liburing is found) moves the same traffic through io_uring instead: one ring per
+// thread (single issuer, deferred task work where the kernel has it), a receive always armed on each end,
+// sends queued as submissions, and everything a thread queued submitted in the one io_uring_enter that
+// also waits for the next completions. A link keeps one send in flight; what its callers send meanwhile
+// goes out together after it. So this asks whether batching the system calls, not the messages, lifts
+// the ceiling.
+//
+//   loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T] [--uring]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +25,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#if defined(COGRID_FLOOR_URING)
+#include <liburing.h>
+#endif
 
 #include <atomic>
 #include <cerrno>
@@ -42,12 +53,15 @@ struct options {
   int payload = 512;
   double seconds = 3;
   int threads = static_cast<int>(std::thread::hardware_concurrency() ? std::thread::hardware_concurrency() : 2);
+  bool uring = false;
 };
 
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "loopback-floor: %s: %s\n", what, std::strerror(errno));
+[[noreturn]] void fail_with(const char* what, int error) {
+  std::fprintf(stderr, "loopback-floor: %s: %s\n", what, std::strerror(error));
   std::exit(2);
 }
+
+[[noreturn]] void fail(const char* what) { fail_with(what, errno); }
 
 // One end of a link. Read by its owning thread only; written by any thread (a caller's request from
 // wherever its last response was read, or the owner's echo), so writes take `write_lock`.
@@ -58,6 +72,11 @@ struct end_point {
   std::mutex write_lock;
   std::vector<char> in; // bytes read and not yet a whole message
   std::size_t have = 0;
+  // io_uring only, under write_lock: bytes waiting for the send in flight, the bytes of that send, how
+  // many of them went, and whether one is in flight.
+  std::vector<char> queued, sending;
+  std::size_t sent = 0;
+  bool busy = false;
 };
 
 constexpr std::uint32_t response_bit = 0x80000000u;
@@ -153,6 +172,149 @@ struct worker {
   }
 };
 
+#if defined(COGRID_FLOOR_URING)
+// The same worker over io_uring. Completions carry the end they are for, the low bit set for a send.
+struct uring_worker {
+  shared_state* s = nullptr;
+  io_uring ring{};
+  std::minstd_rand rng;
+  std::vector<char> out;
+  counter ops, sends, recvs, waits;
+
+  io_uring_sqe* next_sqe() {
+    io_uring_sqe* q = ::io_uring_get_sqe(&ring);
+    if (q == nullptr) { // the submission queue is full: hand it to the kernel now
+      const int r = ::io_uring_submit(&ring);
+      waits.bump();
+      if (r < 0) fail_with("io_uring_submit", -r);
+      q = ::io_uring_get_sqe(&ring);
+      if (q == nullptr) fail_with("io_uring_get_sqe", EBUSY);
+    }
+    return q;
+  }
+
+  void arm_recv(end_point& e) {
+    io_uring_sqe* q = next_sqe();
+    ::io_uring_prep_recv(q, e.fd, e.in.data() + e.have, e.in.size() - e.have, 0);
+    ::io_uring_sqe_set_data64(q, reinterpret_cast<std::uint64_t>(&e));
+    recvs.bump();
+  }
+
+  // Under e.write_lock, e.busy set: the rest of e.sending goes out.
+  void arm_send(end_point& e) {
+    io_uring_sqe* q = next_sqe();
+    ::io_uring_prep_send(q, e.fd, e.sending.data() + e.sent, e.sending.size() - e.sent, MSG_NOSIGNAL);
+    ::io_uring_sqe_set_data64(q, reinterpret_cast<std::uint64_t>(&e) | 1u);
+    sends.bump();
+  }
+
+  void send(end_point& e, const char* data, std::size_t n) {
+    const std::lock_guard<std::mutex> lock(e.write_lock);
+    e.queued.insert(e.queued.end(), data, data + n);
+    if (e.busy) return; // goes out after the send in flight
+    e.busy = true;
+    e.sending.swap(e.queued);
+    e.queued.clear();
+    e.sent = 0;
+    arm_send(e);
+  }
+
+  void on_sent(end_point& e, int res) {
+    if (res < 0) {
+      if (s->stop.load(std::memory_order_relaxed)) return;
+      fail_with("send", -res);
+    }
+    const std::lock_guard<std::mutex> lock(e.write_lock);
+    e.sent += static_cast<std::size_t>(res);
+    if (e.sent < e.sending.size()) return arm_send(e);
+    if (e.queued.empty()) {
+      e.busy = false;
+      return;
+    }
+    e.sending.swap(e.queued);
+    e.queued.clear();
+    e.sent = 0;
+    arm_send(e);
+  }
+
+  void start_call(std::uint32_t caller) {
+    const int n = s->opt.servers;
+    const int src = static_cast<int>(rng() % static_cast<unsigned>(n));
+    int dst = static_cast<int>(rng() % static_cast<unsigned>(n - 1));
+    if (dst >= src) ++dst;
+    std::memcpy(out.data(), &caller, 4);
+    send(s->end(src, dst), out.data(), out.size());
+  }
+
+  void on_message(end_point& e, const char* m) {
+    std::uint32_t head = 0;
+    std::memcpy(&head, m, 4);
+    if ((head & response_bit) == 0) {
+      head |= response_bit;
+      std::memcpy(out.data(), &head, 4);
+      std::memcpy(out.data() + 4, m + 4, out.size() - 4);
+      send(e, out.data(), out.size());
+      return;
+    }
+    ops.bump();
+    if (!s->stop.load(std::memory_order_relaxed)) start_call(head & ~response_bit);
+  }
+
+  void on_received(end_point& e, int res) {
+    if (res <= 0) {
+      if (s->stop.load(std::memory_order_relaxed)) return;
+      fail_with("recv", res == 0 ? ECONNRESET : -res);
+    }
+    e.have += static_cast<std::size_t>(res);
+    const std::size_t size = s->message_size;
+    std::size_t at = 0;
+    for (; e.have - at >= size; at += size) on_message(e, e.in.data() + at);
+    if (at != 0) {
+      std::memmove(e.in.data(), e.in.data() + at, e.have - at);
+      e.have -= at;
+    }
+    arm_recv(e);
+  }
+
+  // Runs on its own thread, which must be the ring's only submitter (IORING_SETUP_SINGLE_ISSUER): the
+  // ring is made here. `ready` counts the threads whose receives are armed; callers start after all.
+  void run(int index, std::atomic<int>& ready) {
+    int r = ::io_uring_queue_init(4096, &ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (r == -EINVAL) r = ::io_uring_queue_init(4096, &ring, IORING_SETUP_COOP_TASKRUN); // before Linux 6.1
+    if (r == -EINVAL) r = ::io_uring_queue_init(4096, &ring, 0);
+    if (r < 0) fail_with("io_uring_queue_init", -r);
+    const int threads = s->opt.threads;
+    for (int a = 0; a < s->opt.servers; ++a)
+      if (a % threads == index)
+        for (int b = 0; b < s->opt.servers; ++b)
+          if (a != b) arm_recv(s->end(a, b));
+    ready.fetch_add(1);
+    while (ready.load() < threads) std::this_thread::yield();
+    for (int c = index; c < s->opt.callers; c += threads) start_call(static_cast<std::uint32_t>(c));
+
+    __kernel_timespec tick{};
+    tick.tv_nsec = 50'000'000;
+    while (!s->stop.load(std::memory_order_relaxed)) {
+      io_uring_cqe* cqe = nullptr;
+      r = ::io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &tick, nullptr);
+      waits.bump();
+      if (r < 0 && r != -ETIME && r != -EINTR) fail_with("io_uring_submit_and_wait_timeout", -r);
+      unsigned head = 0;
+      unsigned seen = 0;
+      io_uring_for_each_cqe(&ring, head, cqe) {
+        const std::uint64_t d = ::io_uring_cqe_get_data64(cqe);
+        auto& e = *reinterpret_cast<end_point*>(d & ~std::uint64_t{1});
+        if (d & 1u) on_sent(e, cqe->res);
+        else on_received(e, cqe->res);
+        ++seen;
+      }
+      ::io_uring_cq_advance(&ring, seen);
+    }
+    ::io_uring_queue_exit(&ring); // cancels the receives still armed, before the ends go
+  }
+};
+#endif
+
 int connect_pair(int listener, const sockaddr_in& addr, int& accepted) {
   const int c = ::socket(AF_INET, SOCK_STREAM, 0);
   if (c < 0) fail("socket");
@@ -162,16 +324,29 @@ int connect_pair(int listener, const sockaddr_in& addr, int& accepted) {
   return c;
 }
 
-void tune(int fd) {
+// io_uring's sockets stay blocking: on a non-blocking one its receive would end with EAGAIN rather than
+// wait for data.
+void tune(int fd, bool non_blocking) {
   const int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail("TCP_NODELAY");
-  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) fail("O_NONBLOCK");
+  if (non_blocking && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) fail("O_NONBLOCK");
 }
 
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  int i = 1;
+  for (; i + 1 < argc || (i < argc && std::string(argv[i]) == "--uring"); i += 2) {
     const std::string k = argv[i];
+    if (k == "--uring") {
+#if defined(COGRID_FLOOR_URING)
+      o.uring = true;
+      --i; // takes no value
+      continue;
+#else
+      std::fprintf(stderr, "loopback-floor: built without liburing: no --uring\n");
+      std::exit(2);
+#endif
+    }
     const char* v = argv[i + 1];
     if (k == "--servers") o.servers = std::atoi(v);
     else if (k == "--callers") o.callers = std::atoi(v);
@@ -183,8 +358,8 @@ options parse(int argc, char** argv) {
       std::exit(2);
     }
   }
-  if (argc % 2 == 0) {
-    std::fprintf(stderr, "usage: loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T]\n");
+  if (i != argc) {
+    std::fprintf(stderr, "usage: loopback-floor [--servers N] [--callers C] [--payload B] [--seconds S] [--threads T] [--uring]\n");
     std::exit(2);
   }
   if (o.servers < 2 || o.callers < 1 || o.payload < 0 || o.seconds <= 0 || o.threads < 1) {
@@ -192,6 +367,44 @@ options parse(int argc, char** argv) {
     std::exit(2);
   }
   return o;
+}
+
+// Lets the workers warm up, counts what they do for the run's seconds, stops and joins them, and prints
+// the line. Returns the operations counted.
+template <class Worker>
+std::uint64_t measure(shared_state& s, std::vector<Worker>& workers, std::vector<std::thread>& threads, const char* wait_name) {
+  const options& o = s.opt;
+  using clock = std::chrono::steady_clock;
+  std::this_thread::sleep_for(std::chrono::duration<double>(std::min(1.0, o.seconds / 5)));
+  struct totals {
+    std::uint64_t ops = 0, sends = 0, recvs = 0, waits = 0;
+  };
+  auto sum = [&workers] {
+    totals t;
+    for (auto& w : workers) {
+      t.ops += w.ops.get();
+      t.sends += w.sends.get();
+      t.recvs += w.recvs.get();
+      t.waits += w.waits.get();
+    }
+    return t;
+  };
+  const totals before = sum();
+  const auto t0 = clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  const totals after = sum();
+  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  s.stop = true;
+  for (auto& t : threads) t.join();
+
+  const std::uint64_t ops = after.ops - before.ops;
+  const double per_op = ops ? 1.0 / static_cast<double>(ops) : 0;
+  std::printf("loopback-floor%s: %d servers, %d callers, %d B, %d threads: %.0f ops/s; per op: %.2f send, %.2f recv, "
+              "%.2f %s\n",
+              o.uring ? " --uring" : "", o.servers, o.callers, o.payload, o.threads, static_cast<double>(ops) / secs,
+              static_cast<double>(after.sends - before.sends) * per_op, static_cast<double>(after.recvs - before.recvs) * per_op,
+              static_cast<double>(after.waits - before.waits) * per_op, wait_name);
+  return ops;
 }
 
 } // namespace
@@ -229,14 +442,6 @@ int main(int argc, char** argv) {
     }
   ::close(listener);
 
-  std::vector<worker> workers(static_cast<std::size_t>(o.threads));
-  for (std::size_t t = 0; t < workers.size(); ++t) {
-    workers[t].s = &s;
-    workers[t].epfd = ::epoll_create1(0);
-    if (workers[t].epfd < 0) fail("epoll_create1");
-    workers[t].rng.seed(static_cast<unsigned>(t + 1));
-    workers[t].out.assign(s.message_size, 'x');
-  }
   // A node's ends belong to one thread (node % threads), as a node would own its connections.
   for (int a = 0; a < o.servers; ++a)
     for (int b = 0; b < o.servers; ++b) {
@@ -245,50 +450,48 @@ int main(int argc, char** argv) {
       e.node = a;
       e.peer = b;
       e.in.resize(64 * 1024 + s.message_size);
-      tune(e.fd);
+      tune(e.fd, !o.uring);
+    }
+
+  std::uint64_t ops = 0;
+  if (o.uring) {
+#if defined(COGRID_FLOOR_URING)
+    std::vector<uring_worker> workers(static_cast<std::size_t>(o.threads));
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < workers.size(); ++t) {
+      workers[t].s = &s;
+      workers[t].rng.seed(static_cast<unsigned>(t + 1));
+      workers[t].out.assign(s.message_size, 'x');
+    }
+    for (std::size_t t = 0; t < workers.size(); ++t)
+      threads.emplace_back([&workers, &ready, t] { workers[t].run(static_cast<int>(t), ready); });
+    ops = measure(s, workers, threads, "io_uring_enter");
+#endif
+  } else {
+    std::vector<worker> workers(static_cast<std::size_t>(o.threads));
+    for (std::size_t t = 0; t < workers.size(); ++t) {
+      workers[t].s = &s;
+      workers[t].epfd = ::epoll_create1(0);
+      if (workers[t].epfd < 0) fail("epoll_create1");
+      workers[t].rng.seed(static_cast<unsigned>(t + 1));
+      workers[t].out.assign(s.message_size, 'x');
+    }
+    for (auto& e : s.ends) {
+      if (e->fd < 0) continue; // the unused diagonal (a node and itself)
       epoll_event ev{};
       ev.events = EPOLLIN;
-      ev.data.ptr = &e;
-      if (::epoll_ctl(workers[static_cast<std::size_t>(a % o.threads)].epfd, EPOLL_CTL_ADD, e.fd, &ev) != 0) fail("epoll_ctl");
+      ev.data.ptr = e.get();
+      if (::epoll_ctl(workers[static_cast<std::size_t>(e->node % o.threads)].epfd, EPOLL_CTL_ADD, e->fd, &ev) != 0)
+        fail("epoll_ctl");
     }
-
-  for (int c = 0; c < o.callers; ++c) workers[static_cast<std::size_t>(c % o.threads)].start_call(static_cast<std::uint32_t>(c));
-  std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([&w] { w.run(); });
-
-  using clock = std::chrono::steady_clock;
-  const auto warm = std::chrono::duration<double>(std::min(1.0, o.seconds / 5));
-  std::this_thread::sleep_for(warm);
-  struct totals {
-    std::uint64_t ops = 0, sends = 0, recvs = 0, waits = 0;
-  };
-  auto sum = [&workers] {
-    totals t;
-    for (auto& w : workers) {
-      t.ops += w.ops.get();
-      t.sends += w.sends.get();
-      t.recvs += w.recvs.get();
-      t.waits += w.waits.get();
-    }
-    return t;
-  };
-  const totals before = sum();
-  const auto t0 = clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-  const totals after = sum();
-  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-  s.stop = true;
-  for (auto& t : threads) t.join();
-
-  const std::uint64_t ops = after.ops - before.ops;
-  const double per_op = ops ? 1.0 / static_cast<double>(ops) : 0;
-  std::printf("loopback-floor: %d servers, %d callers, %d B, %d threads: %.0f ops/s; per op: %.2f send, %.2f recv, "
-              "%.2f epoll_wait\n",
-              o.servers, o.callers, o.payload, o.threads, static_cast<double>(ops) / secs,
-              static_cast<double>(after.sends - before.sends) * per_op, static_cast<double>(after.recvs - before.recvs) * per_op,
-              static_cast<double>(after.waits - before.waits) * per_op);
+    for (int c = 0; c < o.callers; ++c) workers[static_cast<std::size_t>(c % o.threads)].start_call(static_cast<std::uint32_t>(c));
+    std::vector<std::thread> threads;
+    for (auto& w : workers) threads.emplace_back([&w] { w.run(); });
+    ops = measure(s, workers, threads, "epoll_wait");
+    for (auto& w : workers) ::close(w.epfd);
+  }
   for (auto& e : s.ends)
     if (e->fd >= 0) ::close(e->fd);
-  for (auto& w : workers) ::close(w.epfd);
   return ops != 0 ? 0 : 1;
 }

@@ -16,6 +16,10 @@
 #include <asio/execution/blocking.hpp>
 #include <asio/execution/context.hpp>
 #include <asio/execution/relationship.hpp>
+#include <asio/version.hpp>
+#if ASIO_VERSION < 102900
+#include <asio/execution/execute.hpp>
+#endif
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/prefer.hpp>
@@ -137,13 +141,24 @@ asio::execution_context* context_of(const Handler& h) noexcept {
   return &asio::query(asio::get_associated_executor(h), asio::execution::context);
 }
 
+/// Submits `f` to `ex`. Asio up to 1.28 has the execution::execute customisation point (an io_context's
+/// executor keeps its execute() member private there); 1.29 removed it and made the member the way.
+template <class Executor, class F>
+void execute_on(const Executor& ex, F&& f) {
+#if ASIO_VERSION < 102900
+  asio::execution::execute(ex, std::forward<F>(f));
+#else
+  ex.execute(std::forward<F>(f));
+#endif
+}
+
 template <class Executor, class F>
 void execute_continuation(const Executor& ex, F&& f) {
   auto never = asio::require(ex, asio::execution::blocking.never);
   if (handoff_depth() > 0) {
-    asio::prefer(never, asio::execution::relationship.continuation).execute(std::forward<F>(f));
+    execute_on(asio::prefer(never, asio::execution::relationship.continuation), std::forward<F>(f));
   } else {
-    never.execute(std::forward<F>(f));
+    execute_on(never, std::forward<F>(f));
   }
 }
 

@@ -1,0 +1,5 @@
+// Compiled by io_uring_guard.py with Asio's io_uring backend selected: cogrid must refuse it, with its own
+// message, on an Asio older than 1.28.1, and accept it from then on (detail/config.hpp).
+#include <cogrid/error.hpp>
+
+int main() { return cogrid::make_error_code(cogrid::errc::timeout) ? 0 : 1; }
