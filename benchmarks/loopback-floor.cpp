@@ -113,9 +113,11 @@ void send_all(end_point& e, const char* data, std::size_t n, counter& sends, con
   }
 }
 
-struct worker {
+// What both workers do with the traffic: start a caller's next request, echo a request, count a
+// response, and cut what a read brought into messages. Derived::send(e, data, n) puts a message on e's link.
+template <class Derived>
+struct traffic {
   shared_state* s = nullptr;
-  int epfd = -1;
   std::minstd_rand rng;
   std::vector<char> out;
   counter ops, sends, recvs, waits;
@@ -127,7 +129,7 @@ struct worker {
     int dst = static_cast<int>(rng() % static_cast<unsigned>(n - 1));
     if (dst >= src) ++dst;
     std::memcpy(out.data(), &caller, 4);
-    send_all(s->end(src, dst), out.data(), out.size(), sends, s->stop);
+    self().send(s->end(src, dst), out.data(), out.size());
   }
 
   void on_message(end_point& e, const char* m) {
@@ -137,16 +139,36 @@ struct worker {
       head |= response_bit;
       std::memcpy(out.data(), &head, 4);
       std::memcpy(out.data() + 4, m + 4, out.size() - 4);
-      send_all(e, out.data(), out.size(), sends, s->stop);
+      self().send(e, out.data(), out.size());
       return;
     }
     ops.bump();
     if (!s->stop.load(std::memory_order_relaxed)) start_call(head & ~response_bit);
   }
 
+  // `n` bytes were read into e.in after the e.have held already.
+  void on_bytes(end_point& e, std::size_t n) {
+    e.have += n;
+    const std::size_t size = s->message_size;
+    std::size_t at = 0;
+    for (; e.have - at >= size; at += size) on_message(e, e.in.data() + at);
+    if (at != 0) {
+      std::memmove(e.in.data(), e.in.data() + at, e.have - at);
+      e.have -= at;
+    }
+  }
+
+private:
+  Derived& self() noexcept { return static_cast<Derived&>(*this); }
+};
+
+struct worker : traffic<worker> {
+  int epfd = -1;
+
+  void send(end_point& e, const char* data, std::size_t n) { send_all(e, data, n, sends, s->stop); }
+
   void run() {
     epoll_event events[256];
-    const std::size_t size = s->message_size;
     while (!s->stop.load(std::memory_order_relaxed)) {
       const int k = ::epoll_wait(epfd, events, 256, 50);
       waits.bump();
@@ -160,13 +182,7 @@ struct worker {
           if (s->stop.load()) break;
           fail("recv");
         }
-        e.have += static_cast<std::size_t>(r);
-        std::size_t at = 0;
-        for (; e.have - at >= size; at += size) on_message(e, e.in.data() + at);
-        if (at != 0) {
-          std::memmove(e.in.data(), e.in.data() + at, e.have - at);
-          e.have -= at;
-        }
+        on_bytes(e, static_cast<std::size_t>(r));
       }
     }
   }
@@ -174,12 +190,8 @@ struct worker {
 
 #if defined(COGRID_FLOOR_URING)
 // The same worker over io_uring. Completions carry the end they are for, the low bit set for a send.
-struct uring_worker {
-  shared_state* s = nullptr;
+struct uring_worker : traffic<uring_worker> {
   io_uring ring{};
-  std::minstd_rand rng;
-  std::vector<char> out;
-  counter ops, sends, recvs, waits;
 
   io_uring_sqe* next_sqe() {
     io_uring_sqe* q = ::io_uring_get_sqe(&ring);
@@ -200,6 +212,14 @@ struct uring_worker {
     recvs.bump();
   }
 
+  // Under e.write_lock, e.busy set: what was queued becomes the send in flight.
+  void send_queued(end_point& e) {
+    e.sending.swap(e.queued);
+    e.queued.clear();
+    e.sent = 0;
+    arm_send(e);
+  }
+
   // Under e.write_lock, e.busy set: the rest of e.sending goes out.
   void arm_send(end_point& e) {
     io_uring_sqe* q = next_sqe();
@@ -213,10 +233,7 @@ struct uring_worker {
     e.queued.insert(e.queued.end(), data, data + n);
     if (e.busy) return; // goes out after the send in flight
     e.busy = true;
-    e.sending.swap(e.queued);
-    e.queued.clear();
-    e.sent = 0;
-    arm_send(e);
+    send_queued(e);
   }
 
   void on_sent(end_point& e, int res) {
@@ -231,33 +248,7 @@ struct uring_worker {
       e.busy = false;
       return;
     }
-    e.sending.swap(e.queued);
-    e.queued.clear();
-    e.sent = 0;
-    arm_send(e);
-  }
-
-  void start_call(std::uint32_t caller) {
-    const int n = s->opt.servers;
-    const int src = static_cast<int>(rng() % static_cast<unsigned>(n));
-    int dst = static_cast<int>(rng() % static_cast<unsigned>(n - 1));
-    if (dst >= src) ++dst;
-    std::memcpy(out.data(), &caller, 4);
-    send(s->end(src, dst), out.data(), out.size());
-  }
-
-  void on_message(end_point& e, const char* m) {
-    std::uint32_t head = 0;
-    std::memcpy(&head, m, 4);
-    if ((head & response_bit) == 0) {
-      head |= response_bit;
-      std::memcpy(out.data(), &head, 4);
-      std::memcpy(out.data() + 4, m + 4, out.size() - 4);
-      send(e, out.data(), out.size());
-      return;
-    }
-    ops.bump();
-    if (!s->stop.load(std::memory_order_relaxed)) start_call(head & ~response_bit);
+    send_queued(e);
   }
 
   void on_received(end_point& e, int res) {
@@ -265,14 +256,7 @@ struct uring_worker {
       if (s->stop.load(std::memory_order_relaxed)) return;
       fail_with("recv", res == 0 ? ECONNRESET : -res);
     }
-    e.have += static_cast<std::size_t>(res);
-    const std::size_t size = s->message_size;
-    std::size_t at = 0;
-    for (; e.have - at >= size; at += size) on_message(e, e.in.data() + at);
-    if (at != 0) {
-      std::memmove(e.in.data(), e.in.data() + at, e.have - at);
-      e.have -= at;
-    }
+    on_bytes(e, static_cast<std::size_t>(res));
     arm_recv(e);
   }
 
