@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -82,9 +83,10 @@ public:
   }
 
   /// Drops node i's session with node j from node i's end (the peer sees the connection die).
-  void kill(std::size_t i, std::size_t j) { link(i, j)->kill(); }
-  /// Node i stops handling what node j sends it (read and discarded, pongs included).
-  void block_inbound(std::size_t i, std::size_t j, bool on) { link(i, j)->block_inbound(on); }
+  /// Throws std::invalid_argument when there is no such link (i == j), std::out_of_range past the grid.
+  void kill(std::size_t i, std::size_t j) { existing_link(i, j).kill(); }
+  /// Node i stops handling what node j sends it (read and discarded, pongs included). Throws as kill().
+  void block_inbound(std::size_t i, std::size_t j, bool on) { existing_link(i, j).block_inbound(on); }
 
   /// In-memory grids: takes node i off the network (every link to it cut, dials fail) or puts it back.
   void set_host_up(std::size_t i, bool up) { memory_.set_host_up(hosts_.at(i), up); }
@@ -97,6 +99,15 @@ public:
   }
 
 private:
+  // The connection itself stays owned by node i's manager.
+  connection& existing_link(std::size_t i, std::size_t j) {
+    const std::shared_ptr<connection> c = link(i, j);
+    if (!c)
+      throw std::invalid_argument("cogrid::testing::grid: node " + std::to_string(i) + " has no link to node " +
+                                  std::to_string(j));
+    return *c;
+  }
+
   memory_network memory_; // declared first: destroyed after the managers
   std::vector<std::string> hosts_;
   std::vector<std::unique_ptr<manager>> managers_;

@@ -236,6 +236,11 @@ asio::awaitable<void> kill_and_reconnect(asio::any_io_executor ex) {
   }
   CHECK(sink0.session_ends.load() >= 2);
   CHECK(sink1.session_ends.load() >= 2);
+  // A node has no link to itself, and there is no third node: the test hooks say so instead of failing
+  // on a null connection.
+  CHECK_THROWS_AS(g.kill(1, 1), std::invalid_argument);
+  CHECK_THROWS_AS(g.block_inbound(0, 0, true), std::invalid_argument);
+  CHECK_THROWS_AS(g.kill(0, 2), std::out_of_range);
   // Sending works on the new session.
   REQUIRE(!g.link(0, 1)->send(data_msg(1, "after")));
   auto got = [&] { return sink1.count.load() == 1; };
