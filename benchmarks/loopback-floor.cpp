@@ -43,6 +43,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -192,6 +193,7 @@ struct worker : traffic<worker> {
 // The same worker over io_uring. Completions carry the end they are for, the low bit set for a send.
 struct uring_worker : traffic<uring_worker> {
   io_uring ring{};
+  int in_flight = 0; // receives and sends submitted (or queued) on this ring and not completed
 
   io_uring_sqe* next_sqe() {
     io_uring_sqe* q = ::io_uring_get_sqe(&ring);
@@ -210,6 +212,7 @@ struct uring_worker : traffic<uring_worker> {
     ::io_uring_prep_recv(q, e.fd, e.in.data() + e.have, e.in.size() - e.have, 0);
     ::io_uring_sqe_set_data64(q, reinterpret_cast<std::uint64_t>(&e));
     recvs.bump();
+    ++in_flight;
   }
 
   // Under e.write_lock, e.busy set: what was queued becomes the send in flight.
@@ -226,6 +229,7 @@ struct uring_worker : traffic<uring_worker> {
     ::io_uring_prep_send(q, e.fd, e.sending.data() + e.sent, e.sending.size() - e.sent, MSG_NOSIGNAL);
     ::io_uring_sqe_set_data64(q, reinterpret_cast<std::uint64_t>(&e) | 1u);
     sends.bump();
+    ++in_flight;
   }
 
   void send(end_point& e, const char* data, std::size_t n) {
@@ -238,7 +242,7 @@ struct uring_worker : traffic<uring_worker> {
 
   void on_sent(end_point& e, int res) {
     if (res < 0) {
-      if (s->stop.load(std::memory_order_relaxed)) return;
+      if (s->stop.load()) return; // main shut the sockets down at the end
       fail_with("send", -res);
     }
     const std::lock_guard<std::mutex> lock(e.write_lock);
@@ -253,7 +257,7 @@ struct uring_worker : traffic<uring_worker> {
 
   void on_received(end_point& e, int res) {
     if (res <= 0) {
-      if (s->stop.load(std::memory_order_relaxed)) return;
+      if (s->stop.load()) return; // main shut the sockets down at the end
       fail_with("recv", res == 0 ? ECONNRESET : -res);
     }
     on_bytes(e, static_cast<std::size_t>(res));
@@ -288,13 +292,29 @@ struct uring_worker : traffic<uring_worker> {
       io_uring_for_each_cqe(&ring, head, cqe) {
         const std::uint64_t d = ::io_uring_cqe_get_data64(cqe);
         auto& e = *reinterpret_cast<end_point*>(d & ~std::uint64_t{1});
+        --in_flight;
         if (d & 1u) on_sent(e, cqe->res);
         else on_received(e, cqe->res);
         ++seen;
       }
       ::io_uring_cq_advance(&ring, seen);
     }
-    ::io_uring_queue_exit(&ring); // cancels the receives still armed, before the ends go
+    // The run is over and main has shut every socket down (measure()), which ends every receive and
+    // send: reap them all here, so that none is still in the kernel when main closes the sockets and
+    // frees the buffers.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (in_flight > 0) {
+      if (std::chrono::steady_clock::now() > give_up) fail_with("io_uring: operations left at the end", ETIMEDOUT);
+      io_uring_cqe* cqe = nullptr;
+      r = ::io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &tick, nullptr);
+      if (r < 0 && r != -ETIME && r != -EINTR) fail_with("io_uring_submit_and_wait_timeout", -r);
+      unsigned head = 0;
+      unsigned seen = 0;
+      io_uring_for_each_cqe(&ring, head, cqe) ++seen;
+      ::io_uring_cq_advance(&ring, seen);
+      in_flight -= static_cast<int>(seen);
+    }
+    ::io_uring_queue_exit(&ring);
   }
 };
 #endif
@@ -308,12 +328,26 @@ int connect_pair(int listener, const sockaddr_in& addr, int& accepted) {
   return c;
 }
 
-// io_uring's sockets stay blocking: on a non-blocking one its receive would end with EAGAIN rather than
-// wait for data.
+// io_uring's sockets are left blocking: io_uring waits for readiness itself (the epoll mode's O_NONBLOCK is
+// what its own recv/send loop needs).
 void tune(int fd, bool non_blocking) {
   const int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail("TCP_NODELAY");
   if (non_blocking && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) fail("O_NONBLOCK");
+}
+
+// An option's value: all of it a number (so that "--payload --uring" is refused, not read as 0).
+template <class T>
+T number(const std::string& option, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text, &end);
+  const bool whole = std::is_floating_point_v<T> || v == static_cast<double>(static_cast<long long>(v));
+  if (end == text || *end != '\0' || errno != 0 || !whole || v > 1e9 || v < -1e9) {
+    std::fprintf(stderr, "loopback-floor: %s wants a number, not '%s'\n", option.c_str(), text);
+    std::exit(2);
+  }
+  return static_cast<T>(v);
 }
 
 options parse(int argc, char** argv) {
@@ -332,11 +366,11 @@ options parse(int argc, char** argv) {
 #endif
     }
     const char* v = argv[i + 1];
-    if (k == "--servers") o.servers = std::atoi(v);
-    else if (k == "--callers") o.callers = std::atoi(v);
-    else if (k == "--payload") o.payload = std::atoi(v);
-    else if (k == "--seconds") o.seconds = std::atof(v);
-    else if (k == "--threads") o.threads = std::atoi(v);
+    if (k == "--servers") o.servers = number<int>(k, v);
+    else if (k == "--callers") o.callers = number<int>(k, v);
+    else if (k == "--payload") o.payload = number<int>(k, v);
+    else if (k == "--seconds") o.seconds = number<double>(k, v);
+    else if (k == "--threads") o.threads = number<int>(k, v);
     else {
       std::fprintf(stderr, "loopback-floor: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -379,6 +413,9 @@ std::uint64_t measure(shared_state& s, std::vector<Worker>& workers, std::vector
   const totals after = sum();
   const double secs = std::chrono::duration<double>(clock::now() - t0).count();
   s.stop = true;
+  if (o.uring) // ends every receive and send in the rings, which the workers then reap before they exit
+    for (auto& e : s.ends)
+      if (e->fd >= 0) ::shutdown(e->fd, SHUT_RDWR);
   for (auto& t : threads) t.join();
 
   const std::uint64_t ops = after.ops - before.ops;
@@ -440,6 +477,16 @@ int main(int argc, char** argv) {
   std::uint64_t ops = 0;
   if (o.uring) {
 #if defined(COGRID_FLOOR_URING)
+    { // a kernel or sandbox without io_uring: say so and exit 77 (a skip, not a failure)
+      io_uring probe{};
+      const int r = ::io_uring_queue_init(8, &probe, 0);
+      if (r == -EPERM || r == -ENOSYS || r == -EACCES) {
+        std::fprintf(stderr, "loopback-floor: io_uring unavailable here: %s\n", std::strerror(-r));
+        return 77;
+      }
+      if (r < 0) fail_with("io_uring_queue_init", -r);
+      ::io_uring_queue_exit(&probe);
+    }
     std::vector<uring_worker> workers(static_cast<std::size_t>(o.threads));
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;

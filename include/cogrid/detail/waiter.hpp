@@ -17,7 +17,7 @@
 #include <asio/execution/context.hpp>
 #include <asio/execution/relationship.hpp>
 #include <asio/version.hpp>
-#if ASIO_VERSION < 102900
+#if ASIO_VERSION < 102600
 #include <asio/execution/execute.hpp>
 #endif
 #include <asio/io_context.hpp>
@@ -141,11 +141,13 @@ asio::execution_context* context_of(const Handler& h) noexcept {
   return &asio::query(asio::get_associated_executor(h), asio::execution::context);
 }
 
-/// Submits `f` to `ex`. Asio up to 1.28 has the execution::execute customisation point (an io_context's
-/// executor keeps its execute() member private there); 1.29 removed it and made the member the way.
+/// Submits `f` to `ex`. Before Asio 1.26 that is the execution::execute customisation point (an
+/// io_context's executor keeps its execute() member private there); from 1.26 the member is public and
+/// the customisation point is deprecated (left out under ASIO_NO_DEPRECATED, which cogrid sets), and
+/// 1.29 removed it.
 template <class Executor, class F>
 void execute_on(const Executor& ex, F&& f) {
-#if ASIO_VERSION < 102900
+#if ASIO_VERSION < 102600
   asio::execution::execute(ex, std::forward<F>(f));
 #else
   ex.execute(std::forward<F>(f));
