@@ -123,6 +123,13 @@ struct traffic {
   std::vector<char> out;
   counter ops, sends, recvs, waits;
 
+  // Before the worker's thread starts: the run it belongs to, its own random sequence.
+  void attach(shared_state& run, unsigned seed) {
+    s = &run;
+    rng.seed(seed);
+    out.assign(run.message_size, 'x');
+  }
+
   // A caller's next operation: a random pair of distinct nodes, a request on the source's end.
   void start_call(std::uint32_t caller) {
     const int n = s->opt.servers;
@@ -490,11 +497,7 @@ int main(int argc, char** argv) {
     std::vector<uring_worker> workers(static_cast<std::size_t>(o.threads));
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;
-    for (std::size_t t = 0; t < workers.size(); ++t) {
-      workers[t].s = &s;
-      workers[t].rng.seed(static_cast<unsigned>(t + 1));
-      workers[t].out.assign(s.message_size, 'x');
-    }
+    for (std::size_t t = 0; t < workers.size(); ++t) workers[t].attach(s, static_cast<unsigned>(t + 1));
     for (std::size_t t = 0; t < workers.size(); ++t)
       threads.emplace_back([&workers, &ready, t] { workers[t].run(static_cast<int>(t), ready); });
     ops = measure(s, workers, threads, "io_uring_enter");
@@ -502,11 +505,9 @@ int main(int argc, char** argv) {
   } else {
     std::vector<worker> workers(static_cast<std::size_t>(o.threads));
     for (std::size_t t = 0; t < workers.size(); ++t) {
-      workers[t].s = &s;
+      workers[t].attach(s, static_cast<unsigned>(t + 1));
       workers[t].epfd = ::epoll_create1(0);
       if (workers[t].epfd < 0) fail("epoll_create1");
-      workers[t].rng.seed(static_cast<unsigned>(t + 1));
-      workers[t].out.assign(s.message_size, 'x');
     }
     for (auto& e : s.ends) {
       if (e->fd < 0) continue; // the unused diagonal (a node and itself)
