@@ -4,6 +4,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/error.hpp>
+#include <cogrid/result.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -21,7 +22,7 @@ namespace cogrid {
 /// `connect_request::token`; the acceptor passes each to `validate()`.
 ///
 /// @par Errors
-/// `validate` returns an empty `std::error_code` when the token is accepted, otherwise an error (the
+/// `validate` returns success when the token is accepted, otherwise an error (the
 /// authenticators below use `errc::auth_failed` and `errc::token_expired`). Error codes never carry the
 /// token or the secret; callers must not log tokens either.
 ///
@@ -32,8 +33,8 @@ namespace cogrid {
 struct authenticator {
   /// Returns the token to present on the next dial.
   std::function<std::string()> token;
-  /// Checks a token a peer presented: `{}` when accepted.
-  std::function<std::error_code(std::string_view token)> validate;
+  /// Checks a token a peer presented: success when accepted.
+  std::function<result<void>(std::string_view token)> validate;
 };
 
 /// The largest token `validate_node_token` considers (64 KiB). MinIO's parser copies a token into a
@@ -119,7 +120,7 @@ COGRID_DECL std::string make_node_token(std::string_view access_key, std::string
 ///
 /// @par Thread safety
 /// Safe to call concurrently.
-COGRID_DECL std::error_code validate_node_token(std::string_view token, std::string_view access_key,
+COGRID_DECL result<void> validate_node_token(std::string_view token, std::string_view access_key,
                                                 std::string_view secret_key,
                                                 std::chrono::system_clock::time_point now) noexcept;
 

@@ -20,6 +20,7 @@
 #include <cogrid/transport.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/manager.hpp>
+#include <cogrid/io_pool.hpp>
 #include <cogrid/call.hpp>
 #include <cogrid/unary.hpp>
 #include <cogrid/stream.hpp>

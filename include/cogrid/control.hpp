@@ -7,6 +7,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/error.hpp>
+#include <cogrid/result.hpp>
 
 #include <array>
 #include <chrono>
@@ -99,23 +100,34 @@ struct pong_msg {
   wire_time time;
 };
 
+/// OpAckMux payload, a cogrid extension: the stream's capacities as its handler declares them, so that a
+/// cogrid caller can tell when the two peers disagree (`errc::capacity_mismatch`). map {"in": uint,
+/// "out": uint}. MinIO sends an empty ack and ignores an ack's payload, so either side may be MinIO: a
+/// MinIO caller ignores it, and an empty ack from a MinIO handler is not checked.
+struct stream_ack {
+  std::uint32_t in = 0;
+  std::uint32_t out = 0;
+};
+
 /// Appends the msgpack encoding of a control payload to `out`.
 COGRID_DECL void encode_append(const connect_request& v, std::vector<std::byte>& out);
 COGRID_DECL void encode_append(const connect_response& v, std::vector<std::byte>& out);
 COGRID_DECL void encode_append(const mux_connect_error& v, std::vector<std::byte>& out);
 COGRID_DECL void encode_append(const ping_msg& v, std::vector<std::byte>& out);
 COGRID_DECL void encode_append(const pong_msg& v, std::vector<std::byte>& out);
+COGRID_DECL void encode_append(const stream_ack& v, std::vector<std::byte>& out);
 
 /// Decodes a control payload occupying all of `in` into `out`.
 /// @par Errors
 /// `truncated`, `type_mismatch` (including a map key that is not a string, or a time that is neither
 /// ext 5 nor the msgpack timestamp ext -1), `bad_field_length` (an ID that is not 16 bytes),
 /// `invalid_value` (nanoseconds >= 1e9), `trailing_bytes`. `out` is unspecified after an error.
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_request& out);
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_response& out);
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, mux_connect_error& out);
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, ping_msg& out);
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, pong_msg& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, connect_request& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, connect_response& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, mux_connect_error& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, ping_msg& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, pong_msg& out);
+COGRID_DECL result<void> decode(std::span<const std::byte> in, stream_ack& out);
 
 } // namespace cogrid
 

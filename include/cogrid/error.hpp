@@ -55,6 +55,8 @@ enum class errc : int {
   stream_closed = 205,        ///< A send on a stream whose input was closed, or that has ended.
   out_of_sequence = 206,      ///< A stream message arrived with the wrong sequence number (the stream is closed).
   credit_violation = 207,     ///< The peer sent more stream messages than its credits allowed (the stream is closed).
+  end_of_stream = 208,        ///< A stream (or a stream's input) ended cleanly: no more values (like `asio::error::eof`).
+  capacity_mismatch = 209,    ///< The two peers declared a stream with different capacities (the stream is closed).
 };
 
 /// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.

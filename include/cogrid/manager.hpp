@@ -6,12 +6,12 @@
 #include <cogrid/detail/config.hpp>
 #include <cogrid/auth.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/detail/service.hpp>
+#include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
-#include <cogrid/detail/transport_base.hpp>
-#include <cogrid/detail/stream_core.hpp>
+#include <cogrid/result.hpp>
+#include <cogrid/transport.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -30,7 +30,7 @@ namespace cogrid {
 
 namespace detail {
 struct manager_state;
-struct http_request;
+struct manager_access;
 } // namespace detail
 
 /// MinIO's routes: the main grid and the separate lock grid.
@@ -58,6 +58,9 @@ struct manager_options {
   /// Opens the byte streams to the remotes this node dials, instead of TCP/TLS (see `transport_dialer`;
   /// `memory_network::dialer` is one). Unset: TCP, and TLS for https:// remotes.
   transport_dialer dialer;
+  /// Resolves the host names of the remotes this node dials over TCP (see `host_resolver`). Unset:
+  /// Asio's resolver.
+  host_resolver resolve;
   /// Called once per finished call and stream, both the ones served here and the ones made from here
   /// (see `call_trace`). Unset: nothing is traced.
   trace_hook trace;
@@ -80,19 +83,27 @@ using rejection_counts = std::map<std::string, std::uint64_t>;
 /// Lifecycle: construct, `listen` (or hand sockets to `accept`), `start`; finally `co_await shutdown()`
 /// before destroying it (or before the io_context stops), which ends every session and dial loop.
 ///
+/// @par Threads
+/// Given one executor, every connection runs on a strand of it: an io_context run by several threads
+/// works, but its threads trade each connection's work back and forth. Given several executors (one
+/// io_context per thread, as `io_pool` makes), the connections are spread over them and each
+/// connection's sessions, and the handlers serving its requests, stay on its thread: more threads carry
+/// more connections, each as fast as on one thread. Callers get their results on their own executor.
+///
 /// @par Thread safety
 /// All member functions may be called from any thread.
-///
-/// @par Header-only builds
-/// A file that constructs, starts, listens, accepts, attaches or shuts down a manager includes this
-/// header (or <cogrid/cogrid.hpp>), which brings the definitions of a node's life. A file that only
-/// declares, serves and calls handlers may include just <cogrid/unary.hpp> and <cogrid/stream.hpp>,
-/// which leave them out and so compile faster (see detail/service.hpp).
 class manager {
 public:
-  /// @throws std::system_error (`errc::invalid_value`) when `local` is not in `hosts` exactly once, a
+  /// A manager whose connections all run on strands of `ex`.
+  /// @throws cogrid::exception (`errc::invalid_value`) when `local` is not in `hosts` exactly once, a
   /// host string is malformed, or `auth` lacks a token or validate function.
   COGRID_DECL manager(asio::any_io_executor ex, manager_options options);
+  /// A manager whose connections are spread over `executors` (at least one): the connection to the k-th
+  /// remote (in the order of `hosts`, the local host left out) runs on `executors[(k + i) % n]`, where i
+  /// is the local host's position in `hosts`, so that in a process holding several nodes the two ends
+  /// of a link run on different executors. Each executor should be run by one thread (`io_pool`).
+  /// @throws cogrid::exception as above, and for an empty `executors`.
+  COGRID_DECL manager(std::vector<asio::any_io_executor> executors, manager_options options);
   COGRID_DECL ~manager();
   manager(const manager&) = delete;
   manager& operator=(const manager&) = delete;
@@ -109,7 +120,7 @@ public:
   /// Accepts incoming grid connections on `acceptor` (bound and listening) until shutdown.
   COGRID_DECL void listen(asio::ip::tcp::acceptor acceptor);
   /// Binds and listens on the local host's address and port.
-  COGRID_DECL std::error_code listen();
+  [[nodiscard]] COGRID_DECL result<void> listen();
   /// Takes an accepted TCP connection (for example from the application's own listener): reads its
   /// HTTP upgrade (TLS first when local is https://) and runs the grid handshake on it.
   COGRID_DECL void accept(asio::ip::tcp::socket socket);
@@ -130,7 +141,7 @@ public:
   /// The other node does the same with its end. Needs no `start()` for this connection.
   /// @par Errors
   /// `errc::unknown_host` when `remote` is not a remote of this grid (`t` is closed).
-  COGRID_DECL std::error_code attach(std::string_view remote, std::unique_ptr<transport> t);
+  COGRID_DECL result<void> attach(std::string_view remote, std::unique_ptr<transport> t);
 
   /// Counters and latency histograms of every handler this node serves and every handler it called,
   /// one entry per handler id, subroute, kind and side.
@@ -144,21 +155,16 @@ public:
   COGRID_DECL rejection_counts rejections() const;
 
   /// Registers `fn` as the handler of single requests to `h` (and, when given, to subroute `route`
-  /// under `h`). Register before `start`, and the same handlers on every node.
+  /// under `h`). Register before `start`, and the same handlers on every node. The typed way is
+  /// `cogrid::unary<Req, Resp>::serve`; streams register through `cogrid::server_stream` and
+  /// `cogrid::bidi_stream`.
   /// @par Errors
   /// `errc::handler_exists` when the id (or subroute) has a handler; `errc::invalid_handler` for id 0.
-  COGRID_DECL std::error_code register_unary(handler_id h, raw_unary_handler fn);
-  COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
+  COGRID_DECL result<void> register_unary(handler_id h, raw_unary_handler fn);
+  COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
   /// The same for a plain-function handler (see `sync_unary_handler`).
-  COGRID_DECL std::error_code register_unary(handler_id h, sync_unary_handler fn);
-  COGRID_DECL std::error_code register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
-
-  /// Registers a stream handler (use `cogrid::stream<P, Req, Resp>::serve`, which builds `e`), under `h`
-  /// or under subroute `route` of `h`.
-  /// @par Errors
-  /// As `register_unary`; `errc::invalid_value` for an out capacity of 0.
-  COGRID_DECL std::error_code register_stream(handler_id h, detail::stream_entry e);
-  COGRID_DECL std::error_code register_stream(handler_id h, std::string_view route, detail::stream_entry e);
+  COGRID_DECL result<void> register_unary(handler_id h, sync_unary_handler fn);
+  COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
 
   /// Replaces the receiver of all non-connection-level messages (by default the manager's own call
   /// layer). For tests and for users who bring their own mux layer; set before `start`.
@@ -169,6 +175,7 @@ public:
 
 private:
   friend class memory_network;
+  friend struct detail::manager_access;
   std::shared_ptr<detail::manager_state> state_;
 };
 
@@ -218,20 +225,16 @@ COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::str
 
 } // namespace cogrid
 
+// In header-only builds, every definition of cogrid's non-template code: whichever of cogrid's headers
+// a file includes, what it uses is defined.
 #if defined(COGRID_HEADER_ONLY)
+#include <cogrid/impl/connection.ipp>
+#include <cogrid/impl/session.ipp>
+#include <cogrid/impl/dial.ipp>
 #include <cogrid/impl/manager.ipp>
+#include <cogrid/impl/accept.ipp>
+#include <cogrid/impl/call.ipp>
+#include <cogrid/impl/stream.ipp>
 #endif
 
 #endif // COGRID_MANAGER_HPP
-
-// Including this header itself brings what a node's files use with it: the transports, and in
-// header-only builds the definitions of a node's life (see detail/service.hpp). cogrid's other headers,
-// except cogrid.hpp and testing.hpp, include detail/service.hpp instead, which leaves them out.
-#if !defined(COGRID_DETAIL_SERVICE_ONLY)
-#include <cogrid/transport.hpp>
-
-#include <asio/ssl/context.hpp>
-#if defined(COGRID_HEADER_ONLY)
-#include <cogrid/impl/node.ipp>
-#endif
-#endif

@@ -115,7 +115,7 @@ COGRID_DECL result<std::size_t> encode(const message& m, std::span<std::byte> ou
 /// Appends the encoding of `m` to `out` (growing it; reuse one vector to avoid allocations).
 /// @par Errors
 /// `errc::payload_too_large`; on error `out` is unchanged.
-COGRID_DECL std::error_code encode_append(const message& m, std::vector<std::byte>& out);
+COGRID_DECL result<void> encode_append(const message& m, std::vector<std::byte>& out);
 
 /// Parses one message from the front of `in`, as MinIO's `parse` does: the trailers are taken from the
 /// end of `in` (CRC first, then subroute id) and whatever lies between the 7-tuple and the trailers is
@@ -144,11 +144,11 @@ public:
   /// Inner messages not read yet.
   std::uint32_t remaining() const noexcept { return count_; }
 
-  /// Reads the next inner message into `out` and returns true. Returns false when the container is
-  /// exhausted (`ec` cleared) or on an error (`ec` set): a malformed or truncated item, an item that is
-  /// itself a merged container (`nested_merged`), bytes left inside an item or after the last item
-  /// (`trailing_bytes`). After an error the reader stays failed.
-  COGRID_DECL bool next(message& out, std::error_code& ec) noexcept;
+  /// Reads the next inner message into `out`: true when it did, false when the container is exhausted,
+  /// or an error: a malformed or truncated item, an item that is itself a merged container
+  /// (`nested_merged`), bytes left inside an item or after the last item (`trailing_bytes`). After an
+  /// error the reader stays failed.
+  COGRID_DECL result<bool> next(message& out) noexcept;
 
 private:
   std::uint32_t count_;
@@ -160,7 +160,7 @@ private:
 /// `f(const message&)` for each grid message in order. Stops at the first error and returns it; the
 /// messages before it have been delivered.
 template <class F>
-std::error_code for_each_message(std::span<const std::byte> ws_message, F&& f) {
+result<void> for_each_message(std::span<const std::byte> ws_message, F&& f) {
   std::span<const std::byte> rest;
   result<message> outer = parse(ws_message, rest);
   if (!outer) return outer.error();
@@ -171,9 +171,12 @@ std::error_code for_each_message(std::span<const std::byte> ws_message, F&& f) {
   }
   merged_reader items(outer->seq, rest);
   message m;
-  std::error_code ec;
-  while (items.next(m, ec)) f(static_cast<const message&>(m));
-  return ec;
+  for (;;) {
+    result<bool> more = items.next(m);
+    if (!more) return more.error();
+    if (!*more) return {};
+    f(static_cast<const message&>(m));
+  }
 }
 
 /// Builds an OpMerged container in a caller-owned vector (kept and reused by the caller, so a steady
@@ -190,10 +193,10 @@ public:
   /// Appends one already encoded message as an item.
   /// @par Errors
   /// `payload_too_large` for an item over 4 GiB - 1; the container is unchanged.
-  COGRID_DECL std::error_code add(std::span<const std::byte> encoded_message);
+  COGRID_DECL result<void> add(std::span<const std::byte> encoded_message);
 
   /// Encodes `m` straight into the container as an item.
-  COGRID_DECL std::error_code add(const message& m);
+  COGRID_DECL result<void> add(const message& m);
 
   std::uint32_t count() const noexcept { return count_; }
 

@@ -102,49 +102,69 @@ using trace_hook = std::function<void(const call_trace&)>;
 
 namespace detail {
 
-/// The live counters behind a `handler_stats` (relaxed atomics: updated from any thread without a lock).
+/// Which of a counter's per-thread shards this thread updates (threads take turns at first use). Not
+/// inlined: clang 16 may keep a thread_local's address across a co_await (see pool.hpp).
+[[gnu::noinline]] inline unsigned metrics_shard_index() noexcept {
+  static std::atomic<unsigned> next{0};
+  thread_local const unsigned index = next.fetch_add(1, std::memory_order_relaxed);
+  return index;
+}
+
+/// The live counters behind a `handler_stats`: relaxed atomics, in per-thread shards on cache lines of
+/// their own, so that threads counting calls of the same handler do not trade cache lines; a snapshot
+/// sums the shards.
 struct handler_metrics {
+  static constexpr std::size_t shards = 8;
+  struct alignas(64) shard {
+    std::atomic<std::uint64_t> calls{0}, errors{0}, bytes_in{0}, bytes_out{0}, sum_us{0};
+    std::atomic<std::int64_t> in_flight{0};
+    std::array<std::atomic<std::uint64_t>, latency_histogram::bounds_us.size() + 1> buckets{};
+  };
+
   handler_id handler{};
   std::optional<subroute_id> sub;
   std::string route;
   call_kind kind = call_kind::unary;
   call_side side = call_side::served;
-  std::atomic<std::uint64_t> calls{0}, errors{0}, bytes_in{0}, bytes_out{0}, sum_us{0}, ended{0};
-  std::atomic<std::int64_t> in_flight{0};
-  std::array<std::atomic<std::uint64_t>, latency_histogram::bounds_us.size() + 1> buckets{};
   handler_metrics* next_sub = nullptr; // the registry's lock-free chain of called subroutes of one handler id
+  std::array<shard, shards> per_thread{};
+
+  shard& local() noexcept { return per_thread[metrics_shard_index() % shards]; }
 
   void begin() noexcept {
-    calls.fetch_add(1, std::memory_order_relaxed);
-    in_flight.fetch_add(1, std::memory_order_relaxed);
+    shard& s = local();
+    s.calls.fetch_add(1, std::memory_order_relaxed);
+    s.in_flight.fetch_add(1, std::memory_order_relaxed);
   }
   void end(std::chrono::nanoseconds d, bool failed, std::size_t in, std::size_t out) noexcept {
     const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
     std::size_t b = 0;
     while (b < latency_histogram::bounds_us.size() && us > latency_histogram::bounds_us[b]) ++b;
-    buckets[b].fetch_add(1, std::memory_order_relaxed);
-    sum_us.fetch_add(us, std::memory_order_relaxed);
-    ended.fetch_add(1, std::memory_order_relaxed);
-    if (failed) errors.fetch_add(1, std::memory_order_relaxed);
-    if (in) bytes_in.fetch_add(in, std::memory_order_relaxed);
-    if (out) bytes_out.fetch_add(out, std::memory_order_relaxed);
-    in_flight.fetch_sub(1, std::memory_order_relaxed);
+    shard& s = local();
+    s.buckets[b].fetch_add(1, std::memory_order_relaxed);
+    s.sum_us.fetch_add(us, std::memory_order_relaxed);
+    if (failed) s.errors.fetch_add(1, std::memory_order_relaxed);
+    if (in) s.bytes_in.fetch_add(in, std::memory_order_relaxed);
+    if (out) s.bytes_out.fetch_add(out, std::memory_order_relaxed);
+    s.in_flight.fetch_sub(1, std::memory_order_relaxed);
   }
   handler_stats snapshot() const {
-    handler_stats s;
-    s.handler = handler;
-    s.subroute = route.empty() && sub ? sub->to_hex() : route;
-    s.kind = kind;
-    s.side = side;
-    s.calls = calls.load(std::memory_order_relaxed);
-    s.errors = errors.load(std::memory_order_relaxed);
-    s.in_flight = in_flight.load(std::memory_order_relaxed);
-    s.bytes_in = bytes_in.load(std::memory_order_relaxed);
-    s.bytes_out = bytes_out.load(std::memory_order_relaxed);
-    for (std::size_t i = 0; i < buckets.size(); ++i) s.latency.counts[i] = buckets[i].load(std::memory_order_relaxed);
-    for (auto c : s.latency.counts) s.latency.count += c;
-    s.latency.sum = std::chrono::microseconds(sum_us.load(std::memory_order_relaxed));
-    return s;
+    handler_stats st;
+    st.handler = handler;
+    st.subroute = route.empty() && sub ? sub->to_hex() : route;
+    st.kind = kind;
+    st.side = side;
+    for (const shard& s : per_thread) {
+      st.calls += s.calls.load(std::memory_order_relaxed);
+      st.errors += s.errors.load(std::memory_order_relaxed);
+      st.in_flight += s.in_flight.load(std::memory_order_relaxed);
+      st.bytes_in += s.bytes_in.load(std::memory_order_relaxed);
+      st.bytes_out += s.bytes_out.load(std::memory_order_relaxed);
+      for (std::size_t i = 0; i < s.buckets.size(); ++i) st.latency.counts[i] += s.buckets[i].load(std::memory_order_relaxed);
+      st.latency.sum += std::chrono::microseconds(s.sum_us.load(std::memory_order_relaxed));
+    }
+    for (auto c : st.latency.counts) st.latency.count += c;
+    return st;
   }
 };
 

@@ -1,4 +1,5 @@
-// cogrid/result.hpp — a value or an error_code, for APIs that report failure without throwing.
+// cogrid/result.hpp — the one result vocabulary of cogrid: `error` (a code, and a remote's text when
+// the failure happened at the remote) and `result<T>` (a value or an `error`).
 #ifndef COGRID_RESULT_HPP
 #define COGRID_RESULT_HPP
 
@@ -6,6 +7,7 @@
 #include <cogrid/error.hpp>
 
 #include <cassert>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -13,43 +15,85 @@
 
 namespace cogrid {
 
-/// Throws the exception that stands for error `ec`: `std::system_error`. Other error types used with
-/// `result` provide their own `throw_as_exception` (found by argument-dependent lookup).
-[[noreturn]] inline void throw_as_exception(const std::error_code& ec) { throw std::system_error(ec); }
-
-/// Holds either a `T` or an error `E` (like C++23 `std::expected<T, E>`); `E` is `std::error_code`
-/// unless said otherwise (calls use `call_error`, which also carries a remote's error text).
+/// Why an operation failed: a code, and for failures that happened at the remote (`errc::remote_error`,
+/// `errc::unknown_handler`) or that have more to say (`errc::bad_payload`: what did not decode) a text.
 ///
-/// `value()` throws (`std::system_error` for error codes) when there is no value, so code that prefers
-/// exceptions can write `auto m = decode(buf).value();` and code that does not can test the result first.
+/// A default-constructed `error` is no error: `bool(e)` is false.
+struct error {
+  std::error_code code;
+  std::string text; ///< the remote's text, or a detail; empty when the code says it all
+
+  error() = default;
+  error(std::error_code c) noexcept : code(c) {}
+  error(std::error_code c, std::string t) noexcept : code(c), text(std::move(t)) {}
+  error(errc e) noexcept : code(make_error_code(e)) {}
+  error(errc e, std::string t) noexcept : code(make_error_code(e)), text(std::move(t)) {}
+
+  /// The text when there is one, else the code's message.
+  std::string message() const { return text.empty() ? code.message() : text; }
+  explicit operator bool() const noexcept { return static_cast<bool>(code); }
+  friend bool operator==(const error& a, const std::error_code& b) noexcept { return a.code == b; }
+  friend bool operator==(const error& a, errc b) noexcept { return a.code == b; }
+  friend bool operator==(const error& a, const std::error_condition& b) noexcept { return a.code == b; }
+  template <class E, class = std::enable_if_t<std::is_error_condition_enum_v<E>>>
+  friend bool operator==(const error& a, E b) noexcept {
+    return a.code == b;
+  }
+};
+
+/// The error a handler returns (or that a thrown exception becomes) to fail its call with `text`: the
+/// caller gets `errc::remote_error` with that text.
+inline error remote_error(std::string text) { return error(errc::remote_error, std::move(text)); }
+
+/// `std::system_error` carrying an `error`: its code, and its text as `what()` when it has one.
+class exception : public std::system_error {
+public:
+  explicit exception(const cogrid::error& e) : std::system_error(e.code, e.text), error_(e) {}
+  const cogrid::error& error() const noexcept { return error_; }
+
+private:
+  cogrid::error error_;
+};
+
+namespace detail {
+inline const error& no_error() noexcept {
+  static const error none;
+  return none;
+}
+} // namespace detail
+
+/// A value of type `T` or an `error` (like C++23 `std::expected<T, error>`); `result<void>` (the
+/// default) holds only the error, or nothing on success. Every public operation of cogrid that can fail
+/// returns one (or completes with one).
+///
+/// `value()` throws `cogrid::exception` (a `std::system_error`) when there is no value, so code that
+/// prefers exceptions can write `auto m = decode(buf).value();` and code that does not tests the result.
 ///
 /// @par Thread safety
 /// Distinct objects: safe. Shared objects: const member functions only.
-template <class T, class E = std::error_code>
+template <class T = void>
 class [[nodiscard]] result {
 public:
   using value_type = T;
-  using error_type = E;
 
+  /// A result holding a value-initialized `T` (as `std::expected` does).
+  result() = default;
   /// A result holding `v`.
   result(const T& v) : state_(std::in_place_index<0>, v) {}
   result(T&& v) noexcept(std::is_nothrow_move_constructible_v<T>) : state_(std::in_place_index<0>, std::move(v)) {}
-
-  /// A result holding the error `e` (for error codes: non-zero).
-  result(E e) noexcept(std::is_nothrow_move_constructible_v<E>) : state_(std::in_place_index<1>, std::move(e)) {
-    if constexpr (std::is_same_v<E, std::error_code>) assert(std::get<1>(state_));
-  }
-  /// From an error code, when `E` can be made from one.
-  template <class C, class = std::enable_if_t<std::is_error_code_enum_v<C> && !std::is_same_v<E, C>>>
-  result(C e) noexcept : result(E(make_error_code(e))) {}
+  /// A result holding the error `e` (which must be an error).
+  result(cogrid::error e) noexcept : state_(std::in_place_index<1>, std::move(e)) { assert(std::get<1>(state_)); }
+  result(std::error_code ec) noexcept : result(cogrid::error(ec)) {}
+  template <class C, class = std::enable_if_t<std::is_error_code_enum_v<C>>>
+  result(C e) noexcept : result(cogrid::error(make_error_code(e))) {}
 
   bool has_value() const noexcept { return state_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }
 
-  /// The error; a default-constructed `E` (a zero error_code) when the result holds a value.
-  E error() const { return has_value() ? E{} : std::get<1>(state_); }
+  /// The error; no error (`bool(error())` false) when the result holds a value.
+  const cogrid::error& error() const noexcept { return has_value() ? detail::no_error() : *std::get_if<1>(&state_); }
 
-  /// The value; throws `throw_as_exception(error())` (`std::system_error` for codes) when there is none.
+  /// The value; throws `cogrid::exception` with the error when there is none.
   T& value() & { check(); return std::get<0>(state_); }
   const T& value() const& { check(); return std::get<0>(state_); }
   T&& value() && { check(); return std::get<0>(std::move(state_)); }
@@ -57,6 +101,7 @@ public:
   /// The value without a check: only after `has_value()` said yes.
   T& operator*() & noexcept { return *std::get_if<0>(&state_); }
   const T& operator*() const& noexcept { return *std::get_if<0>(&state_); }
+  T&& operator*() && noexcept { return std::move(*std::get_if<0>(&state_)); }
   T* operator->() noexcept { return std::get_if<0>(&state_); }
   const T* operator->() const noexcept { return std::get_if<0>(&state_); }
 
@@ -67,10 +112,36 @@ public:
 
 private:
   void check() const {
-    if (!has_value()) throw_as_exception(std::get<1>(state_));
+    if (!has_value()) throw exception(*std::get_if<1>(&state_));
   }
 
-  std::variant<T, E> state_;
+  std::variant<T, cogrid::error> state_;
+};
+
+/// Success, or an error.
+template <>
+class [[nodiscard]] result<void> {
+public:
+  using value_type = void;
+
+  /// Success.
+  result() noexcept = default;
+  /// The error `e`; an empty `e` is success.
+  result(cogrid::error e) noexcept : error_(std::move(e)) {}
+  result(std::error_code ec) noexcept : error_(ec) {}
+  template <class C, class = std::enable_if_t<std::is_error_code_enum_v<C>>>
+  result(C e) noexcept : error_(make_error_code(e)) {}
+
+  bool has_value() const noexcept { return !error_; }
+  explicit operator bool() const noexcept { return has_value(); }
+  const cogrid::error& error() const noexcept { return error_; }
+  /// Throws `cogrid::exception` when this is an error.
+  void value() const {
+    if (error_) throw exception(error_);
+  }
+
+private:
+  cogrid::error error_;
 };
 
 } // namespace cogrid

@@ -9,17 +9,21 @@
 #error "Define COGRID_SEPARATE_COMPILATION in every translation unit to compile cogrid/src.hpp"
 #endif
 
+#include <cogrid/cogrid.hpp>
+
 #include <cogrid/impl/error.ipp>
 #include <cogrid/impl/subroute.ipp>
 #include <cogrid/impl/election.ipp>
 #include <cogrid/impl/message.ipp>
 #include <cogrid/impl/control.ipp>
-#include <cogrid/impl/connection.ipp>
-#include <cogrid/impl/manager.ipp>
-#include <cogrid/impl/mux.ipp>
-#include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/auth.ipp>
 #include <cogrid/impl/metrics.ipp>
-#include <cogrid/impl/node.ipp>
+#include <cogrid/impl/connection.ipp>
+#include <cogrid/impl/session.ipp>
+#include <cogrid/impl/dial.ipp>
+#include <cogrid/impl/manager.ipp>
+#include <cogrid/impl/accept.ipp>
+#include <cogrid/impl/call.ipp>
+#include <cogrid/impl/stream.ipp>
 
 #endif // COGRID_SRC_HPP

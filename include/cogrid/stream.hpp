@@ -1,15 +1,18 @@
-// cogrid/stream.hpp — typed bidirectional streams: handlers written as async generators (co_yield each
-// response, co_await each request), callers holding a stream object with send / close_send / next, and
-// credit-based flow control in both directions.
+// cogrid/stream.hpp — typed streams: handlers written as async generators (co_yield each response,
+// co_await each request), callers holding a stream object, and credit-based flow control in both
+// directions. Two shapes:
+//
+//   server_stream<Req, Resp>         one request in, a stream of responses out (gRPC's server streaming)
+//   bidi_stream<Req, Resp[, Init]>   requests and responses both ways, with an optional initial payload
 #ifndef COGRID_STREAM_HPP
 #define COGRID_STREAM_HPP
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/detail/service.hpp>
-#include <cogrid/detail/mux.hpp>
-#include <cogrid/detail/serialize.hpp>
+#include <cogrid/manager.hpp>
+#include <cogrid/result.hpp>
 #include <cogrid/detail/pool.hpp>
+#include <cogrid/detail/serialize.hpp>
 #include <cogrid/detail/stream_core.hpp>
 
 #include <asio/awaitable.hpp>
@@ -19,6 +22,7 @@
 
 #include <concepts>
 #include <coroutine>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -41,35 +45,34 @@ struct gen_awaiter_tag {};
 
 /// `co_yield v`: sends v when the caller has a credit, else suspends until it returns one.
 struct yield_awaiter : gen_awaiter_tag {
-  explicit yield_awaiter(server_stream* s) noexcept : s_(s) {}
+  explicit yield_awaiter(served_stream* s) noexcept : s_(s) {}
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> h) { return server_on_yield(*s_, h); }
   void await_resume() { server_check_cancelled(*s_); }
 
 private:
-  server_stream* s_;
+  served_stream* s_;
 };
 
-/// `co_await in.next()`: the next request, or nothing at the end of input.
+/// `co_await in.next()`: the next request, or why there is none.
 template <class Req>
 struct input_awaiter : gen_awaiter_tag {
-  input_awaiter(server_stream* s, payload* buf) noexcept : s_(s), buf_(buf) {}
+  input_awaiter(served_stream* s, payload* buf) noexcept : s_(s), buf_(buf) {}
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> h) { return server_on_next(*s_, h); }
-  std::optional<Req> await_resume() {
-    if (!server_take_input(*s_, *buf_)) return std::nullopt;
+  result<Req> await_resume() {
+    if (std::error_code ec = server_take_input(*s_, *buf_)) return ec;
     if constexpr (std::is_same_v<Req, payload>) {
       return std::move(*buf_);
     } else {
       Req r{};
-      if (auto err = codec<Req>::unpack(view_of(*buf_), r))
-        throw call_exception(call_error(errc::bad_payload, "bad request payload: " + *err));
+      if (auto d = codec<Req>::unpack(view_of(*buf_), r); !d) return error(errc::bad_payload, "bad request payload: " + d.error().text);
       return r;
     }
   }
 
 private:
-  server_stream* s_;
+  served_stream* s_;
   payload* buf_;
 };
 
@@ -104,7 +107,7 @@ struct bridge_done {
 /// cancelled (terminal) when the stream is, and resumes the generator with its result.
 template <class T>
 struct bridge_awaiter : gen_awaiter_tag {
-  bridge_awaiter(server_stream* s, asio::awaitable<T> a) : s_(s), a_(std::move(a)) {}
+  bridge_awaiter(served_stream* s, asio::awaitable<T> a) : s_(s), a_(std::move(a)) {}
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> h) {
     try {
@@ -131,7 +134,7 @@ struct bridge_awaiter : gen_awaiter_tag {
   typename bridge_slot<T>::type value{};
 
 private:
-  server_stream* s_;
+  served_stream* s_;
   asio::awaitable<T> a_;
 };
 
@@ -159,7 +162,7 @@ struct final_awaiter {
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) const noexcept {
     gen_promise_base& p = h.promise();
-    std::shared_ptr<server_stream> s = std::move(p.stream);
+    std::shared_ptr<served_stream> s = std::move(p.stream);
     std::exception_ptr e = std::move(p.error);
     if (s) server_on_finished(*s, std::move(e));
     h.destroy();
@@ -167,25 +170,21 @@ struct final_awaiter {
   void await_resume() const noexcept {}
 };
 
-template <class F, class... A>
-struct invoke_traits {
-  static constexpr bool ok = std::is_invocable_v<F&, A...>;
-};
-
 } // namespace detail
 
 /// The return type of a stream handler: a coroutine that `co_yield`s each response (of type `T`) and
 /// `co_await`s requests (`co_await in.next()`) and any `asio::awaitable` (timers, calls to other nodes,
-/// `asio::this_coro::executor`). Returning ends the stream with EOF; throwing ends it with the exception's
-/// text as the caller's remote error (`throw cogrid::handler_error{"..."}` works too).
+/// `asio::this_coro::executor`). Returning ends the stream cleanly (the caller's `next()` then gives
+/// `errc::end_of_stream`); throwing ends it with the exception's text as the caller's
+/// `errc::remote_error`.
 ///
 /// @par Flow control
 /// `co_yield` sends at once when the caller has a credit, and otherwise suspends until it returns one, so a
 /// handler never buffers more than the stream's out capacity.
 /// @par Cancellation
 /// When the caller cancels or drops the stream, its deadline passes, its pings stop, or the connection
-/// goes: the awaited operation is cancelled (terminal) and the next `co_yield` or `in.next()` throws
-/// `std::system_error(asio::error::operation_aborted)`.
+/// goes: the awaited operation is cancelled (terminal), `in.next()` gives `operation_aborted`, and the
+/// next `co_yield` throws `std::system_error(asio::error::operation_aborted)`.
 /// @par Thread safety
 /// The generator runs on a strand of its own; it must not be awaited from anywhere else.
 template <class T>
@@ -262,30 +261,36 @@ private:
   std::coroutine_handle<promise_type> h_;
 };
 
-/// The requests a stream handler receives: `while (auto r = co_await in.next())`. Each request taken
-/// returns one credit to the caller. A request that does not decode as `Req` throws `call_exception`
-/// (`errc::bad_payload`) from `next()`. With GCC 12 bind the result (`while (auto r = co_await in.next())`):
-/// `while (co_await in.next())` is miscompiled (a non-trivial co_await result used as a loop condition).
+/// The requests a bidirectional stream's handler receives: `while (auto r = co_await in.next())`. Each
+/// request taken returns one credit to the caller. `next()` gives the request, or `errc::end_of_stream`
+/// once the caller closed its side, `errc::bad_payload` for a request that does not decode as `Req`,
+/// `operation_aborted` when the stream was cancelled. With GCC 12 bind the result (`while (auto r = co_await
+/// in.next())`): `while (co_await in.next())` is miscompiled (a non-trivial co_await result used as a loop
+/// condition).
 template <class Req>
 class stream_input {
 public:
-  explicit stream_input(std::shared_ptr<detail::server_stream> s) : s_(std::move(s)) {}
-  /// Awaitable (inside the generator only) yielding `std::optional<Req>`: empty at the end of input.
+  explicit stream_input(std::shared_ptr<detail::served_stream> s) : s_(std::move(s)) {}
+  /// Awaitable (inside the generator only) yielding `result<Req>`.
   detail::input_awaiter<Req> next() noexcept { return detail::input_awaiter<Req>(s_.get(), &s_->input_buf); }
 
 private:
-  std::shared_ptr<detail::server_stream> s_;
+  std::shared_ptr<detail::served_stream> s_;
 };
 
-/// The caller's end of an open stream. Move-only; destroying it (or `cancel()`) before the stream ended
-/// cancels the remote handler.
+/// The caller's end of an open stream: receives `Resp`s, and sends `Req`s on a bidirectional stream
+/// (`Req` is `void` for a `server_stream`'s). Move-only; destroying it (or `cancel()`) before the stream
+/// ended cancels the remote handler.
 ///
 /// @code
-/// auto s = co_await echo.open(*conn, payload);   // call_result<client_stream<Req, Resp>>
+/// auto s = co_await echo.open(*conn);            // result<client_stream<item, item>>
 /// co_await s->send(req);                         // waits for a credit
 /// s->close_send();
-/// while (auto r = co_await s->next()) use(*r);
-/// if (s->error()) ...                            // why it ended, empty after the handler's EOF
+/// for (;;) {
+///   auto r = co_await s->next();                 // a response, or why there is none
+///   if (!r) { if (r.error() != cogrid::errc::end_of_stream) log(r.error().message()); break; }
+///   use(*r);
+/// }
 /// @endcode
 /// @par Thread safety
 /// One coroutine sends and one receives at a time (they may be different coroutines).
@@ -300,7 +305,6 @@ public:
       s_ = std::move(o.s_);
       buf_ = std::move(o.buf_);
       out_ = std::move(o.out_);
-      local_err_ = std::move(o.local_err_);
     }
     return *this;
   }
@@ -310,51 +314,54 @@ public:
 
   /// Sends one request, suspending while the handler has no credit left for us.
   /// @par Errors
-  /// `errc::stream_closed` after `close_send()` or on a stream without input; the stream's own error once
-  /// it has ended; `errc::disconnected`.
+  /// `errc::stream_closed` after `close_send()`; the stream's own error once it has ended;
+  /// `errc::disconnected`.
   /// @par Cancellation
   /// Cancelling a waiting send cancels the whole stream (`operation_aborted`).
-  asio::awaitable<call_error> send(const Req& r) {
+  template <class R = Req>
+    requires(!std::is_void_v<R>)
+  asio::awaitable<result<void>> send(const R& r) {
     out_.clear();
     detail::payload_view v;
-    if (detail::codec<Req>::pack(r, out_)) v = std::span<const std::byte>(out_);
+    if (detail::codec<R>::pack(r, out_)) v = std::span<const std::byte>(out_);
     return detail::stream_send(s_, v);
   }
 
-  /// Ends the input (EOF). Idempotent.
-  call_error close_send() { return detail::stream_close_send(*s_); }
+  /// Ends the requests (EOF). Idempotent.
+  result<void> close_send()
+    requires(!std::is_void_v<Req>)
+  {
+    return detail::stream_close_send(*s_);
+  }
 
-  /// The next response; empty once the stream has ended — then `error()` says why (empty after a clean
-  /// end). Every response the handler sent before its end is delivered first.
+  /// The next response, or why there is none: `errc::end_of_stream` after the handler's clean end (every
+  /// response it sent before is delivered first), `errc::remote_error` with the handler's text,
+  /// `errc::bad_payload` for a response that does not decode as `Resp` (the stream is cancelled), or the
+  /// stream's failure (`disconnected`, `timeout`, `operation_aborted`, ...).
   /// @par Cancellation
   /// Cancelling a waiting `next()` cancels the whole stream (`operation_aborted`).
-  asio::awaitable<std::optional<Resp>> next() {
+  asio::awaitable<result<Resp>> next() {
     int got = detail::stream_try_next(*s_, buf_);
     while (got < 0) {
       co_await detail::stream_wait(s_, detail::wait_kind::next);
       got = detail::stream_try_next(*s_, buf_);
     }
-    std::optional<Resp> r;
-    if (got) r = take();
-    co_return r;
+    if (!got) co_return detail::stream_error(*s_);
+    co_return take();
   }
-
-  /// Why the stream ended: empty while it runs and after the handler's EOF.
-  call_error error() const { return local_err_ ? local_err_ : detail::stream_error(*s_); }
 
   /// Ends the stream now with `operation_aborted` and cancels the remote handler.
   void cancel() { detail::stream_cancel(*s_); }
 
 private:
-  std::optional<Resp> take() {
+  result<Resp> take() {
     if constexpr (std::is_same_v<Resp, payload>) {
       return std::move(buf_);
     } else {
       Resp r{};
-      if (auto err = detail::codec<Resp>::unpack(detail::view_of(buf_), r)) {
-        local_err_ = call_error(errc::bad_payload, *err);
-        detail::stream_cancel(*s_);
-        return std::nullopt;
+      if (auto d = detail::codec<Resp>::unpack(detail::view_of(buf_), r); !d) {
+        detail::stream_fail(*s_, d.error());
+        return d.error();
       }
       return r;
     }
@@ -363,46 +370,20 @@ private:
   std::shared_ptr<detail::client_stream_state> s_;
   payload buf_;                 // reused across responses
   std::vector<std::byte> out_;  // reused across requests
-  call_error local_err_;
 };
 
 namespace detail {
 
-template <class P, class Req, class Resp, class F>
-struct typed_stream_start {
-  std::shared_ptr<F> fn;
-
-  gen_start operator()(call_context ctx, payload initial, const std::shared_ptr<server_stream>& s) const {
-    P p{};
-    if constexpr (std::is_same_v<P, payload>) {
-      p = std::move(initial);
-    } else if (auto err = codec<P>::unpack(view_of(initial), p)) {
-      throw std::runtime_error("bad stream payload: " + *err);
-    }
-    stream_generator<Resp> g = invoke(std::move(ctx), std::move(p), s);
-    return g.release();
-  }
-
-  stream_generator<Resp> invoke(call_context ctx, P p, const std::shared_ptr<server_stream>& s) const {
-    if constexpr (std::is_invocable_v<F&, call_context, P, stream_input<Req>>)
-      return (*fn)(std::move(ctx), std::move(p), stream_input<Req>(s));
-    else if constexpr (std::is_invocable_v<F&, P, stream_input<Req>>)
-      return (*fn)(std::move(p), stream_input<Req>(s));
-    else if constexpr (std::is_invocable_v<F&, call_context, P>)
-      return (*fn)(std::move(ctx), std::move(p));
-    else if constexpr (std::is_invocable_v<F&, P>)
-      return (*fn)(std::move(p));
-    else
-      static_assert(always_false<F>, "a stream handler takes ([call_context,] P [, stream_input<Req>]) and "
-                                     "returns stream_generator<Resp>");
-  }
-};
+template <class T>
+payload_view pack_into(const T& v, std::vector<std::byte>& buf) {
+  if (!codec<T>::pack(v, buf)) return std::nullopt;
+  return std::span<const std::byte>(buf);
+}
 
 template <class Req, class Resp>
-asio::awaitable<call_result<client_stream<Req, Resp>>> open_packed(std::shared_ptr<connection> c, handler_id id,
-                                                                   std::optional<subroute_id> sub,
-                                                                   std::vector<std::byte> buf, bool nil,
-                                                                   stream_capacity cap, stream_options opt) {
+asio::awaitable<result<client_stream<Req, Resp>>> open_packed(std::shared_ptr<connection> c, handler_id id,
+                                                              std::optional<subroute_id> sub, std::vector<std::byte> buf,
+                                                              bool nil, stream_capacity cap, stream_options opt) {
   payload_view view;
   if (!nil) view = std::span<const std::byte>(buf);
   auto r = co_await open_stream(std::move(c), id, sub, view, cap, opt);
@@ -410,54 +391,169 @@ asio::awaitable<call_result<client_stream<Req, Resp>>> open_packed(std::shared_p
   co_return client_stream<Req, Resp>(std::move(*r));
 }
 
+// Builds the generator of a one-way stream's handler: `fn([call_context,] Req)`.
+template <class Req, class Resp, class F>
+struct server_stream_start {
+  std::shared_ptr<F> fn;
+  gen_start operator()(call_context ctx, payload initial, const std::shared_ptr<served_stream>&) const {
+    Req r{};
+    if constexpr (std::is_same_v<Req, payload>) {
+      r = std::move(initial);
+    } else if (auto d = codec<Req>::unpack(view_of(initial), r); !d) {
+      throw exception(error(errc::bad_payload, "bad stream request: " + d.error().text));
+    }
+    if constexpr (std::is_invocable_v<F&, call_context, Req>) return stream_generator<Resp>((*fn)(std::move(ctx), std::move(r))).release();
+    else if constexpr (std::is_invocable_v<F&, Req>) return stream_generator<Resp>((*fn)(std::move(r))).release();
+    else static_assert(always_false<F>, "a server_stream handler takes ([call_context,] Req) and returns stream_generator<Resp>");
+  }
+};
+
+// Builds the generator of a bidirectional stream's handler: `fn([call_context,] [Init,] stream_input<Req>)`.
+template <class Req, class Resp, class Init, class F>
+struct bidi_stream_start {
+  std::shared_ptr<F> fn;
+  gen_start operator()(call_context ctx, payload initial, const std::shared_ptr<served_stream>& s) const {
+    if constexpr (std::is_void_v<Init>) {
+      (void)initial; // a stream without an initial payload ignores one a peer sends anyway
+      if constexpr (std::is_invocable_v<F&, call_context, stream_input<Req>>)
+        return stream_generator<Resp>((*fn)(std::move(ctx), stream_input<Req>(s))).release();
+      else if constexpr (std::is_invocable_v<F&, stream_input<Req>>)
+        return stream_generator<Resp>((*fn)(stream_input<Req>(s))).release();
+      else
+        static_assert(always_false<F>, "a bidi_stream handler takes ([call_context,] stream_input<Req>) and returns "
+                                       "stream_generator<Resp>");
+    } else {
+      Init p{};
+      if constexpr (std::is_same_v<Init, payload>) {
+        p = std::move(initial);
+      } else if (auto d = codec<Init>::unpack(view_of(initial), p); !d) {
+        throw exception(error(errc::bad_payload, "bad stream payload: " + d.error().text));
+      }
+      if constexpr (std::is_invocable_v<F&, call_context, Init, stream_input<Req>>)
+        return stream_generator<Resp>((*fn)(std::move(ctx), std::move(p), stream_input<Req>(s))).release();
+      else if constexpr (std::is_invocable_v<F&, Init, stream_input<Req>>)
+        return stream_generator<Resp>((*fn)(std::move(p), stream_input<Req>(s))).release();
+      else
+        static_assert(always_false<F>, "a bidi_stream handler with an initial payload takes ([call_context,] Init, "
+                                       "stream_input<Req>) and returns stream_generator<Resp>");
+    }
+  }
+};
+
 } // namespace detail
 
-/// A stream handler: initial payload `P`, requests `Req`, responses `Resp` (msgpack-cxx types, or
-/// `cogrid::payload` for raw bytes), addressed by a handler id and optionally a subroute, with its
-/// capacities (both peers must declare the same). Capacity `in == 0` makes a stream without requests.
+/// A one-way stream handler: the caller sends one request (`Req`), the handler yields responses
+/// (`Resp`). Types are msgpack-cxx types, or `cogrid::payload` for raw bytes. The request travels as
+/// MinIO's stream payload, and the stream takes no further input (a MinIO handler registered without
+/// input and with a payload).
 ///
 /// @par Example
 /// @code
-/// inline const cogrid::stream<cogrid::payload, item, item> echo{cogrid::handler_id{78}, "echo"};
-/// cogrid::stream_generator<item> run(cogrid::payload, cogrid::stream_input<item> in) {
-///   while (auto r = co_await in.next()) co_yield *r;
-/// }
-/// echo.serve(manager, run);                                  // on every node
-/// auto s = co_await echo.open(*conn, cogrid::payload{});     // from anywhere
+/// inline const cogrid::server_stream<list_req, entry> list{cogrid::handler_id{80}};
+/// cogrid::stream_generator<entry> list_fn(list_req r) { for (auto& e : find(r)) co_yield e; }
+/// auto served = list.serve(m, list_fn);                      // on every node
+/// auto s = co_await list.open(*conn, req);                    // result<client_stream<void, entry>>
+/// while (auto e = co_await s->next()) use(*e);
 /// @endcode
-/// A handler is any callable taking `([call_context,] P [, stream_input<Req>])` (the input only when
-/// `in > 0`) and returning `stream_generator<Resp>`. A coroutine lambda must not capture (its captures
-/// would not outlive the call); use parameters or a named function object held by the manager.
+/// A handler is any callable taking `([call_context,] Req)` and returning `stream_generator<Resp>`. A
+/// coroutine lambda must not capture (its captures would not outlive the call); use parameters or a
+/// named function object.
 ///
 /// @par Thread safety
 /// Immutable: use from any thread. Must outlive the streams opened through it.
-template <class P, class Req, class Resp>
-class stream {
+template <class Req, class Resp>
+class server_stream {
 public:
-  explicit stream(handler_id id, stream_capacity cap = {}) : id_(id), cap_(cap) {}
-  stream(handler_id id, std::string_view route, stream_capacity cap = {})
+  /// `out`: how many responses may be in flight unacknowledged (the stream's out capacity).
+  explicit server_stream(handler_id id, std::uint32_t out = 1) : id_(id), cap_{0, out} {}
+  server_stream(handler_id id, std::string_view route, std::uint32_t out = 1)
+      : id_(id), route_(route), sub_(make_subroute_id(id, route)), cap_{0, out} {}
+
+  handler_id id() const noexcept { return id_; }
+  const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
+  stream_capacity capacity() const noexcept { return cap_; }
+
+  /// Registers `fn` on `m`.
+  /// @par Errors
+  /// `errc::handler_exists`, `errc::invalid_handler`, `errc::invalid_value` (out capacity 0).
+  template <class F>
+  [[nodiscard]] result<void> serve(manager& m, F fn) const {
+    return detail::register_stream(m, id_, sub_, route_, cap_,
+                                   detail::server_stream_start<Req, Resp, F>{std::make_shared<F>(std::move(fn))});
+  }
+
+  /// Opens a stream on `c` with request `r`; completes when the remote acknowledged it.
+  /// @par Errors
+  /// `errc::unknown_handler` (with the remote's text) when the remote has no such handler,
+  /// `errc::capacity_mismatch`, `errc::disconnected`, `errc::queue_full`, `errc::timeout`, `operation_aborted`.
+  asio::awaitable<result<client_stream<void, Resp>>> open(connection& c, const Req& r, stream_options opt = {}) const {
+    std::vector<std::byte> buf;
+    const bool nil = !detail::codec<Req>::pack(r, buf);
+    return detail::open_packed<void, Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, cap_, opt);
+  }
+
+private:
+  handler_id id_;
+  std::string route_;
+  std::optional<subroute_id> sub_;
+  stream_capacity cap_;
+};
+
+/// A bidirectional stream handler: the caller sends requests (`Req`) and the handler yields responses
+/// (`Resp`), each direction with its own capacity; `Init`, when not `void`, is an initial payload the
+/// caller sends with the open (MinIO's stream payload).
+///
+/// @par Example
+/// @code
+/// inline const cogrid::bidi_stream<item, item> echo{cogrid::handler_id{78}, "echo"};
+/// cogrid::stream_generator<item> echo_fn(cogrid::stream_input<item> in) {
+///   while (auto r = co_await in.next()) co_yield *r;
+/// }
+/// auto served = echo.serve(m, echo_fn);                     // on every node
+/// auto s = co_await echo.open(*conn);                        // result<client_stream<item, item>>
+/// @endcode
+/// A handler is any callable taking `([call_context,] [Init,] stream_input<Req>)` and returning
+/// `stream_generator<Resp>`; the same rules for coroutine lambdas as for `server_stream`.
+///
+/// @par Thread safety
+/// Immutable: use from any thread. Must outlive the streams opened through it.
+template <class Req, class Resp, class Init = void>
+class bidi_stream {
+public:
+  /// `cap`: requests (`in`, at least 1) and responses (`out`, at least 1) in flight in each direction.
+  explicit bidi_stream(handler_id id, stream_capacity cap = {}) : id_(id), cap_(cap) {}
+  bidi_stream(handler_id id, std::string_view route, stream_capacity cap = {})
       : id_(id), route_(route), sub_(make_subroute_id(id, route)), cap_(cap) {}
 
   handler_id id() const noexcept { return id_; }
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
   stream_capacity capacity() const noexcept { return cap_; }
 
-  /// Registers `fn` on `m` (see the class comment for its shape).
+  /// Registers `fn` on `m`.
   /// @par Errors
-  /// `errc::handler_exists`, `errc::invalid_handler`, `errc::invalid_value` (out capacity 0).
+  /// `errc::handler_exists`, `errc::invalid_handler`, `errc::invalid_value` (a capacity of 0).
   template <class F>
-  std::error_code serve(manager& m, F fn) const {
-    detail::stream_entry e{cap_, detail::typed_stream_start<P, Req, Resp, F>{std::make_shared<F>(std::move(fn))}};
-    return sub_ ? m.register_stream(id_, route_, std::move(e)) : m.register_stream(id_, std::move(e));
+  [[nodiscard]] result<void> serve(manager& m, F fn) const {
+    if (cap_.in == 0) return error(errc::invalid_value, "a bidirectional stream needs an in capacity of at least 1");
+    return detail::register_stream(m, id_, sub_, route_, cap_,
+                                   detail::bidi_stream_start<Req, Resp, Init, F>{std::make_shared<F>(std::move(fn))});
   }
 
-  /// Opens a stream on `c` with initial payload `p`; completes when the remote acknowledged it.
+  /// Opens a stream on `c`; completes when the remote acknowledged it.
   /// @par Errors
-  /// `errc::unknown_handler` (with the remote's text) when the remote has no such handler,
-  /// `errc::disconnected`, `errc::queue_full`, `errc::timeout`, `operation_aborted`.
-  asio::awaitable<call_result<client_stream<Req, Resp>>> open(connection& c, const P& p, stream_options opt = {}) const {
+  /// As `server_stream::open`.
+  asio::awaitable<result<client_stream<Req, Resp>>> open(connection& c, stream_options opt = {}) const
+    requires std::is_void_v<Init>
+  {
+    return detail::open_packed<Req, Resp>(c.shared_from_this(), id_, sub_, {}, true, cap_, opt);
+  }
+
+  /// Opens a stream on `c` with initial payload `init`.
+  template <class I = Init>
+    requires(!std::is_void_v<I>)
+  asio::awaitable<result<client_stream<Req, Resp>>> open(connection& c, const I& init, stream_options opt = {}) const {
     std::vector<std::byte> buf;
-    const bool nil = !detail::codec<P>::pack(p, buf);
+    const bool nil = !detail::codec<I>::pack(init, buf);
     return detail::open_packed<Req, Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, cap_, opt);
   }
 
@@ -468,8 +564,10 @@ private:
   stream_capacity cap_;
 };
 
-/// A stream in raw bytes (nil and empty kept apart), for users with their own serialization.
-using stream_raw = stream<payload, payload, payload>;
+/// One-way and bidirectional streams in raw bytes (nil and empty kept apart), for users with their own
+/// serialization; the raw bidirectional stream carries MinIO's initial payload too.
+using server_stream_raw = server_stream<payload, payload>;
+using bidi_stream_raw = bidi_stream<payload, payload, payload>;
 
 } // namespace cogrid
 

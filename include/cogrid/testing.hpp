@@ -6,6 +6,8 @@
 #include <cogrid/detail/config.hpp>
 #include <cogrid/auth.hpp>
 #include <cogrid/manager.hpp>
+#include <cogrid/result.hpp>
+#include <cogrid/detail/grid_shared.hpp>
 
 #include <asio/awaitable.hpp>
 #include <asio/co_spawn.hpp>
@@ -20,6 +22,10 @@
 #include <vector>
 
 namespace cogrid::testing {
+
+/// While on, `c` reads and discards what its peer sends without handling it (pongs included), so the
+/// peer's liveness checks and ours run as if the link were stalled.
+inline void block_inbound(connection& c, bool on) noexcept { detail::connection_access::block_inbound(c, on); }
 
 /// N nodes of one grid in this process. Ports are chosen by the OS (listeners bound to 127.0.0.1:0
 /// before the host list is made), so tests never collide on a fixed port.
@@ -75,18 +81,18 @@ public:
   }
 
   /// Completes when every connection of every node is connected.
-  asio::awaitable<std::error_code> wait_all_connected() {
+  asio::awaitable<result<void>> wait_all_connected() {
     for (auto& m : managers_)
       for (auto& c : m->connections())
-        if (auto ec = co_await c->wait_for_connect()) co_return ec;
-    co_return std::error_code{};
+        if (auto r = co_await c->wait_for_connect(); !r) co_return r;
+    co_return result<void>();
   }
 
   /// Drops node i's session with node j from node i's end (the peer sees the connection die).
   /// Throws std::invalid_argument when there is no such link (i == j), std::out_of_range past the grid.
   void kill(std::size_t i, std::size_t j) { existing_link(i, j).kill(); }
   /// Node i stops handling what node j sends it (read and discarded, pongs included). Throws as kill().
-  void block_inbound(std::size_t i, std::size_t j, bool on) { existing_link(i, j).block_inbound(on); }
+  void block_inbound(std::size_t i, std::size_t j, bool on) { testing::block_inbound(existing_link(i, j), on); }
 
   /// In-memory grids: takes node i off the network (every link to it cut, dials fail) or puts it back.
   void set_host_up(std::size_t i, bool up) { memory_.set_host_up(hosts_.at(i), up); }

@@ -6,9 +6,8 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/result.hpp>
-#include <cogrid/detail/transport_base.hpp>
-#include <cogrid/detail/registry.hpp>
-#include <cogrid/detail/waiter.hpp>
+#include <cogrid/detail/abandon.hpp>
+#include <cogrid/detail/handoff.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
@@ -38,6 +37,69 @@
 
 namespace cogrid {
 
+/// A connected, reliable, ordered byte stream that a grid connection runs over. cogrid implements it for
+/// TCP, TLS, any Asio stream (`make_stream_transport`), a pair of one-way descriptors
+/// (`make_fd_transport`) and in-memory pipes (`make_memory_pipe`); implement it to carry the grid over
+/// anything else.
+///
+/// @par Thread safety
+/// A transport is used by one connection: at most one `read_some` and one `write_all` are outstanding at
+/// a time, each from a single coroutine; `close` may be called from any thread.
+class transport {
+public:
+  virtual ~transport() = default;
+  transport(const transport&) = delete;
+  transport& operator=(const transport&) = delete;
+
+  /// Reads at least one byte into `buf`. On error or end of stream returns 0 and sets `ec`
+  /// (`asio::error::eof` at the end of the stream). A read pending when close() is called completes
+  /// with an error; so does one whose awaiting coroutine is cancelled (`operation_aborted`).
+  virtual asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) = 0;
+
+  /// Writes all of `bytes` as one logical write (counted once in writes()); returns the number of bytes
+  /// written, all of them unless `ec` is set.
+  virtual asio::awaitable<std::size_t> write_all(asio::const_buffer bytes, std::error_code& ec) = 0;
+
+  /// Closes the stream. Idempotent; pending reads and writes complete with an error.
+  virtual void close() noexcept = 0;
+
+  /// The remote end for logs, e.g. "127.0.0.1:40000", "[::1]:40000" or a name given at creation.
+  virtual std::string peer() const = 0;
+
+  virtual asio::any_io_executor get_executor() = 0;
+
+  /// Moves the stream onto `ex`, the executor of another io_context (an accepted connection goes to the
+  /// thread its grid connection runs on), with nothing outstanding on it. Returns the moved transport, or
+  /// null when this kind cannot move (the default, and TLS streams, whose state is bound to their
+  /// socket): it is then used where it is, its operations completing on the connection's executor.
+  virtual std::unique_ptr<transport> rebind(const asio::any_io_executor& ex) {
+    (void)ex;
+    return nullptr;
+  }
+
+  /// Number of write_all calls that were handed to the operating system (a statistic for tests).
+  std::uint64_t writes() const noexcept { return writes_; }
+
+protected:
+  transport() = default;
+  std::uint64_t writes_ = 0;
+};
+
+/// Opens a byte stream to `remote` (a host string of the grid) in place of cogrid's TCP/TLS dial, for
+/// `manager_options::dialer`: an in-memory network, a tunnel, a Unix socket, a child process. The grid
+/// runs its WebSocket upgrade and connect handshake over what it returns (bounded by the dial timeout,
+/// which cancels the awaited operation). Return an error (or throw) when the remote cannot be reached;
+/// the connection retries as after a failed TCP dial.
+using transport_dialer = std::function<asio::awaitable<result<std::unique_ptr<transport>>>(std::string remote)>;
+
+/// Resolves a remote's host name (and port) to the TCP endpoints to dial, for `manager_options::resolve`:
+/// a service registry, a DNS client of your own. The default is Asio's resolver (getaddrinfo). The dial
+/// waits for it at most until the dial timeout, then cancels it (terminal cancellation of what it
+/// awaits) without waiting for it to end; a resolution that cannot be cancelled (getaddrinfo) finishes
+/// on its own, unobserved.
+using host_resolver =
+    std::function<asio::awaitable<result<std::vector<asio::ip::tcp::endpoint>>>(std::string host, std::uint16_t port)>;
+
 namespace detail {
 
 // A read of a stream that may report bytes and an error together (TLS), made to say one at a time.
@@ -59,6 +121,15 @@ asio::awaitable<std::size_t> read_one_outcome(Stream& s, asio::mutable_buffer bu
 // 15.6-16.1 us (benchmarks/README.md, seventh session).
 template <class Stream>
 concept reactor_stream = requires(Stream& s) { s.async_wait(Stream::wait_read, asio::use_awaitable); };
+
+// Sockets whose native handle can move to a socket on another executor (release and assign): TCP and
+// Unix sockets, not a TLS stream.
+template <class Stream>
+concept rebindable_socket = requires(Stream& s, std::error_code& ec) {
+  s.release(ec);
+  s.local_endpoint(ec).protocol();
+  typename Stream::protocol_type;
+};
 
 // The read of every Asio-stream transport: at least one byte, or an error (EOF at the end).
 template <class Stream>
@@ -115,6 +186,26 @@ public:
   std::string peer() const override { return peer_; }
 
   asio::any_io_executor get_executor() override { return stream_.get_executor(); }
+
+  std::unique_ptr<transport> rebind(const asio::any_io_executor& ex) override {
+    if constexpr (detail::rebindable_socket<Stream>) {
+      if (ex == stream_.get_executor()) return nullptr;
+      std::error_code ec;
+      const auto protocol = stream_.local_endpoint(ec).protocol();
+      if (ec) return nullptr;
+      const auto handle = stream_.release(ec);
+      if (ec) return nullptr;
+      Stream moved(ex);
+      moved.assign(protocol, handle, ec);
+      if (ec) return nullptr;
+      auto t = std::make_unique<stream_transport>(std::move(moved), peer_);
+      t->writes_ = writes_;
+      return t;
+    } else {
+      (void)ex;
+      return nullptr;
+    }
+  }
 
 private:
   auto& lowest() noexcept {
@@ -230,7 +321,7 @@ struct memory_wait_cancel {
       std::lock_guard lk(link->mu);
       take_waiter(link->dir[dir].*which, w);
     }
-    wake(std::move(w), asio::error::operation_aborted); // the slot is cleared there, not in its own handler
+    wake(std::move(w), handoff::fresh, asio::error::operation_aborted); // the slot is cleared there, not in its own handler
   }
 };
 
@@ -248,7 +339,7 @@ inline void sever(memory_link& link) noexcept {
       take_waiter(link.dir[d].writer, w[2 * d + 1]);
     }
   }
-  for (auto& x : w) wake(std::move(x));
+  for (auto& x : w) wake(std::move(x), handoff::fresh);
 }
 
 /// One end of an in-memory pipe: reads `dir[side]`, writes `dir[1 - side]`.
@@ -276,7 +367,7 @@ public:
           if (ch.off == ch.buf.size()) ch.buf.clear(), ch.off = 0;
           waiter w;
           if (ch.pending() < memory_link::high_water) take_waiter(ch.writer, w);
-          wake(std::move(w));
+          wake(std::move(w), handoff::fresh);
           co_return n;
         }
         if (ch.closed) {
@@ -308,7 +399,7 @@ public:
           ++writes_;
           waiter w;
           take_waiter(ch.reader, w);
-          wake(std::move(w));
+          wake(std::move(w), handoff::fresh);
           co_return bytes.size();
         }
       }
@@ -333,7 +424,7 @@ public:
       take_waiter(out.reader, w[2]);
       take_waiter(out.writer, w[3]);
     }
-    for (auto& x : w) wake(std::move(x));
+    for (auto& x : w) wake(std::move(x), handoff::fresh);
   }
 
   std::string peer() const override { return peer_; }
@@ -356,7 +447,7 @@ private:
         lk.unlock();
         waiter now;
         now.h.emplace(std::move(h));
-        wake(std::move(now));
+        wake(std::move(now), handoff::fresh);
         return;
       }
       const int dir = reading ? self->side_ : 1 - self->side_;

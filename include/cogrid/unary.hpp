@@ -4,7 +4,8 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/detail/service.hpp>
+#include <cogrid/manager.hpp>
+#include <cogrid/result.hpp>
 #include <cogrid/detail/mux.hpp>
 #include <cogrid/detail/serialize.hpp>
 
@@ -31,22 +32,23 @@ struct awaitable_value<asio::awaitable<T, E>> {
 };
 
 template <class T>
-struct is_handler_result : std::false_type {};
+struct is_result : std::false_type {};
 template <class T>
-struct is_handler_result<result<T, handler_error>> : std::true_type {};
+struct is_result<result<T>> : std::true_type {};
 
+// A handler's return value (`Resp`, or `result<Resp>`) as the payload to send back.
 template <class Resp>
-handler_result<payload> to_reply(Resp&& v) {
+result<payload> to_reply(Resp&& v) {
   using V = std::decay_t<Resp>;
-  std::vector<std::byte> out;
-  if constexpr (std::is_same_v<V, handler_result<payload>>) {
+  if constexpr (std::is_same_v<V, result<payload>>) {
     return std::forward<Resp>(v);
   } else if constexpr (std::is_same_v<V, payload>) {
     return std::forward<Resp>(v);
-  } else if constexpr (is_handler_result<V>::value) {
+  } else if constexpr (is_result<V>::value) {
     if (!v) return v.error();
     return to_reply(*std::forward<Resp>(v));
   } else {
+    std::vector<std::byte> out = buffer_cache::take();
     codec<V>::pack(v, out);
     return payload(std::move(out));
   }
@@ -63,59 +65,58 @@ struct handler_traits {
 };
 
 template <class Req>
-std::optional<std::string> unpack_request(payload& in, Req& req) {
+result<void> unpack_request(payload& in, Req& req) {
   if constexpr (std::is_same_v<Req, payload>) {
     req = std::move(in); // raw bytes: handed over, not copied
-    return std::nullopt;
+    return {};
   } else {
-    auto err = codec<Req>::unpack(view_of(in), req);
+    auto r = codec<Req>::unpack(view_of(in), req);
     buffer_cache::give(std::move(in));
-    return err;
+    return r;
   }
 }
 
 /// Adapts a user handler `F` (taking `Req`, optionally after a `call_context`; returning `Resp` or
-/// `handler_result<Resp>`) that returns an awaitable of either to a raw handler. A named type rather than
+/// `result<Resp>`) that returns an awaitable of either to a raw handler. A named type rather than
 /// a capturing coroutine lambda: the user's function lives in `fn`, the coroutine takes copies.
 template <class Req, class Resp, class F>
 struct typed_unary {
   std::shared_ptr<F> fn;
 
-  asio::awaitable<handler_result<payload>> operator()(call_context ctx, payload in) const {
+  asio::awaitable<result<payload>> operator()(call_context ctx, payload in) const {
     return run(fn, std::move(ctx), std::move(in));
   }
 
-  static asio::awaitable<handler_result<payload>> run(std::shared_ptr<F> fn, call_context ctx, payload in) {
+  static asio::awaitable<result<payload>> run(std::shared_ptr<F> fn, call_context ctx, payload in) {
     Req req{};
-    if (auto err = unpack_request(in, req)) co_return handler_error{"bad request payload: " + *err};
+    if (auto r = unpack_request(in, req); !r) co_return remote_error("bad request payload: " + r.error().text);
     if constexpr (handler_traits<Req, F>::takes_context) co_return to_reply(co_await (*fn)(ctx, std::move(req)));
     else co_return to_reply(co_await (*fn)(std::move(req)));
   }
 };
 
-/// The same for a handler that returns its response (or `handler_result`) directly: a plain function.
+/// The same for a handler that returns its response (or `result`) directly: a plain function.
 template <class Req, class Resp, class F>
 struct typed_sync_unary {
   std::shared_ptr<F> fn;
 
-  handler_result<payload> operator()(const call_context& ctx, payload in) const {
+  result<payload> operator()(const call_context& ctx, payload in) const {
     Req req{};
-    if (auto err = unpack_request(in, req)) return handler_error{"bad request payload: " + *err};
+    if (auto r = unpack_request(in, req); !r) return remote_error("bad request payload: " + r.error().text);
     if constexpr (handler_traits<Req, F>::takes_context) return to_reply((*fn)(ctx, std::move(req)));
     else return to_reply((*fn)(std::move(req)));
   }
 };
 
 template <class Resp>
-asio::awaitable<call_result<Resp>> call_packed(std::shared_ptr<connection> c, handler_id id,
-                                               std::optional<subroute_id> sub, std::vector<std::byte> req,
-                                               bool nil, call_options opt) {
-  call_result<payload> r = co_await call_raw(std::move(c), id, sub, std::move(req), nil, opt);
+asio::awaitable<result<Resp>> call_packed(std::shared_ptr<connection> c, handler_id id, std::optional<subroute_id> sub,
+                                          std::vector<std::byte> req, bool nil, call_options opt) {
+  result<payload> r = co_await call_raw(std::move(c), id, sub, std::move(req), nil, opt);
   if (!r) co_return r.error();
   Resp out{};
-  auto err = codec<Resp>::unpack(view_of(*r), out);
+  auto decoded = codec<Resp>::unpack(view_of(*r), out);
   buffer_cache::give(std::move(*r));
-  if (err) co_return call_error(errc::bad_payload, *err);
+  if (!decoded) co_return decoded.error();
   co_return out;
 }
 
@@ -130,9 +131,9 @@ asio::awaitable<call_result<Resp>> call_packed(std::shared_ptr<connection> c, ha
 /// @code
 /// struct echo_req { std::string Text; MSGPACK_DEFINE_MAP(Text) };  // (no ";" after the macro: -Wpedantic)
 /// inline const cogrid::unary<echo_req, echo_req> echo{cogrid::handler_id{78}};
-/// echo.serve(manager, [](echo_req r) { return r; });                  // on every node
+/// auto served = echo.serve(manager, [](echo_req r) { return r; });     // on every node
 /// echo_req req{"hi"};
-/// cogrid::call_result<echo_req> r = co_await echo.call(*conn, req);    // from anywhere
+/// cogrid::result<echo_req> r = co_await echo.call(*conn, req);         // from anywhere
 /// @endcode
 /// With GCC 12, pass a named request, not a braced temporary (`echo.call(*conn, {"hi"})`): GCC 12
 /// destroys such a temporary twice when it stands inside a `co_await` expression (a compiler bug).
@@ -150,8 +151,8 @@ public:
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
 
   /// Registers `fn` on `m`. `fn` takes `Req` (or `const call_context&, Req`) and returns `Resp`,
-  /// `handler_result<Resp>`, or an `asio::awaitable` of either. Throwing or returning a `handler_error`
-  /// fails the call with that text. An awaitable handler runs as its own coroutine on the io_context; the
+  /// `result<Resp>`, or an `asio::awaitable` of either. Throwing, or returning an error
+  /// (`cogrid::remote_error("text")`), fails the call: the caller gets `errc::remote_error` with that text. An awaitable handler runs as its own coroutine on the io_context; the
   /// caller's cancellation or deadline cancels it (terminal cancellation of its awaited operations). A
   /// handler returning its result directly is a plain function posted to the io_context (cheaper: no
   /// coroutine, strand or timer); it cannot be cancelled, and a response ready after the caller's
@@ -159,7 +160,7 @@ public:
   /// @par Errors
   /// `errc::handler_exists`, `errc::invalid_handler`.
   template <class F>
-  std::error_code serve(manager& m, F fn) const {
+  [[nodiscard]] result<void> serve(manager& m, F fn) const {
     if constexpr (detail::handler_traits<Req, F>::is_async) {
       raw_unary_handler raw = detail::typed_unary<Req, Resp, F>{std::make_shared<F>(std::move(fn))};
       return sub_ ? m.register_unary(id_, route_, std::move(raw)) : m.register_unary(id_, std::move(raw));
@@ -169,13 +170,16 @@ public:
     }
   }
 
-  /// Calls the handler over `c` and completes with its response or a `call_error` (see there). The
-  /// request is encoded before this returns.
+  /// Calls the handler over `c` and completes with its response or an error: `errc::remote_error` with
+  /// the remote's text when the handler failed, `errc::unknown_handler` when the remote has none,
+  /// `errc::bad_payload` when the response does not decode as `Resp`, `errc::timeout` when the deadline
+  /// passed, `errc::disconnected`, `errc::queue_full`, `errc::shutdown`. The request is encoded before
+  /// this returns.
   /// @par Cancellation
   /// Through the awaiting coroutine's cancellation slot (e.g. `call(...) || timer`): completes with
   /// `asio::error::operation_aborted` and the remote handler is cancelled too. Other calls and the
   /// connection are not affected.
-  asio::awaitable<call_result<Resp>> call(connection& c, const Req& req, call_options opt = {}) const {
+  asio::awaitable<result<Resp>> call(connection& c, const Req& req, call_options opt = {}) const {
     std::vector<std::byte> buf = detail::buffer_cache::take();
     const bool nil = !detail::codec<Req>::pack(req, buf);
     if constexpr (std::is_same_v<Resp, payload>) return detail::call_raw(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
@@ -186,7 +190,7 @@ public:
   struct bound {
     const unary* u;
     connection* c;
-    asio::awaitable<call_result<Resp>> call(const Req& req, call_options opt = {}) const { return u->call(*c, req, opt); }
+    asio::awaitable<result<Resp>> call(const Req& req, call_options opt = {}) const { return u->call(*c, req, opt); }
   };
   bound on(connection& c) const { return bound{this, &c}; }
 

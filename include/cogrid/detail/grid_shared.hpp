@@ -1,21 +1,21 @@
-// cogrid/detail/grid_shared.hpp — what a manager shares with its connections.
+// cogrid/detail/grid_shared.hpp — what a manager shares with its connections, and how cogrid's own code
+// reaches the parts of a connection that are not public.
 #ifndef COGRID_DETAIL_GRID_SHARED_HPP
 #define COGRID_DETAIL_GRID_SHARED_HPP
 
 #include <cogrid/auth.hpp>
+#include <cogrid/connection.hpp>
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
-#include <cogrid/detail/transport_base.hpp>
+#include <cogrid/transport.hpp>
 #include <cogrid/detail/url.hpp>
 
 #include <atomic>
 #include <memory>
 #include <string>
 
-namespace cogrid {
-class message_sink;
-namespace detail {
+namespace cogrid::detail {
 
 struct grid_shared {
   std::string local;
@@ -27,12 +27,30 @@ struct grid_shared {
   std::shared_ptr<asio::ssl::context> tls_client; // for https:// remotes
   log_sink log;
   transport_dialer dialer; // empty: TCP (and TLS for https://)
+  host_resolver resolve;   // empty: Asio's resolver
   trace_hook trace;        // empty: no per-call trace
   metrics_registry metrics;
   std::atomic<message_sink*> sink{nullptr};
 };
 
-} // namespace detail
-} // namespace cogrid
+/// The call and stream layers' way into a connection.
+struct connection_access {
+  static conn_mux& mux(connection& c) noexcept { return *c.mux_; }
+  static grid_shared& shared(connection& c) noexcept { return *c.shared_; }
+  static const connection_options& options(connection& c) noexcept { return c.shared_->opt; }
+  /// Queues `m` (see detail::outbox::push); `control` for replies that a full queue must not refuse.
+  static result<void> send(connection& c, const message& m, bool control, handoff how) { return c.enqueue(m, control, how); }
+  /// Whether shutdown() has begun: calls are refused with `errc::shutdown` from then on.
+  static bool stopping(const connection& c) noexcept { return c.stopping_.load(std::memory_order_acquire); }
+  /// The executor the connection was given (a strand's inner executor): its served handlers run there.
+  static const asio::any_io_executor& home(const connection& c) noexcept { return c.inner_; }
+  /// Which of the manager's executors that is.
+  static std::size_t home_index(const connection& c) noexcept { return c.executor_index_; }
+  static void block_inbound(connection& c, bool on) noexcept { c.block_inbound_.store(on, std::memory_order_relaxed); }
+  /// Runs a session over an accepted and handshaken WebSocket (acceptor side), replacing any current one.
+  static void adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id) { c.adopt(std::move(ws), remote_id); }
+};
+
+} // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_GRID_SHARED_HPP

@@ -4,7 +4,7 @@
 #define COGRID_DETAIL_HTTP_HPP
 
 #include <cogrid/detail/config.hpp>
-#include <cogrid/detail/transport.hpp>
+#include <cogrid/detail/deadline.hpp>
 #include <cogrid/error.hpp>
 
 #include <asio/awaitable.hpp>

@@ -93,6 +93,7 @@ public:
     p(bin_header_size(b.size()) + b.size(), [&](std::byte* d) { put_bytes(put_bin_header(d, b.size()), b.data(), b.size()); });
   }
   void boolean(bool v) { p(1, [&](std::byte* d) { put_byte(d, v ? 0xc3 : 0xc2); }); }
+  void uint(std::uint64_t v) { p(uint_size(v), [&](std::byte* d) { put_uint(d, v); }); }
   void nil() { p(1, [&](std::byte* d) { put_byte(d, 0xc0); }); }
   /// msgp's AppendTime: ext8, length 12, type 5, int64 seconds and int32 nanoseconds, big-endian.
   void time(std::int64_t seconds, std::uint32_t nanos) {

@@ -1,73 +1,114 @@
-// cogrid/detail/registry.hpp — the connections made on one execution context, for that context's
-// shutdown. A coroutine parked in one of cogrid's own objects (a connection's idle writer, a caller
-// waiting for its response, a stream waiting for a message) has its handler stored there, not in the
-// io_context, and that handler holds, through its coroutine frames, the very objects that store it. When
-// an io_context is destroyed without manager::shutdown(), Asio destroys the handlers queued in it but
-// cannot see these: this service lets them go, so the frames and the connections are freed with the
-// context instead of kept alive by each other.
+// cogrid/detail/registry.hpp — the handlers a node serves: one table keyed by kind (unary or stream) and
+// route (a handler id, or a handler id's subroute), read without a lock on every request.
 #ifndef COGRID_DETAIL_REGISTRY_HPP
 #define COGRID_DETAIL_REGISTRY_HPP
 
-#include <asio/execution_context.hpp>
+#include <cogrid/call.hpp>
+#include <cogrid/message.hpp>
+#include <cogrid/metrics.hpp>
+#include <cogrid/result.hpp>
+#include <cogrid/subroute.hpp>
 
+#include <array>
+#include <atomic>
+#include <coroutine>
 #include <cstddef>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace cogrid::detail {
 
-/// An object holding parked handlers, able to let them go.
-class abandonable {
-public:
-  /// `ctx` is shutting down, and no thread runs it any more: destroys (never invokes) every handler the
-  /// object stores that would complete in `ctx` (a handler of another context is completed with an
-  /// error instead) and drops what it holds of other objects that store handlers.
-  virtual void abandon(asio::execution_context& ctx) = 0;
+struct served_stream;
+struct gen_promise_base;
 
-protected:
-  ~abandonable() = default;
+/// The frame of a stream handler's generator, as the core sees it.
+struct gen_start {
+  std::coroutine_handle<> handle;
+  gen_promise_base* promise = nullptr;
 };
 
-/// One per execution context: the live abandonable objects made on it, abandoned at its shutdown.
-class abandon_service final : public asio::execution_context::service {
+/// The handler of a stream, in bytes: builds the generator (suspended) for one stream, or throws.
+using raw_stream_start = std::function<gen_start(call_context, payload, const std::shared_ptr<served_stream>&)>;
+
+enum class handler_kind : std::uint8_t { unary, stream };
+
+/// One registered handler. Unary: `fn` (a coroutine) or `sync` (a plain function); stream: `cap` and `start`.
+struct handler_entry {
+  handler_kind kind = handler_kind::unary;
+  raw_unary_handler fn;
+  sync_unary_handler sync;
+  stream_capacity cap;
+  raw_stream_start start;
+  handler_metrics* metrics = nullptr; // set at registration
+};
+
+/// Handlers by kind and route. Tables are copied on registration (rare, before start) and published
+/// with a release store; a lookup is an acquire load and a hash probe. Entries and the tables of
+/// earlier registrations live as long as the registry, so what a lookup returns stays valid.
+class handler_registry {
 public:
-  inline static asio::execution_context::id id;
+  handler_registry() { current_.store(tables_.emplace_back(std::make_unique<table>()).get(), std::memory_order_release); }
 
-  explicit abandon_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
-
-  /// Records `o` (held weakly: an object that goes away needs no removal).
-  void add(std::weak_ptr<abandonable> o) {
+  /// Adds `e` under `h` (and subroute `sub`); `route` names the subroute in statistics.
+  /// @par Errors
+  /// `errc::invalid_handler` for id 0; `errc::handler_exists`.
+  result<void> add(handler_id h, const std::optional<subroute_id>& sub, std::string_view route, handler_entry e,
+                   metrics_registry& metrics) {
+    if (static_cast<std::uint8_t>(h) == 0) return errc::invalid_handler;
+    const key k = make_key(e.kind, h, sub);
     std::lock_guard lk(mu_);
-    if (objects_.size() >= 2 * live_ + 16) { // drop the expired entries now and then: amortised O(1)
-      std::erase_if(objects_, [](const std::weak_ptr<abandonable>& w) { return w.expired(); });
-      live_ = objects_.size();
-    }
-    objects_.push_back(std::move(o));
+    const table& now = *current_.load(std::memory_order_relaxed);
+    if (now.count(k)) return errc::handler_exists;
+    e.metrics = &metrics.served(e.kind == handler_kind::unary ? call_kind::unary : call_kind::stream, h, sub, route);
+    const handler_entry* stored = entries_.emplace_back(std::make_unique<handler_entry>(std::move(e))).get();
+    auto next = std::make_unique<table>(now);
+    next->emplace(k, stored);
+    current_.store(tables_.emplace_back(std::move(next)).get(), std::memory_order_release);
+    return {};
+  }
+
+  /// The handler of `kind` that `m` (a request or stream open) addresses, or null.
+  const handler_entry* find(handler_kind kind, const message& m) const noexcept {
+    if (static_cast<std::uint8_t>(m.handler) == 0) return nullptr;
+    const table& t = *current_.load(std::memory_order_acquire);
+    auto it = t.find(make_key(kind, m.handler, m.subroute));
+    return it == t.end() ? nullptr : it->second;
   }
 
 private:
-  void shutdown() override {
-    std::vector<std::shared_ptr<abandonable>> live;
-    {
-      std::lock_guard lk(mu_);
-      for (auto& w : objects_)
-        if (auto p = w.lock()) live.push_back(std::move(p));
-      objects_.clear();
-      live_ = 0;
+  // The route bytes: a subroute's id, or MinIO's zero subroute id {h, 0, ...} for a plain handler (a
+  // real subroute id has SHA-256 bytes after its first two, never all zero).
+  struct key {
+    handler_kind kind;
+    std::array<std::byte, 32> route;
+    friend bool operator==(const key&, const key&) = default;
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept {
+      std::uint64_t v;
+      std::memcpy(&v, k.route.data() + 2, sizeof v);
+      return static_cast<std::size_t>((v ^ (static_cast<std::uint64_t>(k.route[0]) << 8) ^ static_cast<std::uint64_t>(k.kind)) *
+                                      0x9E3779B97F4A7C15ULL);
     }
-    // Outside the lock: letting handlers go may destroy other objects of ours.
-    for (auto& p : live) {
-      try {
-        p->abandon(context());
-      } catch (...) { // out of memory while collecting: what is left stays allocated, as before
-      }
-    }
+  };
+  using table = std::unordered_map<key, const handler_entry*, key_hash>;
+
+  static key make_key(handler_kind kind, handler_id h, const std::optional<subroute_id>& sub) noexcept {
+    key k{kind, {}};
+    if (sub) k.route = sub->bytes;
+    else k.route[0] = static_cast<std::byte>(h);
+    return k;
   }
 
   std::mutex mu_;
-  std::vector<std::weak_ptr<abandonable>> objects_;
-  std::size_t live_ = 0; // entries after the last purge
+  std::vector<std::unique_ptr<handler_entry>> entries_;
+  std::vector<std::unique_ptr<table>> tables_;
+  std::atomic<const table*> current_{nullptr};
 };
 
 } // namespace cogrid::detail

@@ -6,6 +6,7 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
+#include <cogrid/result.hpp>
 
 #include <msgpack.hpp>
 
@@ -70,21 +71,23 @@ struct codec {
     msgpack::pack(s, v);
     return true;
   }
-  /// Decodes `in` into `out`: nil or empty decodes as a default `T`. Returns an error text, or nothing.
-  static std::optional<std::string> unpack(const std::optional<std::span<const std::byte>>& in, T& out) {
+  /// Decodes `in` into `out`: nil or empty decodes as a default `T`.
+  /// @par Errors
+  /// `errc::bad_payload`, with msgpack-cxx's reason as its text.
+  static result<void> unpack(const std::optional<std::span<const std::byte>>& in, T& out) {
     if (!in || in->empty()) {
       out = T{};
-      return std::nullopt;
+      return {};
     }
     zone_lease z;
     try {
       std::size_t off = 0;
       const msgpack::object obj = msgpack::unpack(z.get(), reinterpret_cast<const char*>(in->data()), in->size(), off);
-      if (off != in->size()) return std::string("trailing bytes after the msgpack value");
+      if (off != in->size()) return error(errc::bad_payload, "trailing bytes after the msgpack value");
       obj.convert(out);
-      return std::nullopt;
+      return {};
     } catch (const std::exception& e) {
-      return std::string(e.what());
+      return error(errc::bad_payload, e.what());
     }
   }
 };
@@ -97,10 +100,10 @@ struct codec<payload> {
     out.insert(out.end(), v->begin(), v->end());
     return true;
   }
-  static std::optional<std::string> unpack(const std::optional<std::span<const std::byte>>& in, payload& out) {
+  static result<void> unpack(const std::optional<std::span<const std::byte>>& in, payload& out) {
     if (!in) out.reset();
     else out.emplace(in->begin(), in->end());
-    return std::nullopt;
+    return {};
   }
 };
 

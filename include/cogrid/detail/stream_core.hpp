@@ -5,25 +5,25 @@
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
-#include <cogrid/detail/service.hpp>
+#include <cogrid/connection.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/metrics.hpp>
+#include <cogrid/result.hpp>
+#include <cogrid/detail/handoff.hpp>
 #include <cogrid/detail/pool.hpp>
-#include <cogrid/detail/waiter.hpp>
+#include <cogrid/detail/registry.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,26 +31,10 @@
 #include <string>
 #include <vector>
 
-namespace cogrid {
-
-/// How many messages a stream buffers in each direction; both peers must register the same values.
-/// `in` = requests from the caller to the handler (0: the stream has no input), `out` = responses from
-/// the handler to the caller (at least 1). MinIO's defaults are 1 and 1.
-struct stream_capacity {
-  std::uint32_t in = 1;
-  std::uint32_t out = 1;
-};
-
-/// Per-stream settings of the caller.
-struct stream_options {
-  /// Bounds the whole stream on both sides (sent as DeadlineMS); zero means no deadline (MinIO's default
-  /// for streams).
-  std::chrono::milliseconds timeout{0};
-};
-
-namespace detail {
+namespace cogrid::detail {
 
 using payload_view = std::optional<std::span<const std::byte>>;
+
 /// A fixed ring of payloads whose byte buffers are reused: after warm-up, buffering a message allocates
 /// nothing. Holds at most `capacity` messages (a stream's credits bound what a peer may send).
 class payload_ring {
@@ -110,41 +94,23 @@ private:
   std::coroutine_handle<> h_;
 };
 
-struct server_stream;
-struct gen_promise_base;
-
-/// The frame of a stream handler's generator, as the core sees it.
-struct gen_start {
-  std::coroutine_handle<> handle;
-  gen_promise_base* promise = nullptr;
-};
-
-/// The handler of a stream, in bytes: builds the generator (suspended) for one stream, or throws.
-using raw_stream_start = std::function<gen_start(call_context, payload, const std::shared_ptr<server_stream>&)>;
-
-struct stream_entry {
-  stream_capacity cap;
-  raw_stream_start start;
-  handler_metrics* metrics = nullptr; // set at registration
-};
-
 /// The type-erased part of a stream generator's promise.
 struct gen_promise_base {
-  std::shared_ptr<server_stream> stream; // keeps the stream alive while the frame lives
+  std::shared_ptr<served_stream> stream; // keeps the stream alive while the frame lives
   std::exception_ptr error;
   /// Encodes the value at the current co_yield (into `scratch` when it needs bytes of its own).
   payload_view (*encode)(gen_promise_base&, std::vector<std::byte>& scratch) = nullptr;
 };
 
-// -- the server side ------------------------------------------------------------------------------------
+// -- the serving side -----------------------------------------------------------------------------------
 
 /// One stream this node serves. Messages from the caller arrive on the connection's strand; the handler's
 /// generator runs on `strand`; the mutex guards what both touch.
-struct server_stream : std::enable_shared_from_this<server_stream> {
-  COGRID_DECL server_stream(std::shared_ptr<connection> c, asio::any_io_executor s);
+struct served_stream : std::enable_shared_from_this<served_stream> {
+  COGRID_DECL served_stream(std::shared_ptr<connection> c, asio::any_io_executor s);
 
   std::shared_ptr<connection> conn;
-  asio::any_io_executor strand;            // a strand of its own
+  asio::any_io_executor strand;            // a handler strand
   asio::cancellation_signal cancel_signal; // strand only: cancels what the generator awaits
   asio::steady_timer deadline_timer;       // strand
   asio::steady_timer ping_timer;           // strand
@@ -173,25 +139,25 @@ struct server_stream : std::enable_shared_from_this<server_stream> {
 };
 
 /// The generator asks to send its current value (at a co_yield). True: suspend until a credit comes.
-COGRID_DECL bool server_on_yield(server_stream& s, std::coroutine_handle<> h);
+COGRID_DECL bool server_on_yield(served_stream& s, std::coroutine_handle<> h);
 /// The generator asks for the next request. True: suspend until one (or the end of input) arrives.
-COGRID_DECL bool server_on_next(server_stream& s, std::coroutine_handle<> h);
-/// Takes the next request into `out` (returning one credit to the caller); false at the end of input.
-/// @throws std::system_error (operation_aborted) when the stream was cancelled.
-COGRID_DECL bool server_take_input(server_stream& s, payload& out);
+COGRID_DECL bool server_on_next(served_stream& s, std::coroutine_handle<> h);
+/// Takes the next request into `out` (returning one credit to the caller): no error when it did;
+/// `errc::end_of_stream` at the end of input; `operation_aborted` when the stream was cancelled.
+COGRID_DECL std::error_code server_take_input(served_stream& s, payload& out);
 /// Throws std::system_error(operation_aborted) when the stream was cancelled.
-COGRID_DECL void server_check_cancelled(server_stream& s);
+COGRID_DECL void server_check_cancelled(served_stream& s);
 /// The generator returned (or threw `error`): sends the EOF and closes the stream.
-COGRID_DECL void server_on_finished(server_stream& s, std::exception_ptr error);
+COGRID_DECL void server_on_finished(served_stream& s, std::exception_ptr error);
 
-// -- the client side ------------------------------------------------------------------------------------
+// -- the calling side -----------------------------------------------------------------------------------
 
 /// What a caller of a stream waits for.
 enum class wait_kind { open = 0, next = 1, send = 2 };
 
 /// One stream this node opened.
 struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
-  explicit client_stream_state(const connection::executor_type& ex) : ping_timer(ex), deadline_timer(ex) {}
+  explicit client_stream_state(const asio::any_io_executor& ex) : ping_timer(ex), deadline_timer(ex) {}
 
   std::mutex mu;
   std::weak_ptr<connection> conn;
@@ -202,7 +168,7 @@ struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
   bool acked = false;
   bool finished = false;     // nothing more will arrive; the mux is closed
   bool send_closed = false;  // close_send() was called
-  call_error err;            // why it finished (empty: the handler's EOF)
+  error err;                 // why it finished (errc::end_of_stream after the handler's EOF)
   std::uint32_t credits = 0; // requests we may send now
   payload_ring responses;
   waiter waits[3];           // indexed by wait_kind: open, next, send
@@ -214,13 +180,13 @@ struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
 };
 
 /// Opens a stream and completes when the remote acknowledged it (or refused it).
-COGRID_DECL asio::awaitable<call_result<std::shared_ptr<client_stream_state>>> open_stream(
+COGRID_DECL asio::awaitable<result<std::shared_ptr<client_stream_state>>> open_stream(
     std::shared_ptr<connection> c, handler_id h, std::optional<subroute_id> sub, payload_view initial,
     stream_capacity cap, stream_options opt);
 /// Sends one request, waiting for a credit when there is none.
-COGRID_DECL asio::awaitable<call_error> stream_send(std::shared_ptr<client_stream_state> s, payload_view req);
+COGRID_DECL asio::awaitable<result<void>> stream_send(std::shared_ptr<client_stream_state> s, payload_view req);
 /// Ends the stream's input (EOF); no credit needed.
-COGRID_DECL call_error stream_close_send(client_stream_state& s);
+COGRID_DECL result<void> stream_close_send(client_stream_state& s);
 /// Takes the next response into `out` (returning a credit): 1; 0 once the stream has ended (see
 /// `stream_error`); -1 when none has arrived yet (wait with `stream_wait(s, wait_kind::next)`, then again).
 COGRID_DECL int stream_try_next(client_stream_state& s, payload& out);
@@ -237,10 +203,12 @@ inline auto stream_wait(std::shared_ptr<client_stream_state> s, wait_kind kind) 
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(client_wait_init{std::move(s), kind},
                                                                                     asio::use_awaitable);
 }
-/// Why the stream ended; empty while it runs and after a clean end.
-COGRID_DECL call_error stream_error(client_stream_state& s);
+/// Why the stream ended: `errc::end_of_stream` after the handler's clean end; no error while it runs.
+COGRID_DECL error stream_error(client_stream_state& s);
 /// Ends the stream with `operation_aborted` and cancels the remote handler (no-op once ended).
 COGRID_DECL void stream_cancel(client_stream_state& s);
+/// Ends the stream with `why` and cancels the remote handler (no-op once ended).
+COGRID_DECL void stream_fail(client_stream_state& s, error why);
 
 class mux_core;
 /// Routes a stream message (ops 5, 7-13 and stream pings/pongs); false when `m` is not a stream message.
@@ -249,10 +217,13 @@ COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message&
 COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session);
 /// The connection's execution context `ctx` is shutting down: every stream's parked handler in `ctx` or
 /// generator is destroyed (not resumed), a waiter in another context is woken to find the stream ended
-/// with `errc::shutdown`, and the connection's stream tables are emptied (see registry.hpp).
+/// with `errc::shutdown`, and the connection's stream tables are emptied (see abandon.hpp).
 COGRID_DECL void abandon_streams(connection& c, asio::execution_context& ctx);
 
-} // namespace detail
-} // namespace cogrid
+/// Registers a stream handler on `m` (the typed layer's way in: see stream.hpp).
+COGRID_DECL result<void> register_stream(manager& m, handler_id h, const std::optional<subroute_id>& sub, std::string_view route,
+                                         stream_capacity cap, raw_stream_start start);
+
+} // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_STREAM_CORE_HPP

@@ -1,14 +1,15 @@
 // cogrid/detail/websocket.hpp — a WebSocket connection after the upgrade (RFC 6455 data transfer).
-// Binary data frames, the hot path, are framed and unframed here, masking a machine word at a time, with
-// no copy beyond the one into the message (wslay masks a byte at a time and copies each frame through its
-// own buffer); control and text frames go through wslay's frame-level API (wslay_frame_send /
-// wslay_frame_recv), which never sees a data frame's bytes.
+// Binary data frames, the hot path, are unframed here (and framed in framer.hpp), unmasking a machine
+// word at a time, with no copy beyond the one into the message (wslay masks a byte at a time and copies
+// each frame through its own buffer); control and text frames go through wslay's frame-level API
+// (wslay_frame_send / wslay_frame_recv), which never sees a data frame's bytes.
 #ifndef COGRID_DETAIL_WEBSOCKET_HPP
 #define COGRID_DETAIL_WEBSOCKET_HPP
 
 #include <cogrid/detail/config.hpp>
 #include <cogrid/detail/http.hpp>
-#include <cogrid/detail/transport.hpp>
+#include <cogrid/detail/deadline.hpp>
+#include <cogrid/detail/framer.hpp>
 #include <cogrid/error.hpp>
 
 #include <asio/awaitable.hpp>
@@ -38,44 +39,6 @@
 namespace cogrid::detail {
 
 enum class ws_role { client, server };
-
-/// XORs `n` bytes at `p` with the 4-byte masking `key` (RFC 6455 §5.3), starting at byte `phase` of the
-/// key (the offset of p in the frame's payload, modulo 4). Eight bytes per step; returns the phase after.
-inline std::size_t ws_mask(std::byte* p, std::size_t n, const std::array<std::uint8_t, 4>& key, std::size_t phase) noexcept {
-  phase &= 3;
-  std::uint8_t rot[8];
-  for (std::size_t i = 0; i < 8; ++i) rot[i] = key[(phase + i) & 3];
-  std::uint64_t k8;
-  std::memcpy(&k8, rot, 8); // byte order does not matter: memory order in, memory order out
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    w ^= k8;
-    std::memcpy(p + i, &w, 8);
-  }
-  for (; i < n; ++i) p[i] ^= static_cast<std::byte>(rot[i & 7]);
-  return (phase + n) & 3;
-}
-
-/// A fresh masking key: four bytes of BoringSSL's CSPRNG, drawn 256 at a time per thread. Not inlined:
-/// clang 16 may keep a thread_local's address across a co_await (see pool.hpp), and the writer
-/// coroutine reaches this through frame_binary().
-[[gnu::noinline]] inline std::array<std::uint8_t, 4> ws_mask_key() {
-  struct pool {
-    std::uint8_t bytes[256];
-    std::size_t next = sizeof bytes;
-  };
-  thread_local pool p;
-  if (p.next + 4 > sizeof p.bytes) {
-    if (RAND_bytes(p.bytes, sizeof p.bytes) != 1) throw std::runtime_error("RAND_bytes failed");
-    p.next = 0;
-  }
-  std::array<std::uint8_t, 4> k;
-  std::memcpy(k.data(), p.bytes + p.next, 4);
-  p.next += 4;
-  return k;
-}
 
 /// One WebSocket connection after the HTTP upgrade. Binary messages only (as MinIO's grid): text frames
 /// are discarded, pings answered, pongs ignored.
@@ -136,6 +99,10 @@ public:
   asio::awaitable<void> close(std::uint16_t code = 1000);
 
   transport& lower() noexcept { return *t_; }
+  /// Moves the transport onto `ex` if it can (see transport::rebind); nothing may be outstanding on it.
+  void rebind(const asio::any_io_executor& ex) {
+    if (auto t = t_->rebind(ex)) t_ = std::move(t);
+  }
   ws_role role() const noexcept { return role_; }
   /// The transport error behind the last disconnected, if any.
   std::error_code last_transport_error() const noexcept { return last_transport_error_; }
@@ -242,36 +209,7 @@ inline int ws_stream::on_genmask(std::uint8_t* buf, std::size_t len, void*) noex
 inline void ws_stream::frame(std::uint8_t opcode, std::span<const std::byte> payload, std::vector<std::byte>& out) {
   const std::size_t old_size = out.size();
   if (opcode == op_binary) {
-    std::uint8_t h[14];
-    std::size_t hl = 2;
-    const std::size_t n = payload.size();
-    h[0] = 0x80 | op_binary; // FIN
-    if (n < 126) {
-      h[1] = static_cast<std::uint8_t>(n);
-    } else if (n <= 0xffff) {
-      h[1] = 126;
-      h[2] = static_cast<std::uint8_t>(n >> 8);
-      h[3] = static_cast<std::uint8_t>(n);
-      hl = 4;
-    } else {
-      h[1] = 127;
-      for (std::size_t i = 0; i < 8; ++i) h[2 + i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(n) >> (56 - 8 * i));
-      hl = 10;
-    }
-    std::array<std::uint8_t, 4> key{};
-    const bool mask = role_ == ws_role::client;
-    if (mask) {
-      key = ws_mask_key();
-      h[1] |= 0x80;
-      std::memcpy(h + hl, key.data(), 4);
-      hl += 4;
-    }
-    const std::size_t need = old_size + hl + n;
-    if (need > out.capacity()) out.reserve(std::max(need, out.capacity() * 2));
-    const auto* hb = reinterpret_cast<const std::byte*>(h);
-    out.insert(out.end(), hb, hb + hl);
-    out.insert(out.end(), payload.begin(), payload.end());
-    if (mask) ws_mask(out.data() + old_size + hl, n, key, 0);
+    append_binary_frame(payload, role_ == ws_role::client, out);
     return;
   }
   const std::size_t need = old_size + 14 + payload.size(); // 14: the longest header (64-bit length, mask)

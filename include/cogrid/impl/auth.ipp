@@ -163,7 +163,7 @@ COGRID_DECL std::string make_node_token(std::string_view access_key, std::string
   return token;
 }
 
-COGRID_DECL std::error_code validate_node_token(std::string_view token, std::string_view access_key,
+COGRID_DECL result<void> validate_node_token(std::string_view token, std::string_view access_key,
                                                 std::string_view secret_key,
                                                 std::chrono::system_clock::time_point now) noexcept {
   try {
@@ -191,7 +191,7 @@ COGRID_DECL authenticator static_token_auth(std::string secret) {
 
   authenticator a;
   a.token = [cs] { return cs->secret; };
-  a.validate = [cs](std::string_view token) -> std::error_code {
+  a.validate = [cs](std::string_view token) -> result<void> {
     if (token.empty() || cs->secret.empty()) return make_error_code(errc::auth_failed);
     std::array<std::uint8_t, 32> d{};
     unsigned n = 0;

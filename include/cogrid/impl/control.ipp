@@ -142,7 +142,25 @@ COGRID_DECL void encode_append(const pong_msg& v, std::vector<std::byte>& out) {
   w.time(v.time.seconds, v.time.nanos);
 }
 
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_request& out) {
+COGRID_DECL void encode_append(const stream_ack& v, std::vector<std::byte>& out) {
+  detail::mp::vector_writer w(out);
+  w.map_header(2);
+  w.str("in");
+  w.uint(v.in);
+  w.str("out");
+  w.uint(v.out);
+}
+
+COGRID_DECL result<void> decode(std::span<const std::byte> in, stream_ack& out) {
+  return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
+    if (k == "in") ec = r.read_uint_as(out.in);
+    else if (k == "out") ec = r.read_uint_as(out.out);
+    else return false;
+    return true;
+  });
+}
+
+COGRID_DECL result<void> decode(std::span<const std::byte> in, connect_request& out) {
   return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
     if (k == "ID") ec = detail::read_node_id(r, out.id);
     else if (k == "Host") ec = detail::read_string(r, out.host);
@@ -153,7 +171,7 @@ COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_reques
   });
 }
 
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_response& out) {
+COGRID_DECL result<void> decode(std::span<const std::byte> in, connect_response& out) {
   return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
     if (k == "ID") ec = detail::read_node_id(r, out.id);
     else if (k == "Accepted") ec = r.read_bool(out.accepted);
@@ -163,7 +181,7 @@ COGRID_DECL std::error_code decode(std::span<const std::byte> in, connect_respon
   });
 }
 
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, mux_connect_error& out) {
+COGRID_DECL result<void> decode(std::span<const std::byte> in, mux_connect_error& out) {
   return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
     if (k != "Error") return false;
     ec = detail::read_string(r, out.error);
@@ -171,7 +189,7 @@ COGRID_DECL std::error_code decode(std::span<const std::byte> in, mux_connect_er
   });
 }
 
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, ping_msg& out) {
+COGRID_DECL result<void> decode(std::span<const std::byte> in, ping_msg& out) {
   return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
     if (k != "t") return false;
     ec = detail::read_time(r, out.time);
@@ -179,7 +197,7 @@ COGRID_DECL std::error_code decode(std::span<const std::byte> in, ping_msg& out)
   });
 }
 
-COGRID_DECL std::error_code decode(std::span<const std::byte> in, pong_msg& out) {
+COGRID_DECL result<void> decode(std::span<const std::byte> in, pong_msg& out) {
   return detail::read_map(in, [&](std::string_view k, detail::mp::reader& r, std::error_code& ec) {
     if (k == "nf") {
       ec = r.read_bool(out.not_found);

@@ -51,6 +51,8 @@ public:
     case errc::stream_closed: return "stream closed";
     case errc::out_of_sequence: return "out-of-sequence item received";
     case errc::credit_violation: return "stream flow control violated (message without credit)";
+    case errc::end_of_stream: return "end of stream";
+    case errc::capacity_mismatch: return "the peers declare the stream with different capacities";
     }
     return "unknown cogrid error " + std::to_string(ev);
   }
@@ -61,7 +63,7 @@ public:
     if (ev >= 106 && ev <= 111) return make_error_condition(condition::rejected);
     if (ev >= 100 && ev <= 115) return make_error_condition(condition::connection_failed);
     if (ev == 200 || ev == 201 || ev == 203) return make_error_condition(condition::call_failed);
-    if (ev == 206 || ev == 207) return make_error_condition(condition::protocol_violation);
+    if (ev == 206 || ev == 207 || ev == 209) return make_error_condition(condition::protocol_violation);
     return {ev, *this};
   }
 };
@@ -71,7 +73,7 @@ public:
 inline bool matches(int ev, condition c) noexcept {
   switch (c) {
   case condition::protocol_violation:
-    return (ev >= 1 && ev <= 10) || ev == 102 || ev == 104 || ev == 105 || ev == 115 || ev == 206 || ev == 207;
+    return (ev >= 1 && ev <= 10) || ev == 102 || ev == 104 || ev == 105 || ev == 115 || ev == 206 || ev == 207 || ev == 209;
   case condition::encoding_failed: return ev == 11 || ev == 12;
   case condition::connection_failed: return ev >= 100 && ev <= 115;
   case condition::rejected: return ev >= 106 && ev <= 111;

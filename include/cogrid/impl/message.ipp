@@ -123,7 +123,7 @@ COGRID_DECL result<std::size_t> encode(const message& m, std::span<std::byte> ou
   return n;
 }
 
-COGRID_DECL std::error_code encode_append(const message& m, std::vector<std::byte>& out) {
+COGRID_DECL result<void> encode_append(const message& m, std::vector<std::byte>& out) {
   if (detail::payload_size(m) > detail::mp::max_bin) return errc::payload_too_large;
   const msg_flags f = detail::wire_flags(m);
   const std::size_t at = out.size();
@@ -189,27 +189,20 @@ COGRID_DECL result<merged_reader> merged_reader::open(std::span<const std::byte>
   return merged_reader(outer->seq, rest);
 }
 
-COGRID_DECL bool merged_reader::next(message& out, std::error_code& ec) noexcept {
-  ec.clear();
-  if (failed_) {
-    ec = errc::malformed;
-    return false;
-  }
+COGRID_DECL result<bool> merged_reader::next(message& out) noexcept {
+  if (failed_) return errc::malformed;
   if (count_ == 0) {
-    if (!items_.empty()) {
-      failed_ = true;
-      ec = errc::trailing_bytes;
-    }
-    return false;
+    if (items_.empty()) return false;
+    failed_ = true;
+    return errc::trailing_bytes;
   }
   detail::mp::reader r(items_);
   std::span<const std::byte> item;
-  if (auto e = r.read_bin(item)) {
-    ec = e;
-  } else {
+  std::error_code ec = r.read_bin(item);
+  if (!ec) {
     result<message> m = decode(item);
     if (!m) {
-      ec = m.error();
+      ec = m.error().code;
     } else if (m->op == op_code::merged) {
       ec = errc::nested_merged;
     } else {
@@ -220,7 +213,7 @@ COGRID_DECL bool merged_reader::next(message& out, std::error_code& ec) noexcept
     }
   }
   failed_ = true;
-  return false;
+  return ec;
 }
 
 COGRID_DECL merge_builder::merge_builder(std::vector<std::byte>& buf) : buf_(buf) {
@@ -228,7 +221,7 @@ COGRID_DECL merge_builder::merge_builder(std::vector<std::byte>& buf) : buf_(buf
   buf_.resize(max_header_size);
 }
 
-COGRID_DECL std::error_code merge_builder::add(std::span<const std::byte> encoded_message) {
+COGRID_DECL result<void> merge_builder::add(std::span<const std::byte> encoded_message) {
   if (encoded_message.size() > detail::mp::max_bin) return errc::payload_too_large;
   const std::size_t at = buf_.size();
   buf_.resize(at + detail::mp::bin_header_size(encoded_message.size()) + encoded_message.size());
@@ -238,7 +231,7 @@ COGRID_DECL std::error_code merge_builder::add(std::span<const std::byte> encode
   return {};
 }
 
-COGRID_DECL std::error_code merge_builder::add(const message& m) {
+COGRID_DECL result<void> merge_builder::add(const message& m) {
   if (detail::payload_size(m) > detail::mp::max_bin) return errc::payload_too_large;
   const msg_flags f = detail::wire_flags(m);
   const std::size_t n = detail::encoded_size_with(m, f);

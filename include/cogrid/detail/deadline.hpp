@@ -1,6 +1,6 @@
-// cogrid/detail/transport.hpp — the transports as the WebSocket and connection code name them.
-#ifndef COGRID_DETAIL_TRANSPORT_HPP
-#define COGRID_DETAIL_TRANSPORT_HPP
+// cogrid/detail/deadline.hpp — bounded steps of connection setup and teardown.
+#ifndef COGRID_DETAIL_DEADLINE_HPP
+#define COGRID_DETAIL_DEADLINE_HPP
 
 #include <cogrid/error.hpp>
 #include <cogrid/transport.hpp>
@@ -18,10 +18,6 @@
 #include <variant>
 
 namespace cogrid::detail {
-using cogrid::make_tcp_transport;
-using cogrid::make_tls_transport;
-using cogrid::stream_transport;
-using cogrid::transport;
 
 /// Runs `op` with a deadline: `errc::timeout` (and the operation cancelled) when `d` passes first. Every
 /// bounded step of connection setup and teardown returns a std::error_code and goes through this one
@@ -51,7 +47,10 @@ inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, 
   std::error_code ec;
   try {
     result<std::unique_ptr<transport>> r = co_await dial(std::move(remote));
-    if (!r) co_return r.error();
+    if (!r) {
+      why = r.error().text;
+      co_return r.error().code;
+    }
     out = std::move(*r);
   } catch (const std::system_error& e) {
     ec = e.code();
@@ -64,4 +63,4 @@ inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, 
 }
 } // namespace cogrid::detail
 
-#endif // COGRID_DETAIL_TRANSPORT_HPP
+#endif // COGRID_DETAIL_DEADLINE_HPP

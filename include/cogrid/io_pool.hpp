@@ -1,0 +1,91 @@
+// cogrid/io_pool.hpp — one io_context per thread, the way to give a node several cores: a manager given
+// the pool's executors spreads its connections over them, and each connection's work stays on its thread.
+#ifndef COGRID_IO_POOL_HPP
+#define COGRID_IO_POOL_HPP
+
+#include <cogrid/detail/config.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace cogrid {
+
+/// `threads` io_contexts, each run by a thread of its own (Asio's "io_context per CPU" design). Hand
+/// `executors()` to `manager`; start work with `asio::co_spawn(pool.executor(i), ...)`.
+///
+/// @code
+/// cogrid::io_pool pool(2);
+/// cogrid::manager m(pool.executors(), options);
+/// asio::co_spawn(pool.executor(0), app(m), [&](std::exception_ptr) { pool.finish(); });
+/// pool.start();
+/// pool.join();   // the threads return once `finish()` was called and their work is done
+/// @endcode
+///
+/// @par Thread safety
+/// `executor`, `executors`, `context` and `finish`/`stop` may be called from any thread; `start` and
+/// `join` from one thread, not from a pool thread.
+class io_pool {
+public:
+  /// `threads` contexts (at least one; default: one per core).
+  explicit io_pool(std::size_t threads = std::max(1u, std::thread::hardware_concurrency())) {
+    if (threads == 0) threads = 1;
+    for (std::size_t i = 0; i < threads; ++i) {
+      auto& c = contexts_.emplace_back(std::make_unique<asio::io_context>(1)); // one thread: Asio skips cross-thread wake-ups
+      guards_.emplace_back(c->get_executor());
+    }
+  }
+  io_pool(const io_pool&) = delete;
+  io_pool& operator=(const io_pool&) = delete;
+  /// Stops every context and joins the threads.
+  ~io_pool() {
+    stop();
+    join();
+  }
+
+  std::size_t size() const noexcept { return contexts_.size(); }
+  asio::io_context& context(std::size_t i) { return *contexts_.at(i); }
+  asio::any_io_executor executor(std::size_t i = 0) { return contexts_.at(i)->get_executor(); }
+  std::vector<asio::any_io_executor> executors() {
+    std::vector<asio::any_io_executor> out;
+    for (auto& c : contexts_) out.push_back(c->get_executor());
+    return out;
+  }
+
+  /// Starts the threads (once); each runs its context until `finish` or `stop`.
+  void start() {
+    if (!threads_.empty()) return;
+    for (auto& c : contexts_) threads_.emplace_back([ctx = c.get()] { ctx->run(); });
+  }
+  /// Lets each thread return once its context has no more work.
+  void finish() {
+    for (auto& g : guards_) g.reset();
+  }
+  /// Stops every context now (handlers not run yet stay queued until the pool is destroyed).
+  void stop() {
+    finish();
+    for (auto& c : contexts_) c->stop();
+  }
+  /// Waits for the threads to return.
+  void join() {
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+private:
+  using guard = asio::executor_work_guard<asio::io_context::executor_type>;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<guard> guards_;
+  std::vector<std::thread> threads_;
+};
+
+} // namespace cogrid
+
+#endif // COGRID_IO_POOL_HPP
