@@ -1,7 +1,8 @@
 // grid-bench: calls and streams between N grid nodes in one process on loopback, after MinIO's
 // BenchmarkRequests / BenchmarkStream (grid-protocol.md §5).
 //
-//   grid-bench --mode MODE --servers N --callers C --payload BYTES --seconds S [--threads T] [--tls] [--json]
+//   grid-bench --mode MODE --servers N --callers C --payload BYTES --seconds S [--threads T] [--shared-context]
+//              [--tls] [--json]
 //
 // Modes: unary (echo of a random payload), unary-rpc (typed {Num, String} -> typed response),
 // stream-responses (a fresh stream per op, 10 responses of the payload size, out capacity 1),
@@ -10,8 +11,12 @@
 // calls, then --streams streams of 10 responses, then 100 echoes of 1 MiB; RSS after each phase, with
 // freed heap returned first (malloc_trim); exits 1 when RSS grew by more than --max-growth-mb).
 //
-// Each of the C callers is a coroutine that picks a random source and destination node per op. ops/s are
-// real operations per second (MinIO's vops/s multiplies by the number of servers; this does not).
+// T threads run T io_contexts (cogrid::io_pool), every node's connections spread over them
+// (manager(executors, ...)); each of the C callers is a coroutine on one of them that picks, per op, a
+// random link (source node, destination node) whose connection runs on its own thread, as application
+// code on a thread-per-core node does. With --shared-context the T threads run one io_context instead and
+// callers pick any link. ops/s are real operations per second (MinIO's vops/s multiplies by the number of
+// servers; this does not).
 // Allocations are counted in replaced malloc, calloc, realloc and the aligned allocators; socket writes and messages come from the
 // connections' statistics; latencies go into a log-linear histogram (no allocation per op).
 #include <cogrid/cogrid.hpp>
@@ -23,6 +28,8 @@
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+
+#include <optional>
 
 #include <algorithm>
 #include <array>
@@ -111,6 +118,7 @@ struct config {
   std::size_t servers = 2, callers = 32, payload = 512;
   double seconds = 5;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  bool shared_context = false; // one io_context run by all threads, instead of one per thread
   bool tls = false, json = false;
   std::uint64_t calls = 1'000'000, streams = 100'000; // soak
   double max_growth_mb = 10;
@@ -161,9 +169,9 @@ using bench_response = cogrid_test::test_response;
 
 const cogrid::unary_raw echo{cogrid::handler_id{78}};
 const cogrid::unary<bench_request, bench_response> rpc{cogrid::handler_id{79}};
-const cogrid::stream_raw responses_stream{cogrid::handler_id{78}, "some-subroute", cogrid::stream_capacity{0, 1}};
-const cogrid::stream_raw request_stream{cogrid::handler_id{79}, "some-subroute", cogrid::stream_capacity{1, 1}};
-const cogrid::stream_raw twoway_stream{cogrid::handler_id{77}, "some-subroute", cogrid::stream_capacity{1, 1}};
+const cogrid::server_stream_raw responses_stream{cogrid::handler_id{78}, "some-subroute", 1};
+const cogrid::bidi_stream<cogrid::payload, cogrid::payload> request_stream{cogrid::handler_id{79}, "some-subroute", {1, 1}};
+const cogrid::bidi_stream<cogrid::payload, cogrid::payload> twoway_stream{cogrid::handler_id{77}, "some-subroute", {1, 1}};
 
 struct echo_fn {
   cogrid::payload operator()(cogrid::payload p) const { return p; }
@@ -181,21 +189,27 @@ cogrid::stream_generator<cogrid::payload> ten_responses(cogrid::payload p) {
   }
 }
 
-cogrid::stream_generator<cogrid::payload> count_requests(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
+cogrid::stream_generator<cogrid::payload> count_requests(cogrid::stream_input<cogrid::payload> in) {
   // Named, not `while (co_await in.next())`: GCC 12 miscompiles a co_await whose result is a
   // non-trivial temporary used directly as a loop condition (it executes ud2).
   for (auto r = co_await in.next(); r; r = co_await in.next()) {
   }
 }
 
-cogrid::stream_generator<cogrid::payload> echo_each(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
+cogrid::stream_generator<cogrid::payload> echo_each(cogrid::stream_input<cogrid::payload> in) {
   while (auto r = co_await in.next()) co_yield std::move(*r);
 }
+
+struct link_ref {
+  std::size_t src, dst;
+};
 
 struct shared_state {
   config cfg;
   std::vector<std::unique_ptr<cogrid::manager>> nodes;
   std::vector<std::string> hosts;
+  std::vector<asio::any_io_executor> execs;           // where callers run: one per pool thread (or the shared context)
+  std::vector<std::vector<link_ref>> links_by_thread; // the links whose connection runs on each pool thread
   std::atomic<bool> measuring{false}, stop{false};
   std::atomic<std::uint64_t> ops{0}, errors{0};
   std::atomic<int> callers_done{0};
@@ -203,6 +217,22 @@ struct shared_state {
   histogram hist;
   std::string first_error;
 };
+
+// Counts a stream's responses until its end: true while it goes on; at the end `got` is how many came,
+// or -1 (with `err`) when the stream did not end cleanly. Called in the loop of the caller's own
+// coroutine (a coroutine of the benchmark's own would add a frame per stream that is not cogrid's).
+template <class R>
+bool count_response(const R& r, int& got, std::string& err) {
+  if (r) {
+    ++got;
+    return true;
+  }
+  if (r.error() != cogrid::errc::end_of_stream) {
+    err = r.error().message();
+    got = -1;
+  }
+  return false;
+}
 
 // One operation of a stream mode from `c`; returns how many ops it counts for (0 on failure). The unary
 // modes are called inline by `caller`: a coroutine of the benchmark's own per call would add a frame
@@ -216,64 +246,63 @@ asio::awaitable<int> one_op(shared_state& st, cogrid::connection& c, const cogri
       co_return 0;
     }
     int got = 0;
-    while (auto r = co_await s->next()) ++got;
-    if (s->error()) err = s->error().message();
-    co_return got == 10 && !s->error() ? 10 : 0;
+    for (auto r = co_await s->next(); count_response(r, got, err); r = co_await s->next()) {
+    }
+    co_return got == 10 ? 10 : 0;
   }
   if (mode == "stream-request") {
-    auto s = co_await request_stream.open(c, std::nullopt);
+    auto s = co_await request_stream.open(c);
     if (!s) {
       err = s.error().message();
       co_return 0;
     }
     for (int i = 0; i < 10; ++i)
-      if (auto e = co_await s->send(body)) {
-        err = e.message();
+      if (auto sent = co_await s->send(body); !sent) {
+        err = sent.error().message();
         co_return 0;
       }
-    s->close_send();
-    for (auto r = co_await s->next(); r; r = co_await s->next()) {
+    (void)s->close_send();
+    int got = 0;
+    for (auto r = co_await s->next(); count_response(r, got, err); r = co_await s->next()) {
     }
-    if (s->error()) err = s->error().message();
-    co_return s->error() ? 0 : 10;
+    co_return got == 0 ? 10 : 0;
   }
   // stream-twoway
-  auto s = co_await twoway_stream.open(c, std::nullopt);
+  auto s = co_await twoway_stream.open(c);
   if (!s) {
     err = s.error().message();
     co_return 0;
   }
   for (int i = 0; i < 10; ++i) {
-    if (auto e = co_await s->send(body)) {
-      err = e.message();
+    if (auto sent = co_await s->send(body); !sent) {
+      err = sent.error().message();
       co_return 0;
     }
     auto r = co_await s->next();
     if (!r) {
-      err = s->error().message();
+      err = r.error().message();
       co_return 0;
     }
   }
-  s->close_send();
-  for (auto r = co_await s->next(); r; r = co_await s->next()) {
+  (void)s->close_send();
+  int got = 0;
+  for (auto r = co_await s->next(); count_response(r, got, err); r = co_await s->next()) {
   }
-  co_return s->error() ? 0 : 20;
+  co_return got == 0 ? 20 : 0;
 }
 
-asio::awaitable<void> caller(shared_state& st, std::size_t index) {
+asio::awaitable<void> caller(shared_state& st, std::size_t index, std::size_t thread) {
   std::minstd_rand rng(static_cast<unsigned>(index * 7919 + 17));
   cogrid::payload body(std::vector<std::byte>(st.cfg.payload));
   for (auto& b : *body) b = static_cast<std::byte>(rng());
   histogram h;
   std::uint64_t local_ops = 0;
   std::string err;
-  const std::size_t n = st.nodes.size();
+  const std::vector<link_ref>& mine = st.links_by_thread[thread];
   const bool unary_mode = st.cfg.mode == "unary", rpc_mode = st.cfg.mode == "unary-rpc";
   while (!st.stop.load(std::memory_order_relaxed)) {
-    const std::size_t src = rng() % n;
-    std::size_t dst = rng() % (n - 1);
-    if (dst >= src) ++dst;
-    auto c = st.nodes[src]->connection(st.hosts[dst]);
+    const link_ref l = mine[rng() % mine.size()];
+    auto c = st.nodes[l.src]->connection(st.hosts[l.dst]);
     const auto t0 = clock_type::now();
     const auto n_arg = static_cast<std::int64_t>(rng());
     int k = 0;
@@ -346,10 +375,12 @@ asio::awaitable<void> soak_caller(shared_state& st, std::shared_ptr<std::atomic<
     bool ok = false;
     if (streams) {
       auto s = co_await responses_stream.open(*c, body);
+      std::string err;
       int got = 0;
       if (s)
-        while (auto r = co_await s->next()) ++got;
-      ok = s && got == 10 && !s->error();
+        for (auto r = co_await s->next(); count_response(r, got, err); r = co_await s->next()) {
+        }
+      ok = s && got == 10;
     } else {
       auto r = co_await echo.call(*c, body);
       ok = r && r->has_value() && (*r)->size() == payload;
@@ -373,7 +404,7 @@ struct soak_phase {
   bool streams;
 };
 
-asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
+asio::awaitable<int> soak(shared_state& st) {
   const config& cfg = st.cfg;
   // glibc raises its mmap threshold each time it frees a large mmapped block, so after the first 1 MiB
   // buffers later ones come from the thread arenas, where they fragment and RSS after the 1 MiB phase
@@ -383,7 +414,7 @@ asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
   for (auto& m : st.nodes) m->start();
   for (auto& m : st.nodes)
     for (auto& c : m->connections())
-      if (auto ec = co_await c->wait_for_connect()) co_return 2;
+      if (auto r = co_await c->wait_for_connect(); !r) co_return 2;
   const soak_phase phases[] = {{"warm-up", "warmup", 20'000, cfg.payload, cfg.callers, false},
                           {"unary calls", "calls", cfg.calls, cfg.payload, cfg.callers, false},
                           {"streams", "streams", cfg.streams, cfg.payload, cfg.callers, true},
@@ -399,7 +430,7 @@ asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
     const auto ops0 = st.ops.load();
     const auto t0 = clock_type::now();
     for (std::size_t i = 0; i < p.callers; ++i)
-      asio::co_spawn(io, soak_caller(st, left, i, p.payload, p.streams), asio::detached);
+      asio::co_spawn(st.execs[i % st.execs.size()], soak_caller(st, left, i, p.payload, p.streams), asio::detached);
     while (st.callers_done.load() != static_cast<int>(p.callers)) co_await sleep_for(5ms);
     co_await sleep_for(100ms); // buffers of the last messages released
     const double rss = live_rss_mb();
@@ -425,16 +456,16 @@ asio::awaitable<int> soak(shared_state& st, asio::io_context& io) {
   co_return ok ? 0 : 1;
 }
 
-asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
-  if (st.cfg.mode == "soak") co_return co_await soak(st, io);
+asio::awaitable<int> run(shared_state& st) {
+  if (st.cfg.mode == "soak") co_return co_await soak(st);
   const config& cfg = st.cfg;
   const double rss0 = rss_mb();
   const auto t_connect = clock_type::now();
   for (auto& m : st.nodes) m->start();
   for (auto& m : st.nodes)
     for (auto& c : m->connections())
-      if (auto ec = co_await c->wait_for_connect()) {
-        std::fprintf(stderr, "error: not connected: %s\n", ec.message().c_str());
+      if (auto r = co_await c->wait_for_connect(); !r) {
+        std::fprintf(stderr, "error: not connected: %s\n", r.error().message().c_str());
         co_return 2;
       }
   const double connect_ms = std::chrono::duration<double, std::milli>(clock_type::now() - t_connect).count();
@@ -447,7 +478,10 @@ asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
   std::uint64_t ops = 0;
   double secs = 0, allocs_per_op = 0, writes_per_msg = 0, rss_growth = 0;
   if (cfg.mode != "mesh") {
-    for (std::size_t i = 0; i < cfg.callers; ++i) asio::co_spawn(io, caller(st, i), asio::detached);
+    for (std::size_t i = 0; i < cfg.callers; ++i) {
+      const std::size_t t = i % st.links_by_thread.size();
+      asio::co_spawn(st.execs[t % st.execs.size()], caller(st, i, t), asio::detached);
+    }
     co_await sleep_for(std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(std::min(1.0, cfg.seconds / 5))));
     const totals w0 = connection_totals(st);
     const long a0 = allocs_so_far();
@@ -485,19 +519,21 @@ asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
 
   const double ops_per_sec = secs > 0 ? static_cast<double>(ops) / secs : 0;
   const double p50 = st.hist.percentile_us(0.50), p99 = st.hist.percentile_us(0.99);
-  std::printf("%s: %zu servers, %zu callers, %zu B, %u threads%s: %.0f ops/s, p50 %.1f us, p99 %.1f us, "
+  std::printf("%s: %zu servers, %zu callers, %zu B, %u threads%s%s: %.0f ops/s, p50 %.1f us, p99 %.1f us, "
               "%.2f allocs/op, %.3f writes/msg, %llu errors, RSS %.1f MB (+%.1f MB while measuring), "
               "connect %.1f ms, %.1f KiB/connection\n",
-              cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.tls ? ", TLS" : "", ops_per_sec,
+              cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.shared_context ? " (one shared io_context)" : "",
+              cfg.tls ? ", TLS" : "", ops_per_sec,
               p50, p99, allocs_per_op, writes_per_msg, static_cast<unsigned long long>(st.errors.load()), rss_mb(),
               rss_growth, connect_ms, idle_conn_kb);
   if (st.errors.load()) std::printf("first error: %s\n", st.first_error.c_str());
   if (cfg.json)
-    std::printf("{\"mode\": \"%s\", \"servers\": %zu, \"callers\": %zu, \"payload\": %zu, \"threads\": %u, \"tls\": %s, "
+    std::printf("{\"mode\": \"%s\", \"servers\": %zu, \"callers\": %zu, \"payload\": %zu, \"threads\": %u, \"shared_context\": %s, \"tls\": %s, "
                 "\"ops\": %llu, \"seconds\": %.3f, \"ops_per_sec\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
                 "\"allocs_per_op\": %.3f, \"writes_per_msg\": %.4f, \"rss_mb\": %.1f, \"rss_growth_mb\": %.1f, "
                 "\"connect_ms\": %.1f, \"idle_conn_kb\": %.1f, \"errors\": %llu}\n",
-                cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.tls ? "true" : "false",
+                cfg.mode.c_str(), cfg.servers, cfg.callers, cfg.payload, cfg.threads, cfg.shared_context ? "true" : "false",
+                cfg.tls ? "true" : "false",
                 static_cast<unsigned long long>(ops), secs, ops_per_sec, p50, p99, allocs_per_op, writes_per_msg, rss_mb(),
                 rss_growth, connect_ms, idle_conn_kb, static_cast<unsigned long long>(st.errors.load()));
   co_return st.errors.load() && ops == 0 && cfg.mode != "mesh" ? 1 : 0;
@@ -505,7 +541,8 @@ asio::awaitable<int> run(shared_state& st, asio::io_context& io) {
 
 int usage() {
   std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak\n"
-                       "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--tls] [--json]\n"
+                       "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--shared-context]\n"
+                       "                  [--tls] [--json]\n"
                        "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n");
   return 2;
 }
@@ -523,6 +560,7 @@ int main(int argc, char** argv) {
     else if (k == "--payload") cfg.payload = std::strtoul(val(), nullptr, 10);
     else if (k == "--seconds") cfg.seconds = std::strtod(val(), nullptr);
     else if (k == "--threads") cfg.threads = static_cast<unsigned>(std::strtoul(val(), nullptr, 10));
+    else if (k == "--shared-context") cfg.shared_context = true;
     else if (k == "--tls") cfg.tls = true;
     else if (k == "--json") cfg.json = true;
     else if (k == "--calls") cfg.calls = std::strtoull(val(), nullptr, 10);
@@ -535,9 +573,25 @@ int main(int argc, char** argv) {
       cfg.callers < 1 || cfg.threads < 1 || cfg.seconds <= 0)
     return usage();
 
-  asio::io_context io(static_cast<int>(cfg.threads));
+  // Thread per core (the pool) unless --shared-context: then one io_context run by every thread.
+  std::optional<cogrid::io_pool> pool;
+  std::optional<asio::io_context> shared_io;
   shared_state st;
   st.cfg = cfg;
+  if (cfg.shared_context) {
+    shared_io.emplace(static_cast<int>(cfg.threads));
+    st.execs.push_back(shared_io->get_executor());
+  } else {
+    pool.emplace(cfg.threads);
+    st.execs = pool->executors();
+  }
+  const std::size_t n_exec = st.execs.size();
+  // The links of each executor, by manager's placement: node s's connection to its k-th remote runs on
+  // executor (k + s) % n.
+  st.links_by_thread.resize(n_exec);
+  for (std::size_t s = 0; s < cfg.servers; ++s)
+    for (std::size_t d = 0; d < cfg.servers; ++d)
+      if (d != s) st.links_by_thread[((d < s ? d : d - 1) + s) % n_exec].push_back({s, d});
   std::shared_ptr<asio::ssl::context> server_tls, client_tls;
   if (cfg.tls) {
     const auto cert = cogrid_test::make_test_cert("localhost");
@@ -546,7 +600,7 @@ int main(int argc, char** argv) {
   }
   std::vector<asio::ip::tcp::acceptor> acceptors;
   for (std::size_t i = 0; i < cfg.servers; ++i) {
-    asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    asio::ip::tcp::acceptor a(st.execs[0], asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
     st.hosts.push_back(std::string(cfg.tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(a.local_endpoint().port()));
     acceptors.push_back(std::move(a));
   }
@@ -559,27 +613,31 @@ int main(int argc, char** argv) {
     o.connection.reconnect_max = 20ms;
     o.tls_client = client_tls;
     o.tls_server = server_tls;
-    st.nodes.push_back(std::make_unique<cogrid::manager>(io.get_executor(), std::move(o)));
+    st.nodes.push_back(std::make_unique<cogrid::manager>(st.execs, std::move(o)));
     auto& m = *st.nodes.back();
-    (void)echo.serve(m, echo_fn{});
-    (void)rpc.serve(m, rpc_fn{});
-    (void)responses_stream.serve(m, ten_responses);
-    (void)request_stream.serve(m, count_requests);
-    (void)twoway_stream.serve(m, echo_each);
+    if (!echo.serve(m, echo_fn{}) || !rpc.serve(m, rpc_fn{}) || !responses_stream.serve(m, ten_responses) ||
+        !request_stream.serve(m, count_requests) || !twoway_stream.serve(m, echo_each))
+      return 2;
     m.listen(std::move(acceptors[i]));
   }
   int status = 2;
-  asio::co_spawn(io, run(st, io), [&](std::exception_ptr e, int s) {
+  asio::co_spawn(st.execs[0], run(st), [&](std::exception_ptr e, int s) {
     status = e ? 2 : s;
     if (e) try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
         std::fprintf(stderr, "error: %s\n", ex.what());
       }
+    if (pool) pool->finish();
   });
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < cfg.threads; ++i) pool.emplace_back([&] { io.run(); });
-  io.run();
-  for (auto& t : pool) t.join();
+  if (pool) {
+    pool->start();
+    pool->join();
+  } else {
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < cfg.threads; ++i) threads.emplace_back([&] { shared_io->run(); });
+    shared_io->run();
+    for (auto& t : threads) t.join();
+  }
   return status;
 }

@@ -159,6 +159,17 @@ inline void wake(waiter&& w, handoff how, std::error_code ec = {}) {
   hand_off(ex, wake_fn{std::move(*w.h), w.slot, ec}, how);
 }
 
+struct yield_init {
+  asio::any_io_executor ex;
+  void operator()(wait_handler h) const { hand_off(ex, wake_fn{std::move(h), {}, {}}, handoff::continuation); }
+};
+
+/// Lets the handlers queued on `ex` run, then resumes the awaiting coroutine (our own loops only: a
+/// continuation, its operation from the block cache).
+inline auto yield_turn(asio::any_io_executor ex) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(yield_init{std::move(ex)}, asio::use_awaitable);
+}
+
 /// The execution context a stored handler completes in.
 template <class Handler>
 asio::execution_context* context_of(const Handler& h) noexcept {

@@ -60,7 +60,7 @@ class mux_core final : public message_sink {
 public:
   /// Handler strands per executor of the manager (each connection's served coroutines run on those of
   /// its own executor).
-  static constexpr std::size_t strands_per_executor = 16;
+  static constexpr std::size_t strands_per_executor = 64;
 
   mux_core(const std::vector<asio::any_io_executor>& executors, metrics_registry& metrics) : metrics_(metrics) {
     for (const auto& ex : executors) {

@@ -44,6 +44,7 @@ struct handler_entry {
   sync_unary_handler sync;
   stream_capacity cap;
   raw_stream_start start;
+  std::vector<std::byte> ack;         // stream: the OpAckMux payload (our capacities), encoded once
   handler_metrics* metrics = nullptr; // set at registration
 };
 

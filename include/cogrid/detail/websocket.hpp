@@ -99,6 +99,9 @@ public:
   asio::awaitable<void> close(std::uint16_t code = 1000);
 
   transport& lower() noexcept { return *t_; }
+  /// Whether bytes of the stream are buffered here, read from the transport and not yet taken by
+  /// `read_message` (the start of the next frame, often all of it).
+  bool buffered() const noexcept { return rpos_ != rend_; }
   /// Moves the transport onto `ex` if it can (see transport::rebind); nothing may be outstanding on it.
   void rebind(const asio::any_io_executor& ex) {
     if (auto t = t_->rebind(ex)) t_ = std::move(t);

@@ -10,6 +10,7 @@
 #include <cogrid/detail/websocket.hpp>
 
 #include <asio/async_result.hpp>
+#include <asio/defer.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -69,6 +70,9 @@ struct session {
   steady::time_point last_ping_sent = steady::now();
   std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
   std::vector<std::size_t> wends;
+  std::size_t handed_out = 0; // messages the reader dispatched since it last let the writer take a turn
+  /// Messages the reader dispatches from one large batch before the writer takes a turn.
+  static constexpr std::size_t turn_messages = 100;
 };
 
 // The reader, writer and health loops are separate coroutines joined here, not a parallel group: each
@@ -152,6 +156,7 @@ inline asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
     if (c.block_inbound_.load(std::memory_order_relaxed)) continue;
     const result<void> parsed = for_each_message(s->rbuf, [&](const message& m) {
       c.messages_in_.fetch_add(1, std::memory_order_relaxed);
+      ++s->handed_out;
       if (!s->failed) s->handle(m);
     });
     if (!parsed) {
@@ -162,6 +167,15 @@ inline asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
       }
       c.log(log_level::error, "malformed message from remote: " + perr.message());
       s->fail(perr, "malformed message from remote: " + perr.message());
+    }
+    // A large batch already read (more frames buffered): once about two merged frames' worth of messages
+    // was handed out, the work they started runs and the writer (woken by it) sends what they produced
+    // before the next frames are handled, so that replies leave while the rest of the batch is worked on
+    // and the peer starts on them: without this, two nodes trading batches of small messages take turns
+    // instead of working at once. Every turn costs a socket write, hence not after every frame.
+    if (s->handed_out >= session::turn_messages && s->ws->buffered() && !s->failed) {
+      s->handed_out = 0;
+      co_await yield_turn(c.strand_);
     }
   }
 }
@@ -227,7 +241,7 @@ inline asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
       if (!yielded) {
         // Give producers on this strand one turn before sleeping, so their messages merge (MinIO's Gosched).
         yielded = true;
-        co_await asio::post(c.strand_, asio::use_awaitable);
+        co_await yield_turn(c.strand_);
         continue;
       }
       yielded = false;

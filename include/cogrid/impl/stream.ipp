@@ -286,11 +286,9 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
   ctx.subroute = m.subroute;
   if (m.deadline_ms) ctx.deadline = steady_clock::now() + std::chrono::milliseconds(m.deadline_ms);
   {
-    std::vector<std::byte> body;
-    encode_append(stream_ack{entry->cap.in, entry->cap.out}, body);
     std::lock_guard lk(s->mu);
     message ack = mux_message(s->mux, op_code::ack_mux);
-    ack.payload = std::span<const std::byte>(body);
+    ack.payload = std::span<const std::byte>(entry->ack);
     (void)send_numbered(c, ack, s->send_seq, handoff::continuation);
   }
   gen_start g;
@@ -860,6 +858,7 @@ COGRID_DECL result<void> register_stream(manager& m, handler_id h, const std::op
   e.kind = handler_kind::stream;
   e.cap = cap;
   e.start = std::move(start);
+  encode_append(stream_ack{cap.in, cap.out}, e.ack);
   return st.mux->handlers().add(h, sub, route, std::move(e), st.mux->metrics());
 }
 
