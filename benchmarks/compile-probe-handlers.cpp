@@ -16,31 +16,27 @@ struct item {
 };
 
 const cogrid::unary<item, item> echo{cogrid::handler_id{78}};
-const cogrid::stream<cogrid::payload, item, item> echo_each{cogrid::handler_id{79}, "each"};
+const cogrid::bidi_stream<item, item> echo_each{cogrid::handler_id{79}, "each"};
 
 item echo_fn(item i) { return i; }
 
-cogrid::stream_generator<item> each_fn(cogrid::payload, cogrid::stream_input<item> in) {
+cogrid::stream_generator<item> each_fn(cogrid::stream_input<item> in) {
   while (auto r = co_await in.next()) co_yield std::move(*r);
 }
 
-void serve_all(cogrid::manager& m) {
-  (void)echo.serve(m, echo_fn);
-  (void)echo_each.serve(m, each_fn);
-}
+bool serve_all(cogrid::manager& m) { return echo.serve(m, echo_fn) && echo_each.serve(m, each_fn); }
 
 // 0 when both handlers answered over the connections given.
 asio::awaitable<int> use(cogrid::connection& a, cogrid::connection& b) {
   const item hello{"hello"};
   auto r = co_await echo.call(a, hello);
-  const cogrid::payload none;
-  auto s = co_await echo_each.open(b, none);
+  auto s = co_await echo_each.open(b);
   int status = r && r->Text == "hello" && s ? 0 : 1;
   if (s) {
     (void)co_await s->send(hello);
     auto back = co_await s->next();
     if (!back || back->Text != "hello") status = 1;
-    s->close_send();
+    (void)s->close_send();
   }
   co_return status;
 }

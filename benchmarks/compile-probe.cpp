@@ -17,27 +17,26 @@ struct item {
 };
 
 const cogrid::unary<item, item> echo{cogrid::handler_id{78}};
-const cogrid::stream<cogrid::payload, item, item> echo_each{cogrid::handler_id{79}, "each"};
+const cogrid::bidi_stream<item, item> echo_each{cogrid::handler_id{79}, "each"};
 
 item echo_fn(item i) { return i; }
 
-cogrid::stream_generator<item> each_fn(cogrid::payload, cogrid::stream_input<item> in) {
+cogrid::stream_generator<item> each_fn(cogrid::stream_input<item> in) {
   while (auto r = co_await in.next()) co_yield std::move(*r);
 }
 
 asio::awaitable<int> run(cogrid::testing::grid& g) {
   g.start();
-  if (co_await g.wait_all_connected()) co_return 1;
+  if (!co_await g.wait_all_connected()) co_return 1;
   const item hello{"hello"};
   auto r = co_await echo.call(*g.link(0, 1), hello);
-  const cogrid::payload none;
-  auto s = co_await echo_each.open(*g.link(1, 0), none);
+  auto s = co_await echo_each.open(*g.link(1, 0));
   int status = r && r->Text == "hello" && s ? 0 : 1;
   if (s) {
     (void)co_await s->send(hello);
     auto back = co_await s->next();
     if (!back || back->Text != "hello") status = 1;
-    s->close_send();
+    (void)s->close_send();
   }
   co_await g.shutdown();
   co_return status;
@@ -49,8 +48,7 @@ int main() {
   asio::io_context io;
   cogrid::testing::grid g(io.get_executor(), 2);
   for (std::size_t i = 0; i < 2; ++i) {
-    (void)echo.serve(g.node(i), echo_fn);
-    (void)echo_each.serve(g.node(i), each_fn);
+    if (!echo.serve(g.node(i), echo_fn) || !echo_each.serve(g.node(i), each_fn)) return 2;
   }
   int status = 2;
   asio::co_spawn(io, run(g), [&](std::exception_ptr e, int s) { status = e ? 2 : s; });

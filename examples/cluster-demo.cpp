@@ -18,7 +18,7 @@
 namespace {
 using namespace std::chrono_literals;
 const cogrid::unary_raw echo{cogrid::handler_id{1}};
-const cogrid::stream_raw ticks{cogrid::handler_id{2}, cogrid::stream_capacity{0, 4}};
+const cogrid::server_stream_raw ticks{cogrid::handler_id{2}, 4};
 
 asio::awaitable<void> sleep(std::chrono::milliseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);
@@ -55,8 +55,17 @@ asio::awaitable<void> caller(cogrid::testing::grid& g, std::shared_ptr<totals> t
     const cogrid::payload p = std::vector<std::byte>(64);
     if (rng() % 8 == 0) { // a stream of 10 responses now and then
       auto s = co_await ticks.open(*g.link(a, b), p);
-      if (s) while (auto r = co_await s->next()) ++t->responses;
-      ++(s && !s->error() ? t->calls : t->failed);
+      bool clean = false;
+      if (s)
+        for (;;) {
+          auto r = co_await s->next();
+          if (!r) {
+            clean = r.error() == cogrid::errc::end_of_stream;
+            break;
+          }
+          ++t->responses;
+        }
+      ++(clean ? t->calls : t->failed);
     } else {
       const cogrid::call_options opt{500ms}; // named: GCC 12 and braced temporaries in co_await
       auto r = co_await echo.call(*g.link(a, b), p, opt);
@@ -149,10 +158,9 @@ int main(int argc, char** argv) {
   cogrid::testing::grid g(io.get_executor(), 3); // loopback, ports chosen by the OS, 50 ms pings
   std::vector<std::unique_ptr<dlock::server>> servers;
   for (std::size_t i = 0; i < 3; ++i) {
-    (void)echo.serve(g.node(i), [](cogrid::payload p) { return p; });
-    (void)ticks.serve(g.node(i), tick_gen);
+    if (!echo.serve(g.node(i), [](cogrid::payload p) { return p; }) || !ticks.serve(g.node(i), tick_gen)) return 1;
     servers.push_back(std::make_unique<dlock::server>(500ms));
-    servers.back()->serve(g.node(i));
+    if (!servers.back()->serve(g.node(i))) return 1;
     if (metrics_port < 0) continue;
     const auto port = static_cast<unsigned short>(metrics_port ? metrics_port + static_cast<int>(i) : 0);
     asio::ip::tcp::acceptor acc(io, {asio::ip::make_address("127.0.0.1"), port});

@@ -38,10 +38,11 @@ public:
     if (auto it = held_.find(a.Resource); it != held_.end() && it->second.uid == a.UID) held_.erase(it);
     return true;
   }
-  void serve(cogrid::manager& m) {
-    (void)lock_h.serve(m, [this](args a) { return lock(a); });
-    (void)refresh_h.serve(m, [this](args a) { return refresh(a); });
-    (void)unlock_h.serve(m, [this](args a) { return unlock(a); });
+  /// Registers the three handlers on `m`.
+  [[nodiscard]] cogrid::result<void> serve(cogrid::manager& m) {
+    if (auto r = lock_h.serve(m, [this](args a) { return lock(a); }); !r) return r;
+    if (auto r = refresh_h.serve(m, [this](args a) { return refresh(a); }); !r) return r;
+    return unlock_h.serve(m, [this](args a) { return unlock(a); });
   }
 
 private:

@@ -19,11 +19,11 @@ inline const cogrid::unary<echo_msg, echo_msg> echo{cogrid::handler_id{1}};
 asio::awaitable<int> call_b(cogrid::manager& a, cogrid::manager& b) {
   int status = 1;
   auto conn = a.connection(b.local());
-  if (auto ec = co_await conn->wait_for_connect()) {
-    std::printf("not connected: %s\n", ec.message().c_str());
+  if (auto up = co_await conn->wait_for_connect(); !up) {
+    std::printf("not connected: %s\n", up.error().message().c_str());
   } else {
     echo_msg req{"hello, grid"};
-    cogrid::call_result<echo_msg> r = co_await echo.call(*conn, req);
+    cogrid::result<echo_msg> r = co_await echo.call(*conn, req);
     if (r) std::printf("%s answered: %s\n", b.local().c_str(), r->Text.c_str()), status = 0;
     else std::printf("call failed: %s\n", r.error().message().c_str());
   }
@@ -46,8 +46,8 @@ int main() {
   o.local = host_b;
   cogrid::manager b(io.get_executor(), o);
   for (cogrid::manager* m : {&a, &b}) {
-    (void)echo.serve(*m, [](echo_msg req) { return req; }); // the handler: returns its request
-    m->start();                                          // dials the peers the election makes it dial
+    if (!echo.serve(*m, [](echo_msg req) { return req; })) return 1; // the handler: returns its request
+    m->start(); // dials the peers the election makes it dial
   }
   a.listen(std::move(la));
   b.listen(std::move(lb));

@@ -61,7 +61,7 @@ struct echo_fn {
   cogrid::payload operator()(cogrid::payload p) const { return p; }
 };
 struct fail_fn {
-  cogrid::handler_result<cogrid::payload> operator()(cogrid::payload p) const { return cogrid::handler_error{"test error: " + text(p)}; }
+  cogrid::result<cogrid::payload> operator()(cogrid::payload p) const { return cogrid::remote_error("test error: " + text(p)); }
 };
 
 cogrid::stream_generator<cogrid::payload> echo_stream(cogrid::payload, cogrid::stream_input<cogrid::payload> in) {
@@ -127,7 +127,7 @@ asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m)
   co_await m.shutdown();
 }
 
-int report(const cogrid::call_error& e) {
+int report(const cogrid::error& e) {
   std::printf("error: %s\n", e.message().c_str());
   return e.code == cogrid::errc::remote_error ? 1 : 2;
 }
@@ -136,21 +136,24 @@ int report(const cogrid::call_error& e) {
 asio::awaitable<void> send_requests(cogrid::client_stream<cogrid::payload, cogrid::payload>& s, std::vector<std::string> requests) {
   for (const auto& r : requests) {
     const cogrid::payload p = bytes(r);
-    const cogrid::call_error sent = co_await s.send(p); // named: GCC 12 and co_await results in conditions
-    if (sent) co_return; // the stream ended: its error is reported by the reader
+    const cogrid::result<void> sent = co_await s.send(p); // named: GCC 12 and co_await results in conditions
+    if (!sent) co_return; // the stream ended: its error is reported by the reader
   }
-  s.close_send();
+  (void)s.close_send();
 }
 
-asio::awaitable<int> print_responses(cogrid::client_stream<cogrid::payload, cogrid::payload>& s) {
-  while (auto r = co_await s.next()) std::printf("%s\n", text(*r).c_str());
-  if (auto e = s.error()) co_return report(e);
-  co_return 0;
+// Prints each response on its own line until the stream ends; 0 after a clean end.
+template <class Stream>
+asio::awaitable<int> print_responses(Stream& s) {
+  for (;;) {
+    auto r = co_await s.next();
+    if (!r) co_return r.error() == cogrid::errc::end_of_stream ? 0 : report(r.error());
+    std::printf("%s\n", text(*r).c_str());
+  }
 }
 
 asio::awaitable<int> run_stream(cogrid::client_stream<cogrid::payload, cogrid::payload>& s, std::vector<std::string> requests) {
   using namespace asio::experimental::awaitable_operators;
-  if (requests.empty()) co_return co_await print_responses(s);
   co_return co_await (print_responses(s) && send_requests(s, std::move(requests)));
 }
 
@@ -176,7 +179,7 @@ asio::awaitable<std::shared_ptr<cogrid::connection>> connect_to(cogrid::manager&
   asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::milliseconds(g_wait_ms));
   using namespace asio::experimental::awaitable_operators;
   auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
-  if (w.index() == 1 || std::get<0>(w)) {
+  if (w.index() == 1 || !std::get<0>(w)) {
     std::string why = c->stats().last_error; // set where we dial; where we accept, see our rejections
     for (const auto& [reason, n] : m.rejections()) why += (why.empty() ? "" : "; ") + ("rejected incoming: " + reason);
     std::printf("error: not connected to %s: %s\n", host.c_str(), why.c_str());
@@ -207,14 +210,17 @@ asio::awaitable<int> stream_once(cogrid::manager& m, std::string host, int handl
   int status = 2;
   if (auto c = co_await connect_to(m, host)) {
     const cogrid::handler_id id{static_cast<std::uint8_t>(handler)};
-    const cogrid::stream_capacity cap{requests.empty() ? 0u : 1u, 1u};
-    const auto h = subroute.empty() ? cogrid::stream_raw(id, cap) : cogrid::stream_raw(id, subroute, cap);
     const cogrid::payload init = bytes(body);
-    auto s = co_await h.open(*c, init);
-    if (!s) {
-      status = report(s.error());
+    if (requests.empty()) { // one-way: the payload is the request
+      const auto h = subroute.empty() ? cogrid::server_stream_raw(id) : cogrid::server_stream_raw(id, subroute);
+      auto s = co_await h.open(*c, init);
+      if (s) status = co_await print_responses(*s);
+      else status = report(s.error());
     } else {
-      status = co_await run_stream(*s, std::move(requests));
+      const auto h = subroute.empty() ? cogrid::bidi_stream_raw(id) : cogrid::bidi_stream_raw(id, subroute);
+      auto s = co_await h.open(*c, init);
+      if (s) status = co_await run_stream(*s, std::move(requests));
+      else status = report(s.error());
     }
   }
   co_await m.shutdown();
@@ -269,29 +275,31 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
-  (void)cogrid::unary_raw{cogrid::handler_id{78}}.serve(*m, echo_fn{});
-  (void)cogrid::unary_raw{cogrid::handler_id{79}}.serve(*m, fail_fn{});
-  (void)cogrid::stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(*m, echo_stream);
-  (void)cogrid::stream_raw(cogrid::handler_id{79}, cogrid::stream_capacity{0, 1}).serve(*m, count_stream);
+  if (!cogrid::unary_raw{cogrid::handler_id{78}}.serve(*m, echo_fn{}) || !cogrid::unary_raw{cogrid::handler_id{79}}.serve(*m, fail_fn{}) ||
+      !cogrid::bidi_stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(*m, echo_stream) ||
+      !cogrid::server_stream_raw(cogrid::handler_id{79}, 1).serve(*m, count_stream)) {
+    std::fprintf(stderr, "error: registering the test handlers failed\n");
+    return 2;
+  }
   std::signal(SIGPIPE, SIG_IGN); // a peer gone while we write is an error code, not a signal
   pid_t child = -1;
   if (!a.stdio_host.empty()) {
     using desc = asio::posix::stream_descriptor;
     auto t = cogrid::make_fd_transport(desc(io, ::dup(0)), desc(io, ::dup(1)), "stdio");
     ::dup2(2, 1); // from here on, stdout is the grid's alone: anything printed goes to stderr
-    if (auto ec = m->attach(a.stdio_host, std::make_unique<stdio_transport>(std::move(t)))) {
-      std::fprintf(stderr, "error: --stdio %s: %s\n", a.stdio_host.c_str(), ec.message().c_str());
+    if (auto r = m->attach(a.stdio_host, std::make_unique<stdio_transport>(std::move(t))); !r) {
+      std::fprintf(stderr, "error: --stdio %s: %s\n", a.stdio_host.c_str(), r.error().message().c_str());
       return 2;
     }
   } else if (!a.exec.empty() && !serve) {
     auto t = spawn(io, a.exec, child);
-    if (!t || m->attach(a.rest[1], std::move(t))) {
+    if (!t || !m->attach(a.rest[1], std::move(t))) {
       std::fprintf(stderr, "error: cannot run %s for %s\n", a.exec.c_str(), a.rest[1].c_str());
       return 2;
     }
   } else {
-    if (auto ec = m->listen()) {
-      std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), ec.message().c_str());
+    if (auto r = m->listen(); !r) {
+      std::fprintf(stderr, "error: cannot listen on %s: %s\n", a.local.c_str(), r.error().message().c_str());
       return 2;
     }
     m->start();

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<dlock::server>> servers;
   for (std::size_t i = 0; i < g.size(); ++i) {
     servers.push_back(std::make_unique<dlock::server>(500ms)); // a lock not refreshed for 500 ms is dropped
-    servers.back()->serve(g.node(i));
+    if (!servers.back()->serve(g.node(i))) return 1;
   }
   int status = 1;
   asio::co_spawn(io, run(g, servers, rounds), [&](std::exception_ptr e, int s) { status = e ? 2 : s; });

@@ -61,7 +61,7 @@ void annotate(std::span<const std::byte> wire, const cogrid::message& m) {
 
 bytes encode(const cogrid::message& m) {
   bytes out;
-  if (auto ec = cogrid::encode_append(m, out)) std::printf("encode failed: %s\n", ec.message().c_str());
+  if (auto r = cogrid::encode_append(m, out); !r) std::printf("encode failed: %s\n", r.error().message().c_str());
   return out;
 }
 
@@ -121,7 +121,7 @@ int main() {
   connect.payload = std::span<const std::byte>(creq_payload);
   show("OpConnect from the dialing node", connect);
   connect_request creq_back;
-  if (auto ec = decode(creq_payload, creq_back)) return std::printf("connect payload: %s\n", ec.message().c_str()), 1;
+  if (auto r = decode(creq_payload, creq_back); !r) return std::printf("connect payload: %s\n", r.error().message().c_str()), 1;
   std::printf("    payload: ID=%s Host=%s Token=%s\n", creq_back.id.to_string().c_str(), creq_back.host.c_str(),
               creq_back.token.c_str());
 
@@ -132,14 +132,14 @@ int main() {
     message m = req;
     m.mux_id = mux;
     m.op = op_code::response;
-    if (auto ec = mb.add(m)) return std::printf("merge: %s\n", ec.message().c_str()), 1;
+    if (auto added = mb.add(m); !added) return std::printf("merge: %s\n", added.error().message().c_str()), 1;
   }
   const auto merged = mb.finish();
   std::printf("\n== OpMerged container of %u responses: %zu bytes\n    %s\n", mb.count(), merged.size(), hex(merged, 24).c_str());
-  const std::error_code merged_ec = for_each_message(merged, [](const message& m) {
+  const result<void> read = for_each_message(merged, [](const message& m) {
     std::printf("    item: %s\n", to_string(m).c_str());
   });
-  if (merged_ec) return std::printf("merged: %s\n", merged_ec.message().c_str()), 1;
+  if (!read) return std::printf("merged: %s\n", read.error().message().c_str()), 1;
 
   // Bad input yields an error code, never a crash.
   bytes corrupt = encode(req);

@@ -32,6 +32,7 @@ struct error {
   /// The text when there is one, else the code's message.
   std::string message() const { return text.empty() ? code.message() : text; }
   explicit operator bool() const noexcept { return static_cast<bool>(code); }
+  friend bool operator==(const error& a, const error& b) noexcept { return a.code == b.code && a.text == b.text; }
   friend bool operator==(const error& a, const std::error_code& b) noexcept { return a.code == b; }
   friend bool operator==(const error& a, errc b) noexcept { return a.code == b; }
   friend bool operator==(const error& a, const std::error_condition& b) noexcept { return a.code == b; }
@@ -110,6 +111,13 @@ public:
     return has_value() ? std::get<0>(state_) : static_cast<T>(std::forward<U>(fallback));
   }
 
+  /// Whether this holds an error matching `e` (`r == errc::timeout`).
+  template <class E>
+    requires std::is_error_code_enum_v<E> || std::is_error_condition_enum_v<E> || std::is_same_v<E, std::error_code>
+  friend bool operator==(const result& r, const E& e) noexcept {
+    return !r.has_value() && r.error().code == e;
+  }
+
 private:
   void check() const {
     if (!has_value()) throw exception(*std::get_if<1>(&state_));
@@ -138,6 +146,13 @@ public:
   /// Throws `cogrid::exception` when this is an error.
   void value() const {
     if (error_) throw exception(error_);
+  }
+
+  /// Whether this holds an error matching `e` (`r == errc::timeout`).
+  template <class E>
+    requires std::is_error_code_enum_v<E> || std::is_error_condition_enum_v<E> || std::is_same_v<E, std::error_code>
+  friend bool operator==(const result& r, const E& e) noexcept {
+    return !r.has_value() && r.error().code == e;
   }
 
 private:

@@ -14,7 +14,7 @@ int main() {
   m.flags = cogrid::msg_flags::crc | cogrid::msg_flags::eof;
   m.payload = std::as_bytes(std::span(text));
   std::vector<std::byte> out;
-  if (cogrid::encode_append(m, out)) return 1;
+  if (!cogrid::encode_append(m, out)) return 1;
   const auto back = cogrid::decode(out);
   if (!back || back->mux_id != 1) return 1;
   std::printf("cogrid %s consumer: %s\n", COGRID_VERSION_STRING, cogrid::to_string(*back).c_str());

@@ -198,6 +198,14 @@ inline void check_message(const cogrid::message& m, bytes source) {
   if (m.payload) check_controls(*m.payload);
 }
 
+/// merged_reader::next as a loop condition: true with an item; false at the end (`ec` clear) or on an
+/// error (`ec` set).
+inline bool next_item(cogrid::merged_reader& r, cogrid::message& m, std::error_code& ec) {
+  const cogrid::result<bool> got = r.next(m);
+  ec = got.error().code;
+  return got && *got;
+}
+
 } // namespace fuzz
 
 #endif // COGRID_TESTS_FUZZ_CHECK_HPP

@@ -49,8 +49,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.max_http_time_skew = std::chrono::hours(24 * 365 * 100);
   o.connection.max_message_bytes = 1u << 20;
   cogrid::manager m(io.get_executor(), o);
-  (void)cogrid::unary_raw{cogrid::handler_id{78}}.serve(m, echo_fn{});
-  (void)cogrid::stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(m, echo_gen);
+  if (!cogrid::unary_raw{cogrid::handler_id{78}}.serve(m, echo_fn{}) ||
+      !cogrid::bidi_stream_raw(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1}).serve(m, echo_gen))
+    fuzz::fail("registering the handlers failed", "");
   auto [ours, theirs] = cogrid::make_memory_pipe(io.get_executor(), "fuzz-node", "fuzzer");
   m.accept(std::move(theirs));
   const auto* p = reinterpret_cast<const std::byte*>(data);

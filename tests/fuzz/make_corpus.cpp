@@ -77,7 +77,7 @@ void expect_prefix(std::span<const std::byte> got, std::string_view want_hex, co
 
 bytes encode(const message& m) {
   bytes out;
-  if (auto ec = encode_append(m, out)) expect(false, "encode_append: " + ec.message());
+  if (auto r = encode_append(m, out); !r) expect(false, "encode_append: " + r.error().message());
   return out;
 }
 

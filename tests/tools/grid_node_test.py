@@ -42,6 +42,9 @@ def main(tool):
                 (["79", "3"], 0, "resp-0\nresp-1\nresp-2"),
                 (["79", "0"], 0, ""),
                 (["78", "--subroute", "nope", "x", "y"], 2, "error: Invalid Handler for type: 4e"),
+                # A one-way open (no requests) of the bidirectional echo stream: the handler's ack carries its
+                # capacities (in 1, out 1), which differ from the caller's (in 0, out 1).
+                (["78", "--subroute", "echo", "init"], 2, "error: stream capacities differ"),
             ]
             for args, want_rc, want_out in streams:
                 r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "t0k", "stream", server] + args,

@@ -42,15 +42,15 @@ TEST_CASE("steady-state encode, decode, merge and merged read allocate nothing")
     m.payload = std::span(payload);
     m.subroute = sub;
     wire.clear();
-    REQUIRE(!encode_append(m, wire));
+    REQUIRE(encode_append(m, wire));
     REQUIRE(encode(m, fixed));
     const auto d = decode(wire);
     REQUIRE(d);
     merge_builder mb(container);
-    for (int k = 0; k < 50; ++k) REQUIRE(!mb.add(m));
-    REQUIRE(!mb.add(std::span<const std::byte>(wire)));
+    for (int k = 0; k < 50; ++k) REQUIRE(mb.add(m));
+    REQUIRE(mb.add(std::span<const std::byte>(wire)));
     std::size_t n = 0;
-    REQUIRE(!for_each_message(mb.finish(), [&](const message& x) { n += x.payload->size(); }));
+    REQUIRE(for_each_message(mb.finish(), [&](const message& x) { n += x.payload->size(); }));
     REQUIRE(n == 51 * payload.size());
   };
 

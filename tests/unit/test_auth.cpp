@@ -46,7 +46,7 @@ std::string sign_claims(std::string_view claims, std::string_view secret = sk) {
 }
 
 std::error_code check(std::string_view token, sys_seconds now = now_2025) {
-  return cogrid::validate_node_token(token, ak, sk, now);
+  return cogrid::validate_node_token(token, ak, sk, now).error().code;
 }
 
 } // namespace
@@ -89,7 +89,7 @@ TEST_CASE("make_node_token matches a token computed with openssl") {
   // exp is whole seconds, rounded down as Go's Time.Unix does.
   CHECK(cogrid::make_node_token(ak, sk, exp_2100 + 999ms) == kat_minioadmin);
   CHECK(!check(kat_minioadmin));
-  CHECK(!cogrid::validate_node_token(kat_escaped, R"(a<b>&"\)", "secret key 2", sys_seconds{1600000000s}));
+  CHECK(cogrid::validate_node_token(kat_escaped, R"(a<b>&"\)", "secret key 2", sys_seconds{1600000000s}));
 }
 
 TEST_CASE("claims are written as golang-jwt writes MinIO's StandardClaims (omitempty)") {
@@ -130,7 +130,7 @@ TEST_CASE("strings are escaped as Go's encoding/json escapes them") {
 TEST_CASE("round trip make -> validate") {
   for (std::string_view key : {"k", "minioadmin", "AKIAIOSFODNN7EXAMPLE", "\xc3\xa9<&>\n"}) {
     const std::string t = cogrid::make_node_token(key, "s3cr3t", exp_2100);
-    CHECK(!cogrid::validate_node_token(t, key, "s3cr3t", now_2025));
+    CHECK(cogrid::validate_node_token(t, key, "s3cr3t", now_2025));
     CHECK(cogrid::validate_node_token(t, key, "s3cr3T", now_2025) == errc::auth_failed);
   }
 }
@@ -138,7 +138,7 @@ TEST_CASE("round trip make -> validate") {
 TEST_CASE("exp: valid strictly before it, token_expired at and after it") {
   const std::string t = cogrid::make_node_token(ak, sk, sys_seconds{1000s});
   CHECK(!check(t, sys_seconds{999s}));
-  CHECK(!cogrid::validate_node_token(t, ak, sk, sys_seconds{999s} + 999ms)); // now is rounded down
+  CHECK(cogrid::validate_node_token(t, ak, sk, sys_seconds{999s} + 999ms)); // now is rounded down
   CHECK(check(t, sys_seconds{1000s}) == errc::token_expired);
   CHECK(check(t, sys_seconds{5000s}) == errc::token_expired);
   CHECK(check(t, sys_seconds{5000s}) == cogrid::condition::rejected);
@@ -370,16 +370,16 @@ TEST_CASE("node_token_auth: a cached 100-year token that its validate accepts") 
   const cogrid::authenticator auth = cogrid::node_token_auth(std::string(ak), std::string(sk));
   const std::string t = auth.token();
   CHECK(t == auth.token()); // created once
-  CHECK(!auth.validate(t));
-  CHECK(!cogrid::validate_node_token(t, ak, sk, before + std::chrono::hours(24 * 365 * 99)));
+  CHECK(auth.validate(t));
+  CHECK(cogrid::validate_node_token(t, ak, sk, before + std::chrono::hours(24 * 365 * 99)));
   CHECK(cogrid::validate_node_token(t, ak, sk, before + std::chrono::hours(24 * 365 * 101)) == errc::token_expired);
-  CHECK(!auth.validate(kat_minioadmin)); // a MinIO peer's token, made elsewhere
+  CHECK(auth.validate(kat_minioadmin)); // a MinIO peer's token, made elsewhere
   CHECK(auth.validate(kat_hs256) == errc::auth_failed);
   CHECK(auth.validate("") == errc::auth_failed);
   CHECK(auth.validate(t + "x") == errc::auth_failed);
   const cogrid::authenticator copy = auth;
   CHECK(copy.token() == t);
-  CHECK(!copy.validate(t));
+  CHECK(copy.validate(t));
   const cogrid::authenticator other = cogrid::node_token_auth(std::string(ak), "different");
   CHECK(other.validate(t) == errc::auth_failed);
   CHECK(auth.validate(other.token()) == errc::auth_failed);
@@ -388,8 +388,8 @@ TEST_CASE("node_token_auth: a cached 100-year token that its validate accepts") 
 TEST_CASE("static_token_auth: the token is the secret, compared whole") {
   const cogrid::authenticator auth = cogrid::static_token_auth("cluster-secret");
   CHECK(auth.token() == "cluster-secret");
-  CHECK(!auth.validate("cluster-secret"));
-  CHECK(!auth.validate(auth.token()));
+  CHECK(auth.validate("cluster-secret"));
+  CHECK(auth.validate(auth.token()));
   for (std::string_view bad : std::initializer_list<std::string_view>{"", "cluster-secre", "cluster-secret ", "Cluster-secret", "cluster-secret\n",
                                std::string_view("cluster-secret\0", 15), "x"}) {
     CAPTURE(bad);
@@ -397,16 +397,16 @@ TEST_CASE("static_token_auth: the token is the secret, compared whole") {
   }
   CHECK(auth.validate(std::string(1024 * 1024, 'c')) == errc::auth_failed);
   const cogrid::authenticator copy = auth;
-  CHECK(!copy.validate("cluster-secret"));
+  CHECK(copy.validate("cluster-secret"));
   // Two authenticators with the same secret agree although their digest keys differ.
-  CHECK(!cogrid::static_token_auth("cluster-secret").validate(auth.token()));
+  CHECK(cogrid::static_token_auth("cluster-secret").validate(auth.token()));
   // An empty secret accepts nothing.
   const cogrid::authenticator empty = cogrid::static_token_auth("");
   CHECK(empty.validate("") == errc::auth_failed);
   CHECK(empty.validate("x") == errc::auth_failed);
   // Binary secrets work.
   const std::string bin("\0\xff\x01", 3);
-  CHECK(!cogrid::static_token_auth(bin).validate(bin));
+  CHECK(cogrid::static_token_auth(bin).validate(bin));
   CHECK(cogrid::static_token_auth(bin).validate(std::string_view(bin).substr(0, 1)) == errc::auth_failed);
 }
 
@@ -414,12 +414,12 @@ TEST_CASE("error texts never contain the token or the secret") {
   const std::string secret = "s3cr3t-TOKEN-value";
   const std::string node = cogrid::make_node_token("the-access-key", secret, sys_seconds{10s});
   std::vector<std::error_code> codes = {
-      cogrid::static_token_auth(secret).validate("s3cr3t-TOKEN-valuX"),
-      cogrid::static_token_auth(secret).validate(""),
-      cogrid::validate_node_token(node, "the-access-key", secret, sys_seconds{20s}),
-      cogrid::validate_node_token(node, "the-access-key", "wrong", now_2025),
-      cogrid::validate_node_token(node, "another", secret, sys_seconds{5s}),
-      cogrid::validate_node_token("garbage-token-text", "the-access-key", secret, now_2025),
+      cogrid::static_token_auth(secret).validate("s3cr3t-TOKEN-valuX").error().code,
+      cogrid::static_token_auth(secret).validate("").error().code,
+      cogrid::validate_node_token(node, "the-access-key", secret, sys_seconds{20s}).error().code,
+      cogrid::validate_node_token(node, "the-access-key", "wrong", now_2025).error().code,
+      cogrid::validate_node_token(node, "another", secret, sys_seconds{5s}).error().code,
+      cogrid::validate_node_token("garbage-token-text", "the-access-key", secret, now_2025).error().code,
   };
   CHECK(codes[2] == errc::token_expired);
   for (const std::error_code& ec : codes) {

@@ -1,4 +1,3 @@
-// Test that header file is self-contained.
 #include <cogrid/control.hpp>
 
 #include <cogrid/message.hpp>
@@ -29,15 +28,15 @@ std::vector<std::byte> enc(const T& v) {
 template <class T>
 T dec(std::span<const std::byte> b) {
   T v;
-  const std::error_code ec = decode(b, v);
-  REQUIRE_MESSAGE(!ec, ec.message());
+  const result<void> r = decode(b, v);
+  REQUIRE_MESSAGE(r, r.error().message());
   return v;
 }
 
 template <class T>
 std::error_code dec_err(std::span<const std::byte> b) {
   T v;
-  return decode(b, v);
+  return decode(b, v).error().code;
 }
 
 // 2024-07-01T12:00:00.123456789Z
@@ -87,7 +86,7 @@ TEST_CASE("grid-protocol.md 1.12: the connection ping, byte for byte") {
   m.op = op_code::ping;
   m.payload = std::span<const std::byte>(payload);
   std::vector<std::byte> out;
-  REQUIRE(!encode_append(m, out));
+  REQUIRE(encode_append(m, out));
   CHECK(to_hex(out) == "97 00 00 cd 27 10 00 03 00 c4 12 81 a1 74 " + t1_ext5);
 }
 
@@ -102,7 +101,7 @@ TEST_CASE("grid-protocol.md 1.12: its pong echoes the time, with CRC") {
   m.flags = msg_flags::crc;
   m.payload = std::span<const std::byte>(payload);
   std::vector<std::byte> out;
-  REQUIRE(!encode_append(m, out));
+  REQUIRE(encode_append(m, out));
   const std::string head = "97 00 00 cd 27 10 00 04 01 c4 19 ";
   CHECK(to_hex(out).substr(0, head.size()) == head);
   const auto d = decode(out);

@@ -1,9 +1,8 @@
 // The per-connection call table (id_map), the per-thread memory caches (block_cache, buffer_cache) and
-// the hand-offs that use them (post_continuation).
+// the hand-offs that use them (hand_off).
+#include <cogrid/detail/handoff.hpp>
 #include <cogrid/detail/id_map.hpp>
 #include <cogrid/detail/pool.hpp>
-#include <cogrid/detail/strand.hpp>
-#include <cogrid/detail/waiter.hpp>
 
 #include <asio/io_context.hpp>
 #include <asio/strand.hpp>
@@ -21,8 +20,8 @@
 
 using cogrid::detail::block_cache;
 using cogrid::detail::exact_target;
-using cogrid::detail::handoff_scope;
-using cogrid::detail::post_continuation;
+using cogrid::detail::hand_off;
+using cogrid::detail::handoff;
 using cogrid::detail::buffer_cache;
 using cogrid::detail::id_map;
 using cogrid::detail::pool_allocator;
@@ -165,7 +164,7 @@ TEST_SUITE("pool") {
     pool.join();
   }
 
-  TEST_CASE("post_continuation: runs later, on the executor given (a strand's function inside its strand)") {
+  TEST_CASE("hand_off: runs later, on the executor given (a strand's function inside its strand)") {
     asio::io_context io;
     auto strand = asio::make_strand(io.get_executor());
     const asio::any_io_executor on_strand = strand;
@@ -175,9 +174,9 @@ TEST_SUITE("pool") {
     int in_strand = 0, on_io_ran = 0, order = 0, other_ran = 0;
     bool inline_run = false;
     asio::post(io, [&] {
-      post_continuation(on_strand, [&] { in_strand += strand.running_in_this_thread() ? 1 : 100; order = order * 10 + 2; });
-      post_continuation(on_io, [&] { ++on_io_ran; order = order * 10 + 3; });
-      post_continuation(on_other, [&] { ++other_ran; });
+      hand_off(on_strand, [&] { in_strand += strand.running_in_this_thread() ? 1 : 100; order = order * 10 + 2; }, handoff::continuation);
+      hand_off(on_io, [&] { ++on_io_ran; order = order * 10 + 3; }, handoff::continuation);
+      hand_off(on_other, [&] { ++other_ran; }, handoff::continuation);
       inline_run = in_strand != 0 || on_io_ran != 0; // never run inside the call
       order = 1;
     });
@@ -193,15 +192,15 @@ TEST_SUITE("pool") {
   // The connection-hostage bug: a continuation onto a strand went to the posting thread's private queue,
   // and user code that went on running after a hand-off (a stream's next() returning a credit, a
   // cancel()) held every handler of that strand (a connection's reader, writer and timers) until it
-  // returned. Outside a handoff_scope the hand-off is an ordinary post that another thread takes at once.
-  TEST_CASE("post_continuation: outside a handoff_scope another thread runs it while the poster keeps busy") {
+  // returned. A hand-off made inside a user's operation is a fresh post, which another thread takes at once.
+  TEST_CASE("hand_off: a fresh hand-off is run by another thread while the poster keeps busy") {
     asio::io_context io(2);
     auto work = asio::make_work_guard(io);
     const asio::any_io_executor on_strand = asio::make_strand(io.get_executor());
     std::atomic<bool> ran{false};
     bool ran_during = false;
     asio::post(io, [&] {
-      post_continuation(on_strand, [&] { ran = true; });
+      hand_off(on_strand, [&] { ran = true; }, handoff::fresh);
       const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
       while (!ran.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
       ran_during = ran.load();
@@ -213,22 +212,14 @@ TEST_SUITE("pool") {
     CHECK(ran_during);
   }
 
-  TEST_CASE("post_continuation: under a handoff_scope it waits for the running handler (and scopes nest)") {
+  TEST_CASE("hand_off: a continuation waits for the running handler") {
     asio::io_context io(2);
     auto work = asio::make_work_guard(io);
     const asio::any_io_executor on_strand = asio::make_strand(io.get_executor());
     std::atomic<bool> ran{false};
     bool ran_during = true;
-    int depth_after = -1;
     asio::post(io, [&] {
-      {
-        handoff_scope outer;
-        {
-          handoff_scope inner;
-        }
-        post_continuation(on_strand, [&] { ran = true; work.reset(); });
-      }
-      depth_after = cogrid::detail::handoff_depth(); // on the thread that opened the scopes
+      hand_off(on_strand, [&] { ran = true; work.reset(); }, handoff::continuation);
       // A continuation sits in this thread's private queue until this handler returns: the other thread,
       // idle in run(), cannot take it meanwhile.
       const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
@@ -240,6 +231,5 @@ TEST_SUITE("pool") {
     t.join();
     CHECK_FALSE(ran_during);
     CHECK(ran.load());
-    CHECK(depth_after == 0);
   }
 }

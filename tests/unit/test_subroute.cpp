@@ -1,4 +1,3 @@
-// Test that header file is self-contained.
 #include <cogrid/subroute.hpp>
 
 #include <doctest/doctest.h>

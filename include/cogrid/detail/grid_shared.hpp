@@ -48,7 +48,8 @@ struct connection_access {
   static std::size_t home_index(const connection& c) noexcept { return c.executor_index_; }
   static void block_inbound(connection& c, bool on) noexcept { c.block_inbound_.store(on, std::memory_order_relaxed); }
   /// Runs a session over an accepted and handshaken WebSocket (acceptor side), replacing any current one.
-  static void adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id) { c.adopt(std::move(ws), remote_id); }
+  /// (Defined in impl/accept.ipp, where a ws_stream is complete.)
+  COGRID_DECL static void adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id);
 };
 
 } // namespace cogrid::detail

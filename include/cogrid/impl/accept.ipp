@@ -26,6 +26,10 @@
 
 namespace cogrid::detail {
 
+COGRID_DECL void connection_access::adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id) {
+  c.adopt(std::move(ws), remote_id);
+}
+
 inline bool manager_state::begin_incoming() {
   std::lock_guard lk(mu);
   if (stopping) return false;
