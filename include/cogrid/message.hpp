@@ -3,7 +3,8 @@
 // A grid message is a msgpack array of 7 (MuxID, Seq, DeadlineMS, Handler, Op, Flags, Payload as bin),
 // followed outside msgpack by an optional 32-byte subroute id and an optional 4-byte little-endian CRC
 // (low 32 bits of XXH3-64 over every preceding byte). Every WebSocket message carries one grid message
-// or one OpMerged container holding several. Nothing here does I/O or allocates per message.
+// or one OpMerged container holding several. Nothing here does I/O or allocates per message. The merge
+// framer (detail::frame_batch) turns a batch of encoded messages into the WebSocket frames of one write.
 #ifndef COGRID_MESSAGE_HPP
 #define COGRID_MESSAGE_HPP
 
@@ -12,6 +13,7 @@
 #include <cogrid/result.hpp>
 #include <cogrid/subroute.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -211,6 +213,32 @@ private:
   std::vector<std::byte>& buf_;
   std::uint32_t count_ = 0;
 };
+
+namespace detail {
+
+/// XORs `n` bytes at `p` with the 4-byte WebSocket masking `key` (RFC 6455 §5.3), starting at byte `phase`
+/// of the key (the offset of p in the frame's payload, modulo 4). Eight bytes per step; returns the phase
+/// after.
+COGRID_DECL std::size_t ws_mask(std::byte* p, std::size_t n, const std::array<std::uint8_t, 4>& key, std::size_t phase) noexcept;
+
+/// Appends one WebSocket binary FIN frame holding `payload` to `out`: header and payload, masked with a
+/// fresh random key when `mask` (a client's frames). Allocates only to grow `out` (geometrically).
+COGRID_DECL void append_binary_frame(std::span<const std::byte> payload, bool mask, std::vector<std::byte>& out);
+
+/// Limits of one batch's framing (from `connection_options`).
+struct merge_limits {
+  std::size_t max_messages = 50;     ///< grid messages per OpMerged container
+  std::size_t max_bytes = 31u << 10; ///< bytes of messages per container (a message larger than this goes alone)
+};
+
+/// The merge framer: appends to `out` the bytes of one socket write for a batch of encoded messages
+/// (`queue` holds them back to back, message i ending at `ends[i]`). Runs of up to `limits` go into one
+/// OpMerged container (built in `scratch`); a run of one goes alone. Each container or lone message is
+/// one WebSocket binary frame, masked when `mask`.
+COGRID_DECL void frame_batch(std::span<const std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
+                             std::vector<std::byte>& scratch, std::vector<std::byte>& out);
+
+} // namespace detail
 
 } // namespace cogrid
 

@@ -37,8 +37,18 @@ namespace cogrid {
 
 template <class T>
 class stream_generator;
+template <class Req, class Resp>
+class client_stream;
 
 namespace detail {
+template <class Req, class Resp, class F>
+struct server_stream_start;
+template <class Req, class Resp, class Init, class F>
+struct bidi_stream_start;
+template <class Req, class Resp>
+asio::awaitable<result<client_stream<Req, Resp>>> open_packed(std::shared_ptr<connection> c, handler_id id,
+                                                              std::optional<subroute_id> sub, std::vector<std::byte> buf,
+                                                              bool nil, stream_capacity cap, stream_options opt);
 
 /// Awaitables a stream generator awaits as they are (everything else goes through `await_transform`).
 struct gen_awaiter_tag {};
@@ -248,7 +258,13 @@ public:
     if (h_) h_.destroy();
   }
 
-  /// For the stream core: gives up the (not yet started) frame.
+private:
+  template <class, class, class>
+  friend struct detail::server_stream_start;
+  template <class, class, class, class>
+  friend struct detail::bidi_stream_start;
+
+  // For the stream core: gives up the (not yet started) frame.
   detail::gen_start release() noexcept {
     detail::gen_start g;
     g.promise = &h_.promise();
@@ -256,7 +272,6 @@ public:
     return g;
   }
 
-private:
   explicit stream_generator(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
   std::coroutine_handle<promise_type> h_;
 };
@@ -270,11 +285,13 @@ private:
 template <class Req>
 class stream_input {
 public:
-  explicit stream_input(std::shared_ptr<detail::served_stream> s) : s_(std::move(s)) {}
   /// Awaitable (inside the generator only) yielding `result<Req>`.
   detail::input_awaiter<Req> next() noexcept { return detail::input_awaiter<Req>(s_.get(), &s_->input_buf); }
 
 private:
+  template <class, class, class, class>
+  friend struct detail::bidi_stream_start;
+  explicit stream_input(std::shared_ptr<detail::served_stream> s) : s_(std::move(s)) {}
   std::shared_ptr<detail::served_stream> s_;
 };
 
@@ -297,7 +314,6 @@ private:
 template <class Req, class Resp>
 class client_stream {
 public:
-  explicit client_stream(std::shared_ptr<detail::client_stream_state> s) : s_(std::move(s)) {}
   client_stream(client_stream&&) noexcept = default;
   client_stream& operator=(client_stream&& o) noexcept {
     if (this != &o) {
@@ -354,6 +370,12 @@ public:
   void cancel() { detail::stream_cancel(*s_); }
 
 private:
+  template <class R, class P>
+  friend asio::awaitable<result<client_stream<R, P>>> detail::open_packed(std::shared_ptr<connection>, handler_id,
+                                                                         std::optional<subroute_id>, std::vector<std::byte>,
+                                                                         bool, stream_capacity, stream_options);
+  explicit client_stream(std::shared_ptr<detail::client_stream_state> s) : s_(std::move(s)) {}
+
   result<Resp> take() {
     if constexpr (std::is_same_v<Resp, payload>) {
       return std::move(buf_);

@@ -115,10 +115,9 @@ asio::awaitable<std::size_t> read_one_outcome(Stream& s, asio::mutable_buffer bu
 // Streams whose reads are Asio's reactor operations (sockets, descriptors): such a read completes with
 // bytes or with an error (EOF when the peer closed), never both, so Asio's operation is the whole read:
 // no coroutine of ours, no frame. After a short read Asio tries the next receive at once (it usually
-// fails with EAGAIN) before it waits in the reactor. Waiting for readiness first instead (the fourth to
-// sixth sessions' design) costs an epoll_ctl per read in place of that receive, and measured slower:
-// 32-node mesh, one thread, 49,000-52,000 against 53,000-56,000 ops/s; one caller p50 16.9 against
-// 15.6-16.1 us (benchmarks/README.md, seventh session).
+// fails with EAGAIN) before it waits in the reactor. Waiting for readiness first instead costs an
+// epoll_ctl per read in place of that receive, and measured slower (32-node mesh on one thread, and one
+// caller's latency).
 template <class Stream>
 concept reactor_stream = requires(Stream& s) { s.async_wait(Stream::wait_read, asio::use_awaitable); };
 

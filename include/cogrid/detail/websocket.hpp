@@ -1,5 +1,5 @@
 // cogrid/detail/websocket.hpp — a WebSocket connection after the upgrade (RFC 6455 data transfer).
-// Binary data frames, the hot path, are unframed here (and framed in framer.hpp), unmasking a machine
+// Binary data frames, the hot path, are unframed here (and framed by message.hpp's merge framer), unmasking a machine
 // word at a time, with no copy beyond the one into the message (wslay masks a byte at a time and copies
 // each frame through its own buffer); control and text frames go through wslay's frame-level API
 // (wslay_frame_send / wslay_frame_recv), which never sees a data frame's bytes.
@@ -9,7 +9,6 @@
 #include <cogrid/detail/config.hpp>
 #include <cogrid/detail/http.hpp>
 #include <cogrid/detail/deadline.hpp>
-#include <cogrid/detail/framer.hpp>
 #include <cogrid/error.hpp>
 
 #include <asio/awaitable.hpp>

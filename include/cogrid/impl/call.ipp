@@ -257,7 +257,7 @@ struct call_initiation {
       m.flags = msg_flags::eof;
       if (!nil) m.payload = std::span<const std::byte>(req);
       m.subroute = sub;
-      const result<void> sent = connection_access::send(conn, m, false, handoff::fresh); // encoded (copied) at once
+      const result<void> sent = conn.send(m); // encoded (copied) at once
       if (!sent) complete(p, sent.error(), std::nullopt, false, handoff::fresh);
     }
     buffer_cache::give(std::move(req));

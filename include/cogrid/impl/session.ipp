@@ -5,7 +5,6 @@
 #define COGRID_IMPL_SESSION_IPP
 
 #include <cogrid/connection.hpp>
-#include <cogrid/detail/framer.hpp>
 #include <cogrid/detail/grid_shared.hpp>
 #include <cogrid/detail/websocket.hpp>
 
