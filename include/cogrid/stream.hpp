@@ -335,8 +335,8 @@ public:
   /// @par Cancellation
   /// Cancelling a waiting send cancels the whole stream (`operation_aborted`).
   template <class R = Req>
-    requires(!std::is_void_v<R>)
-  asio::awaitable<result<void>> send(const R& r) {
+    requires(!std::is_void_v<R> && std::is_same_v<R, Req>)
+  asio::awaitable<result<void>> send(const std::type_identity_t<R>& r) {
     out_.clear();
     detail::payload_view v;
     if (detail::codec<R>::pack(r, out_)) v = std::span<const std::byte>(out_);

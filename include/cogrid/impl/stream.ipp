@@ -615,10 +615,9 @@ COGRID_DECL asio::awaitable<result<std::shared_ptr<client_stream_state>>> open_s
   }
   co_await stream_wait(s, wait_kind::open); // also arms the stream's timers
   std::lock_guard lk(s->mu);
-  if (!s->acked || s->finished) {
-    if (s->err && s->err != errc::end_of_stream) co_return s->err;
-    if (!s->acked) co_return error(errc::disconnected);
-  }
+  // Acknowledged: the stream is the caller's, even when it ended before the caller resumed (its responses
+  // and its end are read with next()).
+  if (!s->acked) co_return s->err ? s->err : error(errc::disconnected);
   co_return s;
 }
 
