@@ -1,5 +1,7 @@
 // Tests for cogrid/detail/websocket.hpp (with http.hpp and transport.hpp): the HTTP upgrade on both sides and
 // the WebSocket framing, over loopback TCP against each other and against a raw peer writing hand-built bytes.
+// ws_mask lives in message.hpp (with the merge framer), which detail/websocket.hpp uses without including it.
+#include <cogrid/message.hpp>
 #include <cogrid/detail/websocket.hpp>
 
 #include <doctest/doctest.h>
