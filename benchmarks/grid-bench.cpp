@@ -592,7 +592,7 @@ int main(int argc, char** argv) {
   for (std::size_t s = 0; s < cfg.servers; ++s)
     for (std::size_t d = 0; d < cfg.servers; ++d)
       if (d != s) st.links_by_thread[((d < s ? d : d - 1) + s) % n_exec].push_back({s, d});
-  std::shared_ptr<asio::ssl::context> server_tls, client_tls;
+  std::shared_ptr<cogrid::ssl_context> server_tls, client_tls;
   if (cfg.tls) {
     const auto cert = cogrid_test::make_test_cert("localhost");
     server_tls = cogrid::make_server_tls_context(cert.cert_pem, cert.key_pem);

@@ -13,6 +13,7 @@
 #include <cogrid/transport.hpp>
 #include <cogrid/detail/abandon.hpp>
 #include <cogrid/detail/handoff.hpp>
+#include <cogrid/detail/node.hpp>
 #include <cogrid/detail/outbox.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -38,7 +39,6 @@ namespace detail {
 struct grid_shared;
 struct session;
 struct conn_mux;
-class ws_stream;
 struct connection_access;
 } // namespace detail
 
@@ -107,25 +107,33 @@ private:
   friend class manager;
   friend struct detail::connection_access;
   friend struct detail::session;
+  template <class>
+  friend struct detail::node_impl;
 
   COGRID_DECL connection(std::shared_ptr<detail::grid_shared> shared, std::string remote, asio::any_io_executor ex,
                          std::size_t executor_index);
 
   COGRID_DECL void enroll();
-  COGRID_DECL void start();
-  COGRID_DECL void attach(std::unique_ptr<transport> t);
-  COGRID_DECL void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
-  COGRID_DECL asio::awaitable<void> shutdown();
   COGRID_DECL result<void> enqueue(const message& m, bool control, detail::handoff how);
   COGRID_DECL void abandon(asio::execution_context& ctx) override;
   COGRID_DECL void set_state(connection_state s);
   COGRID_DECL void log(log_level level, const std::string& text) const;
   COGRID_DECL void set_last_error(const std::string& text);
-  COGRID_DECL static asio::awaitable<void> dial_loop(std::shared_ptr<connection> self);
-  COGRID_DECL asio::awaitable<result<void>> dial_once(std::unique_ptr<detail::ws_stream>& ws, node_id& remote_id);
-  COGRID_DECL static asio::awaitable<void> run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s);
-  COGRID_DECL void end_session(detail::session& s);
-  COGRID_DECL static asio::awaitable<void> shutdown_on_strand(std::shared_ptr<connection> c);
+
+  // A connection's life (impl/connection.ipp, impl/dial.ipp): templates, so that only a file that
+  // constructs a manager (detail::node_impl) compiles them.
+  template <class Tag>
+  static asio::awaitable<void> dial_loop(std::shared_ptr<connection> self);
+  template <class Tag>
+  asio::awaitable<result<void>> dial_once(std::unique_ptr<detail::ws_stream>& ws, node_id& remote_id);
+  template <class Tag>
+  void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
+  template <class Tag>
+  static asio::awaitable<void> run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s);
+  template <class Tag>
+  void end_session(detail::session& s);
+  template <class Tag>
+  static asio::awaitable<void> shutdown_on_strand(std::shared_ptr<connection> c);
 
   std::shared_ptr<detail::grid_shared> shared_;
   std::unique_ptr<detail::conn_mux> mux_;

@@ -49,9 +49,9 @@ struct manager_options {
   std::string route = std::string(route_v1);
   connection_options connection;
   /// Context for dialing https:// remotes (verify_peer recommended; see `make_client_tls_context`).
-  std::shared_ptr<asio::ssl::context> tls_client;
+  std::shared_ptr<tls_context> tls_client;
   /// Context with this node's certificate, required to accept when `local` is https://.
-  std::shared_ptr<asio::ssl::context> tls_server;
+  std::shared_ptr<tls_context> tls_server;
   /// X-Minio-Time of the HTTP upgrade must be within this of our clock (MinIO's DefaultSkewTime).
   std::chrono::milliseconds max_http_time_skew = std::chrono::minutes(15);
   log_sink log;
@@ -97,13 +97,19 @@ public:
   /// A manager whose connections all run on strands of `ex`.
   /// @throws cogrid::exception (`errc::invalid_value`) when `local` is not in `hosts` exactly once, a
   /// host string is malformed, or `auth` lacks a token or validate function.
-  COGRID_DECL manager(asio::any_io_executor ex, manager_options options);
+  // (The constructors are templates so that only a file that constructs a manager compiles a node's
+  // life: see detail/node.hpp.)
+  template <class Node = void>
+  manager(asio::any_io_executor ex, manager_options options)
+      : manager(detail::node_of<Node>(), std::vector<asio::any_io_executor>{std::move(ex)}, std::move(options)) {}
   /// A manager whose connections are spread over `executors` (at least one): the connection to the k-th
   /// remote (in the order of `hosts`, the local host left out) runs on `executors[(k + i) % n]`, where i
   /// is the local host's position in `hosts`, so that in a process holding several nodes the two ends
   /// of a link run on different executors. Each executor should be run by one thread (`io_pool`).
   /// @throws cogrid::exception as above, and for an empty `executors`.
-  COGRID_DECL manager(std::vector<asio::any_io_executor> executors, manager_options options);
+  template <class Node = void>
+  manager(std::vector<asio::any_io_executor> executors, manager_options options)
+      : manager(detail::node_of<Node>(), std::move(executors), std::move(options)) {}
   COGRID_DECL ~manager();
   manager(const manager&) = delete;
   manager& operator=(const manager&) = delete;
@@ -176,6 +182,7 @@ public:
 private:
   friend class memory_network;
   friend struct detail::manager_access;
+  COGRID_DECL manager(const detail::node_ops& node, std::vector<asio::any_io_executor> executors, manager_options options);
   std::shared_ptr<detail::manager_state> state_;
 };
 
@@ -216,25 +223,21 @@ private:
   std::shared_ptr<state> st_;
 };
 
-/// A client TLS context that verifies servers against the system's trust store and `extra_ca_pem` (a PEM
-/// certificate or bundle; may be empty).
-COGRID_DECL std::shared_ptr<asio::ssl::context> make_client_tls_context(std::string_view extra_ca_pem = {});
-/// A server TLS context using `cert_pem` (certificate chain) and `key_pem` (private key).
-/// @throws std::system_error when the PEM data is invalid.
-COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::string_view cert_pem, std::string_view key_pem);
-
 } // namespace cogrid
 
 // In header-only builds, every definition of cogrid's non-template code: whichever of cogrid's headers
 // a file includes, what it uses is defined.
 #if defined(COGRID_HEADER_ONLY)
 #include <cogrid/impl/connection.ipp>
-#include <cogrid/impl/session.ipp>
-#include <cogrid/impl/dial.ipp>
 #include <cogrid/impl/manager.ipp>
-#include <cogrid/impl/accept.ipp>
 #include <cogrid/impl/call.ipp>
 #include <cogrid/impl/stream.ipp>
+#endif
+// A node's life: templates, compiled where a manager is constructed (separately compiled builds compile
+// node_impl<void> once, in src.hpp).
+#include <cogrid/impl/node.ipp>
+#if !defined(COGRID_HEADER_ONLY)
+extern template struct cogrid::detail::node_impl<void>;
 #endif
 
 #endif // COGRID_MANAGER_HPP

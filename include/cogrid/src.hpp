@@ -17,13 +17,15 @@
 #include <cogrid/impl/message.ipp>
 #include <cogrid/impl/control.ipp>
 #include <cogrid/impl/auth.ipp>
+#include <cogrid/impl/tls.ipp>
 #include <cogrid/impl/metrics.ipp>
 #include <cogrid/impl/connection.ipp>
-#include <cogrid/impl/session.ipp>
-#include <cogrid/impl/dial.ipp>
 #include <cogrid/impl/manager.ipp>
-#include <cogrid/impl/accept.ipp>
 #include <cogrid/impl/call.ipp>
 #include <cogrid/impl/stream.ipp>
+#include <cogrid/impl/node.ipp>
+
+// A node's life, compiled here once (the headers declare it extern).
+template struct cogrid::detail::node_impl<void>;
 
 #endif // COGRID_SRC_HPP

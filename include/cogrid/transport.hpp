@@ -18,7 +18,6 @@
 #include <asio/post.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/redirect_error.hpp>
-#include <asio/ssl/stream.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
@@ -236,18 +235,32 @@ std::unique_ptr<transport> make_stream_transport(Stream s, std::string peer = {}
 }
 
 /// A transport over a connected TCP socket; sets TCP_NODELAY (frames are batched by the writer).
-inline std::unique_ptr<transport> make_tcp_transport(asio::ip::tcp::socket s) {
+template <class Executor>
+std::unique_ptr<transport> make_tcp_transport(asio::basic_stream_socket<asio::ip::tcp, Executor> s) {
   std::error_code ignored;
   s.set_option(asio::ip::tcp::no_delay(true), ignored);
   return make_stream_transport(std::move(s));
 }
 
-/// A transport over a TLS stream whose handshake is done; sets TCP_NODELAY on the socket below.
-inline std::unique_ptr<transport> make_tls_transport(asio::ssl::stream<asio::ip::tcp::socket> s) {
-  std::error_code ignored;
-  s.lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
-  return make_stream_transport(std::move(s));
-}
+/// What turns a connected TCP socket into an encrypted transport: for dialing https:// remotes (a client
+/// context, `manager_options::tls_client`) or accepting on an https:// address (a server context,
+/// `manager_options::tls_server`). `make_client_tls_context` and `make_server_tls_context`
+/// (cogrid/tls.hpp) make them from Asio's TLS; another TLS library plugs in by implementing this.
+class tls_context {
+public:
+  virtual ~tls_context() = default;
+
+  /// The handshake over `socket`; `host` is the name the server must prove (empty when accepting). On
+  /// success `out` holds a transport over the encrypted stream, which owns the socket. Cancellation
+  /// (a deadline) ends it with `operation_aborted`.
+  virtual asio::awaitable<std::error_code> handshake(asio::ip::tcp::socket& socket, const std::string& host,
+                                                     std::unique_ptr<transport>& out) = 0;
+
+protected:
+  tls_context() = default;
+  tls_context(const tls_context&) = default;
+  tls_context& operator=(const tls_context&) = default;
+};
 
 /// A transport that reads from one descriptor and writes to another: a child process's stdout and
 /// stdin, or this process's own stdin and stdout (`grid-node --stdio`, in the manner of `ssh host cmd`).

@@ -1,6 +1,7 @@
 #include <cogrid/manager.hpp>
 
 #include <cogrid/testing.hpp>
+#include <cogrid/tls.hpp>
 #include <cogrid/election.hpp>
 #include <cogrid/detail/http.hpp>
 #include <cogrid/detail/url.hpp>

@@ -23,7 +23,8 @@ namespace cogrid::detail {
 /// bounded step of connection setup and teardown returns a std::error_code and goes through this one
 /// function, so Asio's awaitable operators are instantiated once (each instantiation is a parallel group
 /// and its coroutines: about 25 KB of code and a second of compile time).
-inline asio::awaitable<std::error_code> with_deadline(asio::awaitable<std::error_code> op, std::chrono::milliseconds d) {
+template <class Tag = void>
+asio::awaitable<std::error_code> with_deadline(asio::awaitable<std::error_code> op, std::chrono::milliseconds d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer t(co_await asio::this_coro::executor, d);
   auto r = co_await (std::move(op) || t.async_wait(asio::use_awaitable));
@@ -32,7 +33,8 @@ inline asio::awaitable<std::error_code> with_deadline(asio::awaitable<std::error
 }
 
 /// `t.write_all` as an error code (for with_deadline).
-inline asio::awaitable<std::error_code> write_all_status(transport& t, asio::const_buffer bytes) {
+template <class Tag = void>
+asio::awaitable<std::error_code> write_all_status(transport& t, asio::const_buffer bytes) {
   std::error_code ec;
   co_await t.write_all(bytes, ec);
   co_return ec;
@@ -42,7 +44,8 @@ inline asio::awaitable<std::error_code> write_all_status(transport& t, asio::con
 /// leaves `out` empty and succeeds. One that threw fails at once (not at the deadline: the awaitable
 /// operators wait for the timer when a branch throws) with the error it threw, `errc::disconnected` for
 /// an exception that is not a std::system_error, and its text in `why`.
-inline asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, std::string remote, std::unique_ptr<transport>& out,
+template <class Tag = void>
+asio::awaitable<std::error_code> dial_into(const transport_dialer& dial, std::string remote, std::unique_ptr<transport>& out,
                                                   std::string& why) {
   std::error_code ec;
   try {

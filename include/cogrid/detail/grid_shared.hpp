@@ -8,6 +8,7 @@
 #include <cogrid/control.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/options.hpp>
+#include <cogrid/detail/node.hpp>
 #include <cogrid/transport.hpp>
 #include <cogrid/detail/url.hpp>
 
@@ -24,13 +25,14 @@ struct grid_shared {
   authenticator auth;
   std::string route;
   connection_options opt;
-  std::shared_ptr<asio::ssl::context> tls_client; // for https:// remotes
+  std::shared_ptr<tls_context> tls_client; // for https:// remotes
   log_sink log;
   transport_dialer dialer; // empty: TCP (and TLS for https://)
   host_resolver resolve;   // empty: Asio's resolver
   trace_hook trace;        // empty: no per-call trace
   metrics_registry metrics;
   std::atomic<message_sink*> sink{nullptr};
+  const node_ops* node = nullptr; // the node's life (detail/node.hpp), set by the manager's constructor
 };
 
 /// The call and stream layers' way into a connection.
@@ -47,9 +49,6 @@ struct connection_access {
   /// Which of the manager's executors that is.
   static std::size_t home_index(const connection& c) noexcept { return c.executor_index_; }
   static void block_inbound(connection& c, bool on) noexcept { c.block_inbound_.store(on, std::memory_order_relaxed); }
-  /// Runs a session over an accepted and handshaken WebSocket (acceptor side), replacing any current one.
-  /// (Defined in impl/accept.ipp, where a ws_stream is complete.)
-  COGRID_DECL static void adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id);
 };
 
 } // namespace cogrid::detail

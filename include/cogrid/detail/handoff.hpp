@@ -80,31 +80,86 @@ enum class handoff {
   fresh,        ///< made inside an operation a user started: asio::post
 };
 
-/// `f` with cogrid's per-thread block cache as its associated allocator, so that the operation Asio
-/// allocates to queue it comes from the cache.
-template <class F>
-struct pooled_fn {
-  F f;
-  using allocator_type = pool_allocator<void>;
-  allocator_type get_allocator() const noexcept { return {}; }
-  void operator()() { f(); }
+/// One unit of work handed to an executor: any callable, moved into a block of the per-thread cache and
+/// run (or destroyed) once. Every hand-off queues a `task`, so Asio's queueing is compiled once per kind
+/// of executor, not once per callable.
+class task {
+public:
+  template <class F, class D = std::decay_t<F>, class = std::enable_if_t<!std::is_same_v<D, task>>>
+  explicit task(F&& f) : p_(make<D>(std::forward<F>(f))) {}
+  task(task&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  task& operator=(task&&) = delete;
+  ~task() {
+    if (p_) p_->destroy(p_);
+  }
+  /// Runs the callable; its block is given back first (as Asio does with a handler's memory).
+  void operator()() {
+    if (auto* p = std::exchange(p_, nullptr)) p->run(p);
+  }
+
+private:
+  struct base {
+    void (*run)(base*);
+    void (*destroy)(base*);
+  };
+  template <class D>
+  struct holder : base {
+    D f;
+    template <class F>
+    explicit holder(F&& x) : base{&run_fn, &destroy_fn}, f(std::forward<F>(x)) {}
+    static void free(holder* h) noexcept {
+      h->~holder();
+      pool_allocator<holder>().deallocate(h, 1);
+    }
+    static void run_fn(base* b) {
+      auto* h = static_cast<holder*>(b);
+      D f = std::move(h->f);
+      free(h);
+      f();
+    }
+    static void destroy_fn(base* b) { free(static_cast<holder*>(b)); }
+  };
+  template <class D, class F>
+  static base* make(F&& f) {
+    holder<D>* h = pool_allocator<holder<D>>().allocate(1);
+    try {
+      return ::new (static_cast<void*>(h)) holder<D>(std::forward<F>(f));
+    } catch (...) {
+      pool_allocator<holder<D>>().deallocate(h, 1);
+      throw;
+    }
+  }
+  base* p_;
 };
 
-template <class Executor, class F>
-void submit(const Executor& ex, F&& f, handoff how) {
-  pooled_fn<std::decay_t<F>> pf{std::forward<F>(f)};
-  if (how == handoff::continuation) asio::defer(ex, std::move(pf));
-  else asio::post(ex, std::move(pf));
+/// A task with cogrid's per-thread block cache as its associated allocator, so that the operation Asio
+/// allocates to queue it comes from the cache too.
+struct pooled_task {
+  task t;
+  using allocator_type = pool_allocator<void>;
+  allocator_type get_allocator() const noexcept { return {}; }
+  void operator()() { t(); }
+};
+
+template <class Executor>
+void submit(const Executor& ex, task t, handoff how) {
+  if (how == handoff::continuation) asio::defer(ex, pooled_task{std::move(t)});
+  else asio::post(ex, pooled_task{std::move(t)});
 }
 
-/// Queues `f` on `ex` (never runs it inline), as `how` says. When `ex` is an io_context's own executor or
-/// a strand of one (cogrid's strands), `f` is queued on the concrete executor, whose operation comes from
+/// Queues `t` on `ex` (never runs it inline), as `how` says. When `ex` is an io_context's own executor or
+/// a strand of one (cogrid's strands), it is queued on the concrete executor, whose operation comes from
 /// the block cache: the type-erased executor would allocate a function wrapper and an operation for it.
+inline void hand_off_task(const asio::any_io_executor& ex, task t, handoff how) {
+  if (const auto* e = exact_target<io_executor>(ex)) return submit(*e, std::move(t), how);
+  if (const auto* e = exact_target<asio::strand<io_executor>>(ex)) return submit(*e, std::move(t), how);
+  submit(ex, std::move(t), how);
+}
+
+/// Queues `f` on `ex` as `how` says (see hand_off_task).
 template <class F>
 void hand_off(const asio::any_io_executor& ex, F&& f, handoff how) {
-  if (const auto* e = exact_target<io_executor>(ex)) return submit(*e, std::forward<F>(f), how);
-  if (const auto* e = exact_target<asio::strand<io_executor>>(ex)) return submit(*e, std::forward<F>(f), how);
-  submit(ex, std::forward<F>(f), how);
+  hand_off_task(ex, task(std::forward<F>(f)), how);
 }
 
 // -- coroutines parked in cogrid's operations ---------------------------------------------------------

@@ -188,7 +188,8 @@ inline bool ws_key_valid(std::string_view key) {
 /// Reads one HTTP head (through the blank line) into `head`; bytes read past it go to `leftover`.
 /// Refuses early (not_websocket) when the start line holds bytes that no HTTP start line has, so a TLS
 /// hello or other binary garbage fails at once instead of waiting for the limit.
-inline asio::awaitable<std::error_code> http_read_head(transport& t, std::size_t limit, std::string& head,
+template <class Tag = void>
+asio::awaitable<std::error_code> http_read_head(transport& t, std::size_t limit, std::string& head,
                                                        std::vector<std::byte>& leftover) {
   head.clear();
   leftover.clear();
@@ -227,11 +228,12 @@ inline asio::awaitable<std::error_code> http_read_head(transport& t, std::size_t
 /// Errors: http_header_too_large (head longer than limits.max_header_bytes), not_websocket (not an
 /// HTTP/1.x request head), disconnected (the transport failed or ended first).
 /// No deadline of its own: bound it with a timer (`||`) or close the transport.
-inline asio::awaitable<std::error_code> http_read_request(transport& t, const ws_limits& limits, http_request& out,
+template <class Tag = void>
+asio::awaitable<std::error_code> http_read_request(transport& t, const ws_limits& limits, http_request& out,
                                                           std::vector<std::byte>& leftover) {
   out = http_request{};
   std::string head;
-  std::error_code ec = co_await http_read_head(t, limits.max_header_bytes, head, leftover);
+  std::error_code ec = co_await http_read_head<Tag>(t, limits.max_header_bytes, head, leftover);
   if (ec) co_return ec;
   std::string_view line;
   if (!http_parse_head(head, line, out.headers)) co_return make_error_code(errc::not_websocket);
@@ -262,7 +264,8 @@ inline std::error_code ws_check_upgrade(const http_request& r) {
 
 /// Answers `r` with 101 Switching Protocols. Errors: not_websocket (r fails ws_check_upgrade; nothing is
 /// written), disconnected (the write failed).
-inline asio::awaitable<std::error_code> ws_accept(transport& t, const http_request& r) {
+template <class Tag = void>
+asio::awaitable<std::error_code> ws_accept(transport& t, const http_request& r) {
   if (std::error_code ec = ws_check_upgrade(r)) co_return ec;
   std::string resp;
   resp.reserve(160);
@@ -296,7 +299,8 @@ inline std::string_view http_reason_phrase(int status) noexcept {
 /// Answers with `status` and `reason_text` as a short text/plain body, marked Connection: close (the
 /// caller closes the transport afterwards). A 426 also says Sec-WebSocket-Version: 13. Write errors are
 /// ignored: the connection is being refused anyway.
-inline asio::awaitable<void> http_respond(transport& t, int status, std::string_view reason_text) {
+template <class Tag = void>
+asio::awaitable<void> http_respond(transport& t, int status, std::string_view reason_text) {
   if (status < 100 || status > 999) status = 500;
   std::string body(reason_text);
   body += '\n';
@@ -328,7 +332,8 @@ inline asio::awaitable<void> http_respond(transport& t, int status, std::string_
 /// http_header_too_large, disconnected (the transport failed or ended first),
 /// std::errc::invalid_argument (host, path or an extra header holds CR/LF or is malformed).
 /// No deadline of its own: bound it with a timer (`||`) or close the transport.
-inline asio::awaitable<std::error_code> ws_client_handshake(transport& t, std::string_view host, std::string_view path,
+template <class Tag = void>
+asio::awaitable<std::error_code> ws_client_handshake(transport& t, std::string_view host, std::string_view path,
                                                             const http_headers& extra, const ws_limits& limits,
                                                             std::vector<std::byte>& leftover, int* status = nullptr) {
   if (status) *status = 0;
@@ -353,7 +358,7 @@ inline asio::awaitable<std::error_code> ws_client_handshake(transport& t, std::s
   if (ec) co_return make_error_code(errc::disconnected);
 
   std::string head;
-  ec = co_await http_read_head(t, limits.max_header_bytes, head, leftover);
+  ec = co_await http_read_head<Tag>(t, limits.max_header_bytes, head, leftover);
   if (ec) co_return ec;
   std::string_view line;
   http_headers headers;

@@ -8,7 +8,6 @@
 #include <cogrid/detail/wait_channel.hpp>
 
 #include <asio/ip/tcp.hpp>
-#include <asio/ssl/context.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -24,7 +23,7 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
   asio::any_io_executor ex;                     // the first executor: listeners, handshakes, the call layer's timers
   std::vector<asio::any_io_executor> executors; // where connections run (one or more)
   std::shared_ptr<grid_shared> shared;
-  std::shared_ptr<asio::ssl::context> tls_server;
+  std::shared_ptr<tls_context> tls_server;
   std::chrono::milliseconds max_http_time_skew{};
   std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
   std::shared_ptr<mux_core> mux; // the manager's message sink: unary calls and streams

@@ -50,13 +50,14 @@ enum class ws_role { client, server };
 /// @par Errors
 /// After read_message fails, the stream stays failed (every later read_message returns the same error);
 /// the owner closes it.
-class ws_stream {
+template <class Tag>
+class basic_ws_stream {
 public:
   /// `leftover`: bytes read past the HTTP head, the first bytes of the WebSocket stream.
-  ws_stream(std::unique_ptr<transport> t, ws_role role, ws_limits limits, std::vector<std::byte> leftover = {});
-  ~ws_stream();
-  ws_stream(const ws_stream&) = delete;
-  ws_stream& operator=(const ws_stream&) = delete;
+  basic_ws_stream(std::unique_ptr<transport> t, ws_role role, ws_limits limits, std::vector<std::byte> leftover = {});
+  ~basic_ws_stream();
+  basic_ws_stream(const basic_ws_stream&) = delete;
+  basic_ws_stream& operator=(const basic_ws_stream&) = delete;
 
   /// Reads the next complete binary message, fragments joined, into `msg` (cleared first; its capacity is
   /// reused unless it exceeds 128 KiB, in which case the buffer is dropped first, as MinIO does after a
@@ -173,28 +174,35 @@ private:
   bool closing_ = false;
 };
 
+/// The WebSocket stream cogrid uses (a template only so that its definitions compile where they are used).
+using ws_stream = basic_ws_stream<void>;
+
 // ---- definitions ------------------------------------------------------------------------------------
 
-inline ws_stream::ws_stream(std::unique_ptr<transport> t, ws_role role, ws_limits limits,
+template <class Tag>
+basic_ws_stream<Tag>::basic_ws_stream(std::unique_ptr<transport> t, ws_role role, ws_limits limits,
                             std::vector<std::byte> leftover)
     : t_(std::move(t)), role_(role), limits_(limits), rbuf_(std::move(leftover)) {
   rend_ = rbuf_.size();
   if (rbuf_.size() < read_buffer_size) rbuf_.resize(read_buffer_size);
-  const wslay_frame_callbacks callbacks{&ws_stream::on_send, &ws_stream::on_recv, &ws_stream::on_genmask};
+  const wslay_frame_callbacks callbacks{&basic_ws_stream::on_send, &basic_ws_stream::on_recv, &basic_ws_stream::on_genmask};
   if (wslay_frame_context_init(&ctx_, &callbacks, this) != 0) throw std::bad_alloc();
 }
 
-inline ws_stream::~ws_stream() { wslay_frame_context_free(ctx_); }
+template <class Tag>
+basic_ws_stream<Tag>::~basic_ws_stream() { wslay_frame_context_free(ctx_); }
 
-inline ssize_t ws_stream::on_send(const std::uint8_t* data, std::size_t len, int, void* user) noexcept {
-  auto* self = static_cast<ws_stream*>(user);
+template <class Tag>
+ssize_t basic_ws_stream<Tag>::on_send(const std::uint8_t* data, std::size_t len, int, void* user) noexcept {
+  auto* self = static_cast<basic_ws_stream*>(user);
   const auto* p = reinterpret_cast<const std::byte*>(data);
   self->out_->insert(self->out_->end(), p, p + len); // capacity reserved by frame(): no allocation
   return static_cast<ssize_t>(len);
 }
 
-inline ssize_t ws_stream::on_recv(std::uint8_t* buf, std::size_t len, int, void* user) noexcept {
-  auto* self = static_cast<ws_stream*>(user);
+template <class Tag>
+ssize_t basic_ws_stream<Tag>::on_recv(std::uint8_t* buf, std::size_t len, int, void* user) noexcept {
+  auto* self = static_cast<basic_ws_stream*>(user);
   std::size_t n = std::min(len, self->rend_ - self->rpos_);
   if (self->feed_left_ < n) n = static_cast<std::size_t>(self->feed_left_);
   if (n == 0) return 0; // wslay: WSLAY_ERR_WANT_READ
@@ -204,11 +212,13 @@ inline ssize_t ws_stream::on_recv(std::uint8_t* buf, std::size_t len, int, void*
   return static_cast<ssize_t>(n);
 }
 
-inline int ws_stream::on_genmask(std::uint8_t* buf, std::size_t len, void*) noexcept {
+template <class Tag>
+int basic_ws_stream<Tag>::on_genmask(std::uint8_t* buf, std::size_t len, void*) noexcept {
   return RAND_bytes(buf, len) == 1 ? 0 : -1;
 }
 
-inline void ws_stream::frame(std::uint8_t opcode, std::span<const std::byte> payload, std::vector<std::byte>& out) {
+template <class Tag>
+void basic_ws_stream<Tag>::frame(std::uint8_t opcode, std::span<const std::byte> payload, std::vector<std::byte>& out) {
   const std::size_t old_size = out.size();
   if (opcode == op_binary) {
     append_binary_frame(payload, role_ == ws_role::client, out);
@@ -233,16 +243,19 @@ inline void ws_stream::frame(std::uint8_t opcode, std::span<const std::byte> pay
   }
 }
 
-inline void ws_stream::frame_binary(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+template <class Tag>
+void basic_ws_stream<Tag>::frame_binary(std::span<const std::byte> payload, std::vector<std::byte>& out) {
   frame(op_binary, payload, out);
 }
 
-inline void ws_stream::queue_control(std::uint8_t opcode, std::span<const std::byte> payload) {
+template <class Tag>
+void basic_ws_stream<Tag>::queue_control(std::uint8_t opcode, std::span<const std::byte> payload) {
   frame(opcode, payload, control_out_);
   if (on_control_output) on_control_output();
 }
 
-inline bool ws_stream::take_control_output(std::vector<std::byte>& out) {
+template <class Tag>
+bool basic_ws_stream<Tag>::take_control_output(std::vector<std::byte>& out) {
   if (control_out_.empty()) return false;
   out.insert(out.end(), control_out_.begin(), control_out_.end());
   control_out_.clear();
@@ -251,7 +264,8 @@ inline bool ws_stream::take_control_output(std::vector<std::byte>& out) {
 
 // Checks the next frame's header, which starts at rbuf_[rpos_] (wslay's buffer is empty between
 // frames), and sets up the frame. need_more: the header is not complete in rbuf_ yet.
-inline std::error_code ws_stream::begin_frame(const std::vector<std::byte>& msg, bool& need_more) {
+template <class Tag>
+std::error_code basic_ws_stream<Tag>::begin_frame(const std::vector<std::byte>& msg, bool& need_more) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(rbuf_.data()) + rpos_;
   const std::size_t avail = rend_ - rpos_;
   need_more = true;
@@ -308,7 +322,8 @@ inline std::error_code ws_stream::begin_frame(const std::vector<std::byte>& msg,
 }
 
 // Before a read: an empty buffer starts over; a partial header moves to the front.
-inline void ws_stream::make_room() noexcept {
+template <class Tag>
+void basic_ws_stream<Tag>::make_room() noexcept {
   if (rpos_ == rend_) {
     rpos_ = rend_ = 0;
   } else if (rpos_ != 0) {
@@ -318,7 +333,8 @@ inline void ws_stream::make_room() noexcept {
   }
 }
 
-inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std::byte>& msg) {
+template <class Tag>
+asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<std::byte>& msg) {
   if (failed_) co_return failed_;
   if (msg.capacity() > shrink_threshold) msg = std::vector<std::byte>();
   else msg.clear();
@@ -418,20 +434,23 @@ inline asio::awaitable<std::error_code> ws_stream::read_message(std::vector<std:
   }
 }
 
-inline bool ws_stream::begin_write() noexcept {
+template <class Tag>
+bool basic_ws_stream<Tag>::begin_write() noexcept {
   if (closing_) return false;
   writing_ = true;
   return true;
 }
 
-inline std::error_code ws_stream::end_write(std::error_code transport_ec) noexcept {
+template <class Tag>
+std::error_code basic_ws_stream<Tag>::end_write(std::error_code transport_ec) noexcept {
   writing_ = false;
   if (!transport_ec) return {};
   last_transport_error_ = transport_ec;
   return make_error_code(errc::disconnected);
 }
 
-inline asio::awaitable<std::error_code> ws_stream::write_raw(std::span<const std::byte> bytes) {
+template <class Tag>
+asio::awaitable<std::error_code> basic_ws_stream<Tag>::write_raw(std::span<const std::byte> bytes) {
   if (!begin_write()) co_return make_error_code(errc::disconnected);
   const flag_reset guard{writing_}; // also when the coroutine ends by an exception
   std::error_code ec;
@@ -439,7 +458,8 @@ inline asio::awaitable<std::error_code> ws_stream::write_raw(std::span<const std
   co_return end_write(ec);
 }
 
-inline asio::awaitable<void> ws_stream::close(std::uint16_t code) {
+template <class Tag>
+asio::awaitable<void> basic_ws_stream<Tag>::close(std::uint16_t code) {
   if (closing_) co_return;
   closing_ = true;
   if (!writing_) {
@@ -452,7 +472,7 @@ inline asio::awaitable<void> ws_stream::close(std::uint16_t code) {
     }
     if (!out.empty()) {
       writing_ = true;
-      const std::error_code written = co_await with_deadline(write_all_status(*t_, asio::buffer(out)), close_timeout);
+      const std::error_code written = co_await with_deadline<Tag>(write_all_status<Tag>(*t_, asio::buffer(out)), close_timeout);
       (void)written; // best effort: the transport is closed either way
       writing_ = false;
     }

@@ -15,7 +15,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/redirect_error.hpp>
-#include <asio/ssl.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -25,10 +24,6 @@
 #include <vector>
 
 namespace cogrid::detail {
-
-COGRID_DECL void connection_access::adopt(connection& c, std::unique_ptr<ws_stream> ws, node_id remote_id) {
-  c.adopt(std::move(ws), remote_id);
-}
 
 inline bool manager_state::begin_incoming() {
   std::lock_guard lk(mu);
@@ -43,7 +38,8 @@ inline void manager_state::end_incoming() {
 }
 
 // Sends an OpConnectResponse over `ws` within the handshake timeout.
-inline asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, const connect_response& resp,
+template <class Tag>
+asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, const connect_response& resp,
                                                               std::chrono::milliseconds timeout) {
   std::vector<std::byte> payload, wire, frame;
   encode_append(resp, payload);
@@ -52,7 +48,7 @@ inline asio::awaitable<std::error_code> send_connect_response(ws_stream& ws, con
   m.payload = std::span<const std::byte>(payload);
   if (auto r = encode_append(m, wire); !r) co_return r.error().code;
   ws.frame_binary(wire, frame);
-  co_return co_await with_deadline(ws.write_raw(frame), timeout);
+  co_return co_await with_deadline<Tag>(ws.write_raw(frame), timeout);
 }
 
 /// "address:port" of the socket's peer, "?" when unknown (for logs and rejection counts).
@@ -82,12 +78,15 @@ inline std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
-inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
+template <class Tag>
+asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
                                            http_request req, std::vector<std::byte> leftover, std::string peer);
-inline asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer);
+template <class Tag>
+asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer);
 
 // The grid handshake of one incoming connection, in MinIO's order. Runs on the socket's strand.
-inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
+template <class Tag>
+asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip::tcp::socket sock) {
   const connection_options& opt = st->shared->opt;
   std::unique_ptr<transport> t;
   std::string peer = peer_of(sock);
@@ -97,53 +96,51 @@ inline asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, a
       st->end_incoming();
       co_return;
     }
-    using ssl_stream = asio::ssl::stream<asio::ip::tcp::socket>;
-    ssl_stream stream(std::move(sock), *st->tls_server);
-    const std::error_code ec = co_await with_deadline(tls_handshake(stream, asio::ssl::stream_base::server),
-                                                      opt.handshake_timeout);
+    const std::error_code ec = co_await with_deadline<Tag>(st->tls_server->handshake(sock, std::string(), t), opt.handshake_timeout);
     if (ec) {
       st->reject("TLS handshake failed: " + ec.message(), peer);
       st->end_incoming();
       co_return;
     }
-    t = make_tls_transport(std::move(stream));
   } else {
     t = make_tcp_transport(std::move(sock));
   }
 
-  co_await serve_request(st, std::move(t), std::move(peer));
+  co_await serve_request<Tag>(st, std::move(t), std::move(peer));
 }
 
 // Reads the HTTP upgrade request from `t` and goes on with the handshake. Ends the incoming count.
-inline asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer) {
+template <class Tag>
+asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer) {
   const connection_options& opt = st->shared->opt;
   const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
   http_request req;
   std::vector<std::byte> leftover;
-  std::error_code ec = co_await with_deadline(http_read_request(*t, limits, req, leftover), opt.handshake_timeout);
+  std::error_code ec = co_await with_deadline<Tag>(http_read_request<Tag>(*t, limits, req, leftover), opt.handshake_timeout);
   if (ec) {
-    if (ec == errc::http_header_too_large) co_await http_respond(*t, 431, "Request Header Fields Too Large");
-    else if (ec == errc::not_websocket) co_await http_respond(*t, 400, "Bad Request");
+    if (ec == errc::http_header_too_large) co_await http_respond<Tag>(*t, 431, "Request Header Fields Too Large");
+    else if (ec == errc::not_websocket) co_await http_respond<Tag>(*t, 400, "Bad Request");
     refuse(*st, *t, "bad HTTP request: " + ec.message(), peer);
     co_return;
   }
-  co_await serve_upgrade(st, std::move(t), std::move(req), std::move(leftover), std::move(peer));
+  co_await serve_upgrade<Tag>(st, std::move(t), std::move(req), std::move(leftover), std::move(peer));
 }
 
 // The rest of the handshake once the HTTP request head is read: route, upgrade, authentication, the
 // WebSocket accept and the connect exchange. Ends the incoming count.
-inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
+template <class Tag>
+asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
                                            http_request req, std::vector<std::byte> leftover, std::string peer) {
   const connection_options& opt = st->shared->opt;
   const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
   std::error_code ec;
   if (path_of(req.target) != st->shared->route) {
-    co_await http_respond(*t, 404, "Not Found");
+    co_await http_respond<Tag>(*t, 404, "Not Found");
     refuse(*st, *t, "wrong route", peer);
     co_return;
   }
   if (auto e = ws_check_upgrade(req)) {
-    co_await http_respond(*t, 426, "Upgrade Required");
+    co_await http_respond<Tag>(*t, 426, "Upgrade Required");
     refuse(*st, *t, "not a WebSocket upgrade", peer);
     co_return;
   }
@@ -165,12 +162,12 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
       }
     }
     if (aec) {
-      co_await http_respond(*t, 403, "Forbidden");
+      co_await http_respond<Tag>(*t, 403, "Forbidden");
       refuse(*st, *t, "HTTP upgrade: " + aec.message(), peer);
       co_return;
     }
   }
-  if ((ec = co_await ws_accept(*t, req))) {
+  if ((ec = co_await ws_accept<Tag>(*t, req))) {
     refuse(*st, *t, "WebSocket accept failed: " + ec.message(), peer);
     co_return;
   }
@@ -183,7 +180,7 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
   node_id remote_id;
   std::error_code why;
   std::vector<std::byte> in;
-  ec = co_await with_deadline(ws->read_message(in), opt.handshake_timeout);
+  ec = co_await with_deadline<Tag>(ws->read_message(in), opt.handshake_timeout);
   if (ec) {
     why = ec;
   } else {
@@ -215,7 +212,7 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
     if (why != errc::timeout && why != errc::disconnected && why != errc::websocket_closed) {
       resp.accepted = false;
       resp.rejected_reason = why.message();
-      (void)co_await send_connect_response(*ws, resp, opt.handshake_timeout);
+      (void)co_await send_connect_response<Tag>(*ws, resp, opt.handshake_timeout);
     }
     st->reject(why.message(), peer);
     co_await ws->close(1008);
@@ -223,33 +220,36 @@ inline asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, st
     co_return;
   }
   resp.accepted = true;
-  if ((ec = co_await send_connect_response(*ws, resp, opt.handshake_timeout))) {
+  if ((ec = co_await send_connect_response<Tag>(*ws, resp, opt.handshake_timeout))) {
     st->reject("connect response not sent: " + ec.message(), peer);
     ws->lower().close();
     st->end_incoming();
     co_return;
   }
   ws->rebind(connection_access::home(*conn)); // the session runs on the connection's thread
-  connection_access::adopt(*conn, std::move(ws), remote_id);
+  node_impl<Tag>::adopt(*conn, std::move(ws), remote_id);
   st->end_incoming();
 }
 
 // The grid handshake of an incoming connection on a byte stream that needs no TLS layer from us.
-inline asio::awaitable<void> serve_transport(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t) {
+template <class Tag>
+asio::awaitable<void> serve_transport(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t) {
   std::string peer = t->peer(); // before the move: argument order is unspecified
-  co_await serve_request(st, std::move(t), std::move(peer));
+  co_await serve_request<Tag>(st, std::move(t), std::move(peer));
 }
 
-inline void accept_transport(const std::shared_ptr<manager_state>& st, std::unique_ptr<transport> t) {
+template <class Tag>
+void accept_transport(const std::shared_ptr<manager_state>& st, std::unique_ptr<transport> t) {
   if (!t) return;
   if (!st->begin_incoming()) {
     t->close();
     return;
   }
-  asio::co_spawn(make_strand_executor(st->ex), serve_transport(st, std::move(t)), asio::detached);
+  asio::co_spawn(make_strand_executor(st->ex), serve_transport<Tag>(st, std::move(t)), asio::detached);
 }
 
-inline asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std::shared_ptr<asio::ip::tcp::acceptor> acc) {
+template <class Tag>
+asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std::shared_ptr<asio::ip::tcp::acceptor> acc) {
   for (;;) {
     asio::ip::tcp::socket sock(detail::make_strand_executor(st->ex));
     std::error_code ec;
@@ -263,7 +263,7 @@ inline asio::awaitable<void> accept_loop(std::shared_ptr<manager_state> st, std:
     }
     if (!st->begin_incoming()) break;
     auto sex = sock.get_executor();
-    asio::co_spawn(sex, serve_incoming(st, std::move(sock)), asio::detached);
+    asio::co_spawn(sex, serve_incoming<Tag>(st, std::move(sock)), asio::detached);
   }
 }
 

@@ -16,7 +16,6 @@
 #include <asio/connect.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/redirect_error.hpp>
-#include <asio/ssl.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -30,7 +29,8 @@ namespace cogrid::detail {
 using steady = std::chrono::steady_clock;
 
 /// Asio's resolver (getaddrinfo on a thread of Asio's own).
-inline asio::awaitable<result<std::vector<asio::ip::tcp::endpoint>>> system_resolve(std::string host, std::uint16_t port) {
+template <class = void>
+asio::awaitable<result<std::vector<asio::ip::tcp::endpoint>>> system_resolve(std::string host, std::uint16_t port) {
   asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
   std::error_code ec;
   auto found = co_await resolver.async_resolve(host, std::to_string(port), asio::redirect_error(asio::use_awaitable, ec));
@@ -90,6 +90,7 @@ struct resolution : std::enable_shared_from_this<resolution> {
   };
 
   /// Completes when the resolution did (success), or with operation_aborted when cancelled first.
+  template <class Tag>
   static asio::awaitable<std::error_code> wait(std::shared_ptr<resolution> r) {
     wait_init init{std::move(r)}; // named: GCC 12 destroys a braced temporary inside co_await twice
     try {
@@ -101,16 +102,10 @@ struct resolution : std::enable_shared_from_this<resolution> {
   }
 };
 
-inline asio::awaitable<std::error_code> tcp_connect(asio::ip::tcp::socket& s, std::vector<asio::ip::tcp::endpoint> eps) {
+template <class = void>
+asio::awaitable<std::error_code> tcp_connect(asio::ip::tcp::socket& s, std::vector<asio::ip::tcp::endpoint> eps) {
   std::error_code e;
   co_await asio::async_connect(s, eps, asio::redirect_error(asio::use_awaitable, e));
-  co_return e;
-}
-
-inline asio::awaitable<std::error_code> tls_handshake(asio::ssl::stream<asio::ip::tcp::socket>& s,
-                                                      asio::ssl::stream_base::handshake_type type) {
-  std::error_code e;
-  co_await s.async_handshake(type, asio::redirect_error(asio::use_awaitable, e));
   co_return e;
 }
 
@@ -123,7 +118,8 @@ inline std::chrono::milliseconds time_left(steady::time_point deadline) {
 
 namespace cogrid {
 
-COGRID_DECL asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_stream>& ws, node_id& remote_id) {
+template <class Tag>
+asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_stream>& ws, node_id& remote_id) {
   using asio::ip::tcp;
   const connection_options& opt = shared_->opt;
   detail::host_url url;
@@ -137,36 +133,30 @@ COGRID_DECL asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<
   try {
     if (!t && shared_->dialer) {
       std::string why;
-      ec = co_await detail::with_deadline(detail::dial_into(shared_->dialer, remote_, t, why), opt.dial_timeout);
+      ec = co_await detail::with_deadline<Tag>(detail::dial_into<Tag>(shared_->dialer, remote_, t, why), opt.dial_timeout);
       if (ec) throw std::system_error(ec, why.empty() ? std::string("dialer") : "dialer: " + why); // a transport opened after the deadline is dropped
       if (!t) throw std::system_error(make_error_code(errc::disconnected), "dialer returned no transport");
     }
     if (!t) {
       auto res = std::make_shared<detail::resolution>();
-      auto resolve = shared_->resolve ? shared_->resolve(url.host, url.port) : detail::system_resolve(url.host, url.port);
+      auto resolve = shared_->resolve ? shared_->resolve(url.host, url.port) : detail::system_resolve<Tag>(url.host, url.port);
       // Named, not braced temporaries: GCC 12 destroys those twice in a coroutine.
       detail::resolution::finished done{res};
       asio::co_spawn(strand_, std::move(resolve), asio::bind_cancellation_slot(res->cancel.slot(), std::move(done)));
-      auto resolved = detail::resolution::wait(res);
-      ec = co_await detail::with_deadline(std::move(resolved), detail::time_left(deadline));
+      auto resolved = detail::resolution::wait<Tag>(res);
+      ec = co_await detail::with_deadline<Tag>(std::move(resolved), detail::time_left(deadline));
       if (ec) {
         res->cancel.emit(asio::cancellation_type::terminal); // we run on the strand, as the resolution does
         throw std::system_error(ec, "resolving " + url.host);
       }
       if (!res->found) throw std::system_error(res->found.error().code, "resolving " + url.host);
       tcp::socket sock(strand_);
-      ec = co_await detail::with_deadline(detail::tcp_connect(sock, std::move(*res->found)), detail::time_left(deadline));
+      ec = co_await detail::with_deadline<Tag>(detail::tcp_connect<Tag>(sock, std::move(*res->found)), detail::time_left(deadline));
       if (ec) throw std::system_error(ec);
       if (url.tls) {
         if (!shared_->tls_client) throw std::system_error(make_error_code(errc::invalid_value), "no TLS client context for https:// remote");
-        using ssl_stream = asio::ssl::stream<tcp::socket>;
-        ssl_stream stream(std::move(sock), *shared_->tls_client);
-        SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
-        stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
-        ec = co_await detail::with_deadline(detail::tls_handshake(stream, asio::ssl::stream_base::client),
-                                            detail::time_left(deadline));
+        ec = co_await detail::with_deadline<Tag>(shared_->tls_client->handshake(sock, url.host, t), detail::time_left(deadline));
         if (ec) throw std::system_error(ec);
-        t = make_tls_transport(std::move(stream));
       } else {
         t = make_tcp_transport(std::move(sock));
       }
@@ -178,8 +168,8 @@ COGRID_DECL asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<
     std::vector<std::byte> leftover;
     detail::ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
     int status = 0;
-    ec = co_await detail::with_deadline(
-        detail::ws_client_handshake(*t, url.authority(), shared_->route, headers, limits, leftover, &status),
+    ec = co_await detail::with_deadline<Tag>(
+        detail::ws_client_handshake<Tag>(*t, url.authority(), shared_->route, headers, limits, leftover, &status),
         detail::time_left(deadline));
     if (ec) {
       set_last_error("WebSocket upgrade failed: " + ec.message() + (status ? " (HTTP " + std::to_string(status) + ")" : ""));
@@ -197,10 +187,10 @@ COGRID_DECL asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<
     m.payload = std::span<const std::byte>(payload);
     if (auto r = encode_append(m, wire); !r) throw std::system_error(r.error().code);
     ws->frame_binary(wire, frame);
-    ec = co_await detail::with_deadline(ws->write_raw(frame), opt.handshake_timeout);
+    ec = co_await detail::with_deadline<Tag>(ws->write_raw(frame), opt.handshake_timeout);
     if (ec) throw std::system_error(ec);
     std::vector<std::byte> in;
-    ec = co_await detail::with_deadline(ws->read_message(in), opt.handshake_timeout);
+    ec = co_await detail::with_deadline<Tag>(ws->read_message(in), opt.handshake_timeout);
     if (ec) throw std::system_error(ec);
     const result<message> reply = decode(in);
     if (!reply) throw std::system_error(reply.error().code);

@@ -8,13 +8,11 @@
 #include <cogrid/detail/grid_shared.hpp>
 #include <cogrid/detail/manager_state.hpp>
 #include <cogrid/detail/mux.hpp>
-#include <cogrid/impl/accept.ipp>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
-#include <asio/ssl.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -24,10 +22,7 @@
 
 namespace cogrid {
 
-COGRID_DECL manager::manager(asio::any_io_executor ex, manager_options o)
-    : manager(std::vector<asio::any_io_executor>{std::move(ex)}, std::move(o)) {}
-
-COGRID_DECL manager::manager(std::vector<asio::any_io_executor> executors, manager_options o)
+COGRID_DECL manager::manager(const detail::node_ops& node, std::vector<asio::any_io_executor> executors, manager_options o)
     : state_(std::make_shared<detail::manager_state>()) {
   auto invalid = [](const std::string& what) { throw exception(error(errc::invalid_value, what)); };
   if (executors.empty()) invalid("a manager needs at least one executor");
@@ -46,6 +41,7 @@ COGRID_DECL manager::manager(std::vector<asio::any_io_executor> executors, manag
   st.ex = executors.front();
   st.executors = std::move(executors);
   st.shared = std::make_shared<detail::grid_shared>();
+  st.shared->node = &node;
   st.shared->local = o.local;
   (void)detail::parse_host_url(o.local, st.shared->local_url);
   RAND_bytes(reinterpret_cast<std::uint8_t*>(st.shared->id.bytes.data()), st.shared->id.bytes.size());
@@ -74,75 +70,29 @@ COGRID_DECL manager::manager(std::vector<asio::any_io_executor> executors, manag
   }
 }
 
+
+
+
+
+
+
+
+
 COGRID_DECL void manager::start() {
-  for (const auto& [h, c] : state_->conns) c->start();
+  for (const auto& [h, c] : state_->conns) state_->shared->node->start(*c);
 }
 
-COGRID_DECL void manager::listen(asio::ip::tcp::acceptor acceptor) {
-  auto strand = detail::make_strand_executor(state_->ex);
-  auto acc = std::make_shared<asio::ip::tcp::acceptor>(strand);
-  const auto protocol = acceptor.local_endpoint().protocol(); // before release(): argument order is unspecified
-  acc->assign(protocol, acceptor.release());
-  {
-    std::lock_guard lk(state_->mu);
-    if (state_->stopping) return;
-    state_->acceptors.push_back(acc);
-  }
-  asio::co_spawn(strand, detail::accept_loop(state_, acc), asio::detached);
-}
+COGRID_DECL void manager::listen(asio::ip::tcp::acceptor acceptor) { state_->shared->node->listen(state_, std::move(acceptor)); }
 
-COGRID_DECL result<void> manager::listen() {
-  const auto& u = state_->shared->local_url;
-  std::error_code ec;
-  asio::ip::tcp::resolver resolver(state_->ex);
-  auto results = resolver.resolve(u.host, std::to_string(u.port), ec);
-  if (ec) return ec;
-  for (const auto& r : results) {
-    asio::ip::tcp::acceptor acc(state_->ex);
-    acc.open(r.endpoint().protocol(), ec);
-    if (ec) continue;
-    acc.set_option(asio::socket_base::reuse_address(true), ec);
-    acc.bind(r.endpoint(), ec);
-    if (ec) continue;
-    acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) continue;
-    listen(std::move(acc));
-    return {};
-  }
-  return ec ? ec : make_error_code(errc::invalid_value);
-}
+COGRID_DECL result<void> manager::listen() { return state_->shared->node->listen(state_); }
 
-COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) {
-  if (!state_->begin_incoming()) return;
-  // Move the socket onto a strand of its own for the handshake.
-  auto strand = detail::make_strand_executor(state_->ex);
-  asio::ip::tcp::socket s(strand);
-  if (detail::rehome(socket, s)) {
-    state_->end_incoming();
-    return;
-  }
-  asio::co_spawn(strand, detail::serve_incoming(state_, std::move(s)), asio::detached);
-}
+COGRID_DECL void manager::accept(asio::ip::tcp::socket socket) { state_->shared->node->accept(state_, std::move(socket)); }
 
 COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request request, std::vector<std::byte> leftover) {
-  if (!state_->begin_incoming()) return;
-  auto strand = detail::make_strand_executor(state_->ex);
-  asio::ip::tcp::socket s(strand);
-  std::string peer = detail::peer_of(socket);
-  if (detail::rehome(socket, s)) {
-    state_->end_incoming();
-    return;
-  }
-  detail::http_request req;
-  req.method = std::move(request.method);
-  req.target = std::move(request.target);
-  req.version = std::move(request.version);
-  req.headers = std::move(request.headers);
-  asio::co_spawn(strand, detail::serve_upgrade(state_, make_tcp_transport(std::move(s)), std::move(req),
-                                               std::move(leftover), std::move(peer)), asio::detached);
+  state_->shared->node->accept(state_, std::move(socket), std::move(request), std::move(leftover));
 }
 
-COGRID_DECL void manager::accept(std::unique_ptr<transport> t) { detail::accept_transport(state_, std::move(t)); }
+COGRID_DECL void manager::accept(std::unique_ptr<transport> t) { state_->shared->node->accept(state_, std::move(t)); }
 
 COGRID_DECL result<void> manager::attach(std::string_view remote, std::unique_ptr<transport> t) {
   auto it = state_->conns.find(remote);
@@ -151,31 +101,12 @@ COGRID_DECL result<void> manager::attach(std::string_view remote, std::unique_pt
     return make_error_code(errc::unknown_host);
   }
   if (!t) return make_error_code(errc::invalid_value);
-  if (it->second->dialer()) it->second->attach(std::move(t));
+  if (it->second->dialer()) state_->shared->node->attach(*it->second, std::move(t));
   else accept(std::move(t));
   return {};
 }
 
-COGRID_DECL asio::awaitable<void> manager::shutdown() {
-  auto st = state_;
-  std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> accs;
-  std::shared_ptr<detail::wait_channel> drained;
-  {
-    std::lock_guard lk(st->mu);
-    st->stopping = true;
-    accs.swap(st->acceptors);
-    if (st->inflight > 0) {
-      drained = std::make_shared<detail::wait_channel>(co_await asio::this_coro::executor, 1);
-      st->drained = drained;
-    }
-  }
-  for (auto& a : accs) asio::post(a->get_executor(), [a] { std::error_code ec; a->close(ec); });
-  for (auto& [h, c] : st->conns) co_await c->shutdown();
-  if (drained) {
-    std::error_code ec;
-    co_await drained->async_receive(asio::redirect_error(asio::use_awaitable, ec));
-  }
-}
+COGRID_DECL asio::awaitable<void> manager::shutdown() { return state_->shared->node->shutdown(state_); }
 
 struct memory_network::state {
   mutable std::mutex mu;
@@ -213,7 +144,7 @@ struct memory_network::dial_fn {
     std::shared_ptr<detail::manager_state> target = st->prepare(local, remote, pipe);
     if (!target) co_return make_error_code(errc::disconnected);
     auto ends = detail::make_memory_pipe(pipe, ex, "memory:" + remote, "memory:" + local);
-    detail::accept_transport(target, std::move(ends.second));
+    target->shared->node->accept(target, std::move(ends.second));
     co_return std::move(ends.first);
   }
 
@@ -256,22 +187,6 @@ COGRID_DECL std::uint64_t memory_network::dials() const {
   std::lock_guard lk(st_->mu);
   return st_->dials;
 }
-
-COGRID_DECL std::shared_ptr<asio::ssl::context> make_client_tls_context(std::string_view extra_ca_pem) {
-  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
-  ctx->set_default_verify_paths();
-  if (!extra_ca_pem.empty()) ctx->add_certificate_authority(asio::buffer(extra_ca_pem.data(), extra_ca_pem.size()));
-  ctx->set_verify_mode(asio::ssl::verify_peer);
-  return ctx;
-}
-
-COGRID_DECL std::shared_ptr<asio::ssl::context> make_server_tls_context(std::string_view cert_pem, std::string_view key_pem) {
-  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
-  ctx->use_certificate_chain(asio::buffer(cert_pem.data(), cert_pem.size()));
-  ctx->use_private_key(asio::buffer(key_pem.data(), key_pem.size()), asio::ssl::context::pem);
-  return ctx;
-}
-
 
 COGRID_DECL manager::~manager() = default;
 

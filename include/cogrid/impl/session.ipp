@@ -45,10 +45,14 @@ struct session {
   }
 
   /// The three loops, each its own coroutine; run_session joins them.
+  template <class Tag>
   static asio::awaitable<void> read_loop(std::shared_ptr<session> s);
+  template <class Tag>
   static asio::awaitable<void> write_loop(std::shared_ptr<session> s);
+  template <class Tag>
   static asio::awaitable<void> health_loop(std::shared_ptr<session> s);
   /// One grid message from the remote: connection pings and pongs here, everything else to the sink.
+  template <class Tag>
   void handle(const message& m);
   /// Parks the writer in the connection's outbox until there is work.
   void park_writer(wait_handler h) { conn->out_.park(std::move(h), failed); }
@@ -134,7 +138,8 @@ struct writer_park {
   void operator()(wait_handler h) const { s->park_writer(std::move(h)); }
 };
 
-inline asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
+template <class Tag>
+asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
   connection& c = *s->conn;
   while (!s->failed) {
     const std::error_code ec = co_await s->ws->read_message(s->rbuf);
@@ -156,7 +161,7 @@ inline asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
     const result<void> parsed = for_each_message(s->rbuf, [&](const message& m) {
       c.messages_in_.fetch_add(1, std::memory_order_relaxed);
       ++s->handed_out;
-      if (!s->failed) s->handle(m);
+      if (!s->failed) s->template handle<Tag>(m);
     });
     if (!parsed) {
       const std::error_code perr = parsed.error().code;
@@ -179,7 +184,8 @@ inline asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
   }
 }
 
-inline void session::handle(const message& m) {
+template <class Tag>
+void session::handle(const message& m) {
   connection& c = *conn;
   if (m.mux_id == 0 && m.op == op_code::ping) {
     ping_msg ping;
@@ -224,7 +230,8 @@ inline void session::handle(const message& m) {
   }
 }
 
-inline asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
+template <class Tag>
+asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   connection& c = *s->conn;
   const connection_options& opt = c.shared_->opt;
   const merge_limits limits{opt.merge_max_messages, opt.merge_max_bytes};
@@ -270,7 +277,8 @@ inline asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   }
 }
 
-inline asio::awaitable<void> session::health_loop(std::shared_ptr<session> s) {
+template <class Tag>
+asio::awaitable<void> session::health_loop(std::shared_ptr<session> s) {
   connection& c = *s->conn;
   const connection_options& opt = c.shared_->opt;
   const auto tick = std::clamp(std::min({opt.ping_interval, opt.pong_timeout, opt.write_timeout}) / 4,
