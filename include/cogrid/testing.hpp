@@ -43,7 +43,15 @@ public:
   /// Binds n listeners and makes n managers sharing a static test token, with `connection_options::for_tests()`.
   /// With `network::memory` the nodes are joined by a `memory_network` instead (no socket at all; hosts
   /// are "http://node<i>:9000"), and `set_host_up` can cut a node off.
-  grid(asio::any_io_executor ex, std::size_t n, configure_fn configure = {}, network net = network::loopback) {
+  grid(asio::any_io_executor ex, std::size_t n, configure_fn configure = {}, network net = network::loopback)
+      : grid(std::vector<asio::any_io_executor>{std::move(ex)}, n, std::move(configure), net) {}
+
+  /// The same with each manager spread over `executors` (an `io_pool`'s, for example); the listeners
+  /// are on the first.
+  grid(std::vector<asio::any_io_executor> executors, std::size_t n, configure_fn configure = {},
+       network net = network::loopback) {
+    if (executors.empty()) throw std::invalid_argument("cogrid::testing::grid: no executor");
+    const asio::any_io_executor ex = executors.front();
     std::vector<asio::ip::tcp::acceptor> acceptors;
     for (std::size_t i = 0; i < n; ++i) {
       if (net == network::memory) {
@@ -62,7 +70,7 @@ public:
       o.connection = connection_options::for_tests();
       if (net == network::memory) o.dialer = memory_.dialer(o.local);
       if (configure) configure(i, o);
-      managers_.push_back(std::make_unique<manager>(ex, std::move(o)));
+      managers_.push_back(std::make_unique<manager>(executors, std::move(o)));
       if (net == network::memory) memory_.add(*managers_.back());
       else managers_.back()->listen(std::move(acceptors[i]));
     }

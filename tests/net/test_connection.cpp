@@ -79,14 +79,16 @@ asio::awaitable<raw_result> raw_connect(std::string host, std::string token, std
   (void)detail::parse_host_url(host, u);
   auto ex = co_await asio::this_coro::executor;
   asio::ip::tcp::socket s(ex);
-  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address(u.host), u.port); // named: no braced temporary inside co_await
+  co_await s.async_connect(ep, asio::use_awaitable);
   auto t = make_tcp_transport(std::move(s));
   std::vector<std::byte> leftover;
   const std::vector<std::pair<std::string, std::string>> headers = {
       {"Authorization", "Bearer " + token}, {"X-Minio-Time", std::to_string(wire_time::now().unix_nanos())}};
-  out.ec = co_await detail::ws_client_handshake(*t, u.authority(), route, headers, detail::ws_limits{}, leftover, &out.http_status);
+  const detail::ws_limits limits;
+  out.ec = co_await detail::ws_client_handshake(*t, u.authority(), route, headers, limits, leftover, &out.http_status);
   if (out.ec) co_return out;
-  detail::ws_stream ws(std::move(t), detail::ws_role::client, detail::ws_limits{}, std::move(leftover));
+  detail::ws_stream ws(std::move(t), detail::ws_role::client, limits, std::move(leftover));
   std::vector<std::byte> frame, in;
   ws.frame_binary(first, frame);
   if ((out.ec = co_await ws.write_raw(frame))) co_return out;
@@ -668,9 +670,10 @@ asio::awaitable<void> write_stall(asio::any_io_executor ex) {
   auto t = make_tcp_transport(std::move(s));
   detail::http_request req;
   std::vector<std::byte> leftover, in, frame, wire, payload;
-  REQUIRE(!(co_await detail::http_read_request(*t, detail::ws_limits{}, req, leftover)));
+  const detail::ws_limits limits;
+  REQUIRE(!(co_await detail::http_read_request(*t, limits, req, leftover)));
   REQUIRE(!(co_await detail::ws_accept(*t, req)));
-  detail::ws_stream ws(std::move(t), detail::ws_role::server, detail::ws_limits{}, std::move(leftover));
+  detail::ws_stream ws(std::move(t), detail::ws_role::server, limits, std::move(leftover));
   REQUIRE(!(co_await ws.read_message(in)));
   encode_append(connect_response{node_id{}, true, ""}, payload);
   message reply;
@@ -724,8 +727,9 @@ asio::awaitable<void> silent_peer(asio::any_io_executor ex) {
   std::vector<std::byte> leftover, in;
   const std::vector<std::pair<std::string, std::string>> headers = {
       {"Authorization", "Bearer cogrid-test-token"}, {"X-Minio-Time", std::to_string(wire_time::now().unix_nanos())}};
-  REQUIRE(!(co_await detail::ws_client_handshake(*t, u.authority(), "/minio/grid/v1", headers, detail::ws_limits{}, leftover)));
-  detail::ws_stream ws(std::move(t), detail::ws_role::client, detail::ws_limits{}, std::move(leftover));
+  const detail::ws_limits limits;
+  REQUIRE(!(co_await detail::ws_client_handshake(*t, u.authority(), "/minio/grid/v1", headers, limits, leftover)));
+  detail::ws_stream ws(std::move(t), detail::ws_role::client, limits, std::move(leftover));
   const auto t0 = std::chrono::steady_clock::now();
   const std::error_code ec = co_await ws.read_message(in); // we say nothing; the node gives up on us
   CHECK(ec);

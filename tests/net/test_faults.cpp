@@ -253,14 +253,16 @@ asio::awaitable<std::unique_ptr<cogrid::detail::ws_stream>> impostor(std::string
   (void)cogrid::detail::parse_host_url(target, u);
   auto ex = co_await asio::this_coro::executor;
   asio::ip::tcp::socket s(ex);
-  co_await s.async_connect({asio::ip::make_address(u.host), u.port}, asio::use_awaitable);
+  const asio::ip::tcp::endpoint ep(asio::ip::make_address(u.host), u.port); // named: no braced temporary inside co_await
+  co_await s.async_connect(ep, asio::use_awaitable);
   auto t = cogrid::make_tcp_transport(std::move(s));
   std::vector<std::byte> leftover, in, payload, wire, frame;
   const std::vector<std::pair<std::string, std::string>> headers = {
       {"Authorization", "Bearer cogrid-test-token"}, {"X-Minio-Time", std::to_string(wire_time::now().unix_nanos())}};
-  if (co_await cogrid::detail::ws_client_handshake(*t, u.authority(), "/minio/grid/v1", headers, cogrid::detail::ws_limits{}, leftover))
+  const cogrid::detail::ws_limits limits;
+  if (co_await cogrid::detail::ws_client_handshake(*t, u.authority(), "/minio/grid/v1", headers, limits, leftover))
     co_return nullptr;
-  auto ws = std::make_unique<cogrid::detail::ws_stream>(std::move(t), cogrid::detail::ws_role::client, cogrid::detail::ws_limits{}, std::move(leftover));
+  auto ws = std::make_unique<cogrid::detail::ws_stream>(std::move(t), cogrid::detail::ws_role::client, limits, std::move(leftover));
   connect_request req{node_id{}, as_host, wire_time::now(), "cogrid-test-token"};
   encode_append(req, payload);
   message m;

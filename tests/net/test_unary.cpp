@@ -89,7 +89,8 @@ asio::awaitable<void> roundtrip(asio::any_io_executor ex) {
   auto rn = co_await echo.call(c, std::nullopt);
   REQUIRE(rn);
   CHECK_FALSE(rn->has_value());
-  auto re = co_await echo.call(c, payload(std::vector<std::byte>{}));
+  const payload empty = std::vector<std::byte>{}; // named: no braced temporary inside co_await (GCC 12)
+  auto re = co_await echo.call(c, empty);
   REQUIRE(re);
   REQUIRE(re->has_value());
   CHECK((*re)->empty());
@@ -219,7 +220,8 @@ asio::awaitable<void> deadlines(asio::any_io_executor ex) {
 
   // A deadline shorter than the handler: the caller gets timeout, the server cancels the handler.
   auto t0 = std::chrono::steady_clock::now();
-  auto r = co_await slow.call(*c, bytes("slow"), call_options{50ms});
+  const call_options short_deadline{50ms}; // named: no braced temporary inside co_await (GCC 12)
+  auto r = co_await slow.call(*c, bytes("slow"), short_deadline);
   CHECK(r.error().code == errc::timeout);
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
   auto one_cancelled = [&] { return cancelled->load() == 1; };
@@ -359,7 +361,8 @@ struct context_fn { // a plain-function handler that reports what it knows of it
 
 asio::awaitable<void> timed_call(const unary_raw& u, std::shared_ptr<connection> c, std::chrono::milliseconds timeout,
                                  std::shared_ptr<std::vector<int>> order) {
-  auto r = co_await u.call(*c, bytes("slow"), call_options{timeout});
+  const call_options opt{timeout}; // named: no braced temporary inside co_await (GCC 12)
+  auto r = co_await u.call(*c, bytes("slow"), opt);
   order->push_back(r || r.error().code != errc::timeout ? -1 : static_cast<int>(timeout.count()));
 }
 
@@ -380,7 +383,8 @@ asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
   auto c = g.link(0, 1);
 
   // The handler sees its connection, handler id and deadline; a throw reaches the caller as its text.
-  auto r = co_await ctx.call(*c, bytes("who"), call_options{5s});
+  const call_options five_seconds{5s}; // named: no braced temporary inside co_await (GCC 12)
+  auto r = co_await ctx.call(*c, bytes("who"), five_seconds);
   CHECK(text(r.value()) == g.host(0) + " 61 deadline-ok");
   auto thrown = co_await ctx.call(*c, bytes("throw"));
   CHECK(thrown.error().code == errc::remote_error);
@@ -389,7 +393,8 @@ asio::awaitable<void> plain_functions(asio::any_io_executor ex) {
   // A plain function cannot be cancelled: when it returns after the caller's deadline, its response is
   // dropped and counted as late; the caller has its timeout.
   const auto late_before = g.link(1, 0)->stats().late_responses;
-  auto late = co_await block.call(*c, bytes("block"), call_options{30ms});
+  const call_options thirty_ms{30ms};
+  auto late = co_await block.call(*c, bytes("block"), thirty_ms);
   CHECK(late.error().code == errc::timeout);
   auto counted_late = [&] { return g.link(1, 0)->stats().late_responses == late_before + 1; };
   CHECK(co_await eventually(counted_late));

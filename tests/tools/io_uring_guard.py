@@ -4,7 +4,7 @@
 Usage: io_uring_guard.py ASIO_VERSION SOURCE COMPILER [ARGS...]
 Compiles SOURCE (-fsyntax-only) with ASIO_HAS_IO_URING and ASIO_DISABLE_EPOLL. Before Asio 1.28.1 the
 compile must fail with cogrid's #error; from 1.28.1 on it must not (that cogrid then works on io_uring is
-the service-split-io-uring test's part)."""
+the io-uring-grid test's part)."""
 import subprocess
 import sys
 

@@ -27,9 +27,17 @@ template <class Tag = void>
 asio::awaitable<std::error_code> with_deadline(asio::awaitable<std::error_code> op, std::chrono::milliseconds d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer t(co_await asio::this_coro::executor, d);
-  auto r = co_await (std::move(op) || t.async_wait(asio::use_awaitable));
-  if (r.index() == 1) co_return make_error_code(errc::timeout);
-  co_return std::get<0>(r);
+  try {
+    auto r = co_await (std::move(op) || t.async_wait(asio::use_awaitable));
+    if (r.index() == 1) co_return make_error_code(errc::timeout);
+    co_return std::get<0>(r);
+  } catch (const std::system_error& e) {
+    co_return e.code(); // a branch threw: the step was cancelled from outside (shutdown)
+  } catch (const std::exception&) {
+    // Both branches threw (asio::multiple_exceptions): a cancellation that reached the operation
+    // between two of its awaits, while the timer was cancelled with it.
+    co_return make_error_code(asio::error::operation_aborted);
+  }
 }
 
 /// `t.write_all` as an error code (for with_deadline).

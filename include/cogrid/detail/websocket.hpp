@@ -10,6 +10,8 @@
 #include <cogrid/detail/http.hpp>
 #include <cogrid/detail/deadline.hpp>
 #include <cogrid/error.hpp>
+#include <cogrid/message.hpp>
+#include <cogrid/message.hpp>
 
 #include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>

@@ -208,6 +208,9 @@ asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_s
   } catch (const std::system_error& e) {
     ec = e.code();
     set_last_error(std::string("dial failed: ") + e.what());
+  } catch (const std::exception& e) {
+    ec = make_error_code(errc::disconnected);
+    set_last_error(std::string("dial failed: ") + e.what());
   }
   if (ws) ws->lower().close();
   else if (t) t->close();

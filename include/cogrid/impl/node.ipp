@@ -51,39 +51,46 @@ void connection::adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id)
 
 template <class Tag>
 asio::awaitable<void> connection::dial_loop(std::shared_ptr<connection> self) {
-  while (!self->stopping_) {
-    if (self->attached_only_ && !self->attached_) {
-      // This connection runs over streams handed to attach(): nothing to dial until the next one.
+  // Whatever ends the loop, shutdown() waits for loop_done_: an exception that escaped a step is logged,
+  // and the loop's end is marked all the same.
+  try {
+    while (!self->stopping_) {
+      if (self->attached_only_ && !self->attached_) {
+        // This connection runs over streams handed to attach(): nothing to dial until the next one.
+        self->set_state(connection_state::error);
+        self->retry_timer_.expires_at(detail::steady::time_point::max());
+        std::error_code wait_ec;
+        co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+        continue;
+      }
+      self->set_state(connection_state::connecting);
+      std::unique_ptr<detail::ws_stream> ws;
+      node_id rid;
+      const auto started = detail::steady::now();
+      self->dialing_ = true;
+      const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
+      self->dialing_ = false;
+      if (self->stopping_) break; // (shutdown cancelled the dial: no co_await from here on)
+      if (dialed) {
+        const std::uint64_t id = self->session_id_.load() + 1;
+        auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
+        co_await run_session<Tag>(self, s);
+        continue; // redial at once after a session ends, as MinIO does
+      }
+      {
+        std::lock_guard lk(self->st_mu_);
+        ++self->st_.dial_failures;
+      }
       self->set_state(connection_state::error);
-      self->retry_timer_.expires_at(detail::steady::time_point::max());
+      // Wait a random 1-2 s (by default) counted from the start of the attempt.
+      const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
+      self->retry_timer_.expires_at(started + wait);
       std::error_code wait_ec;
       co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
-      continue;
     }
-    self->set_state(connection_state::connecting);
-    std::unique_ptr<detail::ws_stream> ws;
-    node_id rid;
-    const auto started = detail::steady::now();
-    self->dialing_ = true;
-    const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
+  } catch (const std::exception& e) {
     self->dialing_ = false;
-    if (self->stopping_) break; // (shutdown cancelled the dial: no co_await from here on)
-    if (dialed) {
-      const std::uint64_t id = self->session_id_.load() + 1;
-      auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
-      co_await run_session<Tag>(self, s);
-      continue; // redial at once after a session ends, as MinIO does
-    }
-    {
-      std::lock_guard lk(self->st_mu_);
-      ++self->st_.dial_failures;
-    }
-    self->set_state(connection_state::error);
-    // Wait a random 1-2 s (by default) counted from the start of the attempt.
-    const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
-    self->retry_timer_.expires_at(started + wait);
-    std::error_code wait_ec;
-    co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+    self->log(log_level::error, std::string("dial loop ended by an exception: ") + e.what());
   }
   self->dial_loop_running_ = false;
   self->loop_done_.cancel();
