@@ -107,7 +107,7 @@ inline bool valid_value(const cogrid::pong_msg& v) { return v.time.nanos < 1'000
 template <class T>
 void check_control(const char* name, bytes payload) {
   T v{};
-  if (cogrid::decode(payload, v)) return;
+  if (!cogrid::decode(payload, v)) return;
   if (!valid_value(v)) {
     dump("payload", payload);
     fail("decoded control payload holds an out-of-domain value", name);
@@ -115,7 +115,8 @@ void check_control(const char* name, bytes payload) {
   std::vector<std::byte> enc;
   cogrid::encode_append(v, enc);
   T w{};
-  if (const std::error_code ec = cogrid::decode(enc, w)) {
+  if (const cogrid::result<void> back = cogrid::decode(enc, w); !back) {
+    const std::error_code ec = back.error().code;
     dump("payload", payload);
     dump("re-encoded", enc);
     fail("control payload re-encoding does not decode", std::string(name) + ": " + ec.message());
@@ -153,7 +154,7 @@ inline void check_message(const cogrid::message& m, bytes source) {
 
   // encode_append: appends exactly encoded_size bytes and leaves the existing ones alone.
   std::vector<std::byte> enc{std::byte{0xa5}};
-  if (const std::error_code ec = cogrid::encode_append(m, enc)) fail("encode_append failed", ec.message());
+  if (const auto r = cogrid::encode_append(m, enc); !r) fail("encode_append failed", r.error().message());
   FUZZ_CHECK(enc.front() == std::byte{0xa5}, "encode_append overwrote bytes before its output");
   const bytes out = bytes(enc).subspan(1);
   FUZZ_CHECK(cogrid::encoded_size(m) == out.size(), "encoded_size " + std::to_string(cogrid::encoded_size(m)) +
@@ -177,7 +178,7 @@ inline void check_message(const cogrid::message& m, bytes source) {
   }
   check_same("re-encoded message decodes to other fields", m, *again, true);
   std::vector<std::byte> enc2;
-  if (const std::error_code ec = cogrid::encode_append(*again, enc2)) fail("encode_append failed", ec.message());
+  if (const auto r = cogrid::encode_append(*again, enc2); !r) fail("encode_append failed", r.error().message());
   if (!same_bytes(out, enc2)) {
     dump("first", out);
     dump("second", enc2);
@@ -191,7 +192,7 @@ inline void check_message(const cogrid::message& m, bytes source) {
     const std::error_code ec = cogrid::for_each_message(out, [&](const cogrid::message& x) {
       ++calls;
       check_same("for_each_message on an encoding delivered other fields", *again, x, false);
-    });
+    }).error().code;
     FUZZ_CHECK(!ec && calls == 1, describe(m) + ": " + ec.message());
   }
 

@@ -1,6 +1,7 @@
-// A two-node grid on whatever reactor the build selects: tests/meson.build builds it on Asio's io_uring
-// backend (where Asio is recent enough and liburing is there), where it calls a unary and a stream handler
-// across the link.
+// A two-node grid, header-only (no COGRID_SEPARATE_COMPILATION), that calls a unary and a stream handler
+// across its link. tests/meson.build builds it twice: on the default reactor (`two-nodes`: the test suites
+// build against a separately compiled cogrid, this program runs the header-only build), and on Asio's
+// io_uring backend where Asio is recent enough and liburing is there (`io-uring-grid`).
 #include <cogrid/cogrid.hpp>
 #include <cogrid/testing.hpp>
 
@@ -65,7 +66,7 @@ int main() {
   try {
     asio::io_context probe;
   } catch (const std::system_error& e) {
-    std::fprintf(stderr, "io-uring-grid: io_uring unavailable here (%s): skipped\n", e.what());
+    std::fprintf(stderr, "two-nodes: io_uring unavailable here (%s): skipped\n", e.what());
     return 77;
   }
 #endif
@@ -73,7 +74,7 @@ int main() {
   cogrid::testing::grid g(io.get_executor(), 2);
   for (std::size_t i = 0; i < g.size(); ++i)
     if (!echo.serve(g.node(i), echo_fn) || !each.serve(g.node(i), each_fn)) {
-      std::fprintf(stderr, "io-uring-grid: serve failed\n");
+      std::fprintf(stderr, "two-nodes: serve failed\n");
       return 1;
     }
   g.start();
@@ -81,7 +82,7 @@ int main() {
   asio::co_spawn(io, run(g, outcome), asio::detached);
   io.run();
   if (!outcome.empty()) {
-    std::fprintf(stderr, "io-uring-grid: %s\n", outcome.c_str());
+    std::fprintf(stderr, "two-nodes: %s\n", outcome.c_str());
     return 1;
   }
   return 0;
