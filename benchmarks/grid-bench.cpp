@@ -27,11 +27,13 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <optional>
 
 #include <algorithm>
+#include <numeric>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -39,6 +41,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <malloc.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -122,6 +129,7 @@ struct config {
   bool tls = false, json = false;
   std::uint64_t calls = 1'000'000, streams = 100'000; // soak
   double max_growth_mb = 10;
+  bool payload_set = false; // bulk: 32 MiB unless --payload says otherwise
 };
 
 // Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
@@ -140,7 +148,7 @@ struct histogram {
     std::uint64_t total = 0;
     for (auto c : counts) total += c;
     if (total == 0) return 0;
-    const auto want = static_cast<std::uint64_t>(q * static_cast<double>(total));
+    const auto want = std::min(total - 1, static_cast<std::uint64_t>(q * static_cast<double>(total)));
     std::uint64_t seen = 0;
     for (std::size_t i = 0; i < counts.size(); ++i) {
       seen += counts[i];
@@ -456,8 +464,203 @@ asio::awaitable<int> soak(shared_state& st) {
   co_return ok ? 0 : 1;
 }
 
+// ---- bulk: large echoes on one link, beside a plain-TCP echo of the same size, with small calls probing
+// the link meanwhile.
+
+// A plain TCP echo on 127.0.0.1, one connection, one payload outstanding: the client writes `size` bytes,
+// the server reads them all and writes them back, the client reads them all; repeated for `seconds`.
+// What the kernel costs for the bulk mode's traffic with no framing, CRC or copies of ours. Returns
+// bytes moved per second (both directions), or a negative value when a socket call failed.
+double tcp_echo_floor(std::size_t size, double seconds) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, 1) != 0 ||
+      ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &alen) != 0) {
+    if (lfd >= 0) ::close(lfd);
+    return -1;
+  }
+  auto read_all = [](int fd, std::byte* p, std::size_t n) {
+    while (n) {
+      const ssize_t k = ::read(fd, p, n);
+      if (k <= 0) return false;
+      p += k;
+      n -= static_cast<std::size_t>(k);
+    }
+    return true;
+  };
+  auto write_all = [](int fd, const std::byte* p, std::size_t n) {
+    while (n) {
+      const ssize_t k = ::write(fd, p, n);
+      if (k <= 0) return false;
+      p += k;
+      n -= static_cast<std::size_t>(k);
+    }
+    return true;
+  };
+  std::thread server([&] {
+    const int fd = ::accept(lfd, nullptr, nullptr);
+    if (fd < 0) return;
+    std::vector<std::byte> buf(size);
+    while (read_all(fd, buf.data(), size) && write_all(fd, buf.data(), size)) {
+    }
+    ::close(fd);
+  });
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  double rate = -1;
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::vector<std::byte> out(size, std::byte{0x5a}), in(size);
+    std::uint64_t moved = 0;
+    bool ok = write_all(fd, out.data(), size) && read_all(fd, in.data(), size); // warm-up
+    const auto t0 = clock_type::now();
+    const auto end = t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds));
+    while (ok && clock_type::now() < end) {
+      ok = write_all(fd, out.data(), size) && read_all(fd, in.data(), size);
+      if (ok) moved += 2 * size;
+    }
+    if (ok) rate = static_cast<double>(moved) / std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+  if (fd >= 0) ::shutdown(fd, SHUT_RDWR), ::close(fd);
+  server.join();
+  ::close(lfd);
+  return rate;
+}
+
+struct bulk_state {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> bytes{0}, echoes{0}, errors{0}, small_errors{0};
+  std::atomic<int> running{0};
+  histogram small; // latencies of the small calls made during the bulk echoes
+  std::string first_error;
+};
+
+// Echoes of cfg.payload bytes back to back on `c`, one outstanding. Each request is moved into its call
+// (no copy) and the echo becomes the next request, as a program that forwards data does.
+asio::awaitable<void> bulk_echoes(shared_state& st, bulk_state& b, cogrid::connection& c) {
+  const std::size_t size = st.cfg.payload;
+  auto fresh = [size] {
+    std::vector<std::byte> v(size);
+    for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<std::byte>(i * 131 + (i >> 12));
+    return cogrid::payload(std::move(v));
+  };
+  cogrid::payload body = fresh();
+  const std::byte first = size ? (*body)[0] : std::byte{}, last = size ? (*body)[size - 1] : std::byte{};
+  const cogrid::call_options opt{std::chrono::seconds(60)};
+  while (!b.stop.load()) {
+    auto r = co_await echo.call(c, std::move(body), opt);
+    const bool ok = r && r->has_value() && (*r)->size() == size && (size == 0 || ((**r)[0] == first && (**r)[size - 1] == last));
+    if (!ok) {
+      if (b.errors.fetch_add(1) == 0) b.first_error = r ? std::string("wrong echo") : r.error().message();
+      body = fresh();
+      co_await sleep_for(10ms);
+      continue;
+    }
+    body = std::move(*r);
+    b.echoes.fetch_add(1);
+    b.bytes.fetch_add(2 * size);
+  }
+  b.running.fetch_sub(1);
+}
+
+// A 64-byte call every 5 ms on the same link, its latency recorded.
+asio::awaitable<void> small_probe(bulk_state& b, cogrid::connection& c) {
+  cogrid::payload body(std::vector<std::byte>(64, std::byte{7}));
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  auto next = clock_type::now();
+  while (!b.stop.load()) {
+    const auto t0 = clock_type::now();
+    auto r = co_await echo.call(c, body);
+    if (r && r->has_value() && (*r)->size() == 64) b.small.add(clock_type::now() - t0);
+    else b.small_errors.fetch_add(1);
+    next += 5ms;
+    if (next < clock_type::now()) next = clock_type::now();
+    t.expires_at(next);
+    std::error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  b.running.fetch_sub(1);
+}
+
+asio::awaitable<int> bulk(shared_state& st) {
+  const config& cfg = st.cfg;
+  // The floor first, with the nodes not started yet (nothing else runs), on a thread of its own.
+  std::atomic<bool> floor_done{false};
+  double floor_rate = -1;
+  std::thread floor_thread([&] {
+    floor_rate = tcp_echo_floor(cfg.payload, cfg.seconds);
+    floor_done = true;
+  });
+  while (!floor_done.load()) co_await sleep_for(10ms);
+  floor_thread.join();
+
+  for (auto& m : st.nodes) m->start();
+  auto c = st.nodes[0]->connection(st.hosts[1]);
+  if (auto r = co_await c->wait_for_connect(); !r) {
+    std::fprintf(stderr, "error: not connected: %s\n", r.error().message().c_str());
+    co_return 2;
+  }
+  const auto s0 = c->stats();
+  const double rss0 = live_rss_mb();
+  bulk_state b;
+  b.running = 2;
+  const auto t0 = clock_type::now();
+  asio::co_spawn(st.execs[0], bulk_echoes(st, b, *c), asio::detached);
+  asio::co_spawn(st.execs[0], small_probe(b, *c), asio::detached);
+  const auto end = t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(cfg.seconds));
+  double peak_rss = rss0;
+  while (clock_type::now() < end) {
+    co_await sleep_for(std::min<clock_type::duration>(100ms, end - clock_type::now()));
+    peak_rss = std::max(peak_rss, rss_mb());
+  }
+  const std::uint64_t bytes = b.bytes.load();
+  const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  b.stop = true;
+  while (b.running.load() != 0) co_await sleep_for(1ms);
+  co_await sleep_for(150ms); // the last ping's answer
+  const auto s1 = c->stats();
+  const auto sr = st.nodes[1]->connection(st.hosts[0])->stats();
+  for (auto& m : st.nodes) co_await m->shutdown();
+
+  const double rate = static_cast<double>(bytes) / secs, gib = 1024.0 * 1024 * 1024;
+  const std::uint64_t pings = (s1.pings_sent - s0.pings_sent) + sr.pings_sent;
+  const std::uint64_t pongs = (s1.pongs_received - s0.pongs_received) + sr.pongs_received;
+  const std::uint64_t missed = pings > pongs ? pings - pongs : 0;
+  const std::uint64_t reconnects = (s1.reconnects - s0.reconnects) + sr.reconnects;
+  const double p50 = b.small.percentile_us(0.50), p99 = b.small.percentile_us(0.99), pmax = b.small.percentile_us(1.0);
+  std::printf("bulk: %zu B echoes, %u threads%s: %.3f GiB/s (%llu echoes in %.2f s), plain TCP echo %.3f GiB/s (%.0f %%); "
+              "small calls p50 %.1f us, p99 %.1f us, max %.1f us (%llu failed); pings %llu, missed %llu, slowest pong %.1f ms; "
+              "reconnects %llu; %llu errors; peak RSS +%.1f MB\n",
+              cfg.payload, cfg.threads, cfg.shared_context ? " (one shared io_context)" : "", rate / gib,
+              static_cast<unsigned long long>(b.echoes.load()), secs, floor_rate / gib,
+              floor_rate > 0 ? 100.0 * rate / floor_rate : 0.0, p50, p99, pmax,
+              static_cast<unsigned long long>(b.small_errors.load()), static_cast<unsigned long long>(pings),
+              static_cast<unsigned long long>(missed),
+              static_cast<double>(std::max(s1.max_ping_rtt, sr.max_ping_rtt).count()) / 1000.0,
+              static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0);
+  if (b.errors.load()) std::printf("first error: %s\n", b.first_error.c_str());
+  if (cfg.json)
+    std::printf("{\"mode\": \"bulk\", \"payload\": %zu, \"threads\": %u, \"shared_context\": %s, \"seconds\": %.3f, "
+                "\"echoes\": %llu, \"bytes_per_sec\": %.0f, \"floor_bytes_per_sec\": %.0f, \"ratio_to_floor\": %.3f, "
+                "\"small_calls\": %llu, \"small_p50_us\": %.1f, \"small_p99_us\": %.1f, \"small_max_us\": %.1f, \"small_errors\": %llu, "
+                "\"pings\": %llu, \"pings_missed\": %llu, \"max_ping_rtt_ms\": %.1f, \"reconnects\": %llu, \"errors\": %llu, "
+                "\"peak_rss_growth_mb\": %.1f}\n",
+                cfg.payload, cfg.threads, cfg.shared_context ? "true" : "false", secs,
+                static_cast<unsigned long long>(b.echoes.load()), rate, floor_rate, floor_rate > 0 ? rate / floor_rate : 0.0,
+                static_cast<unsigned long long>(std::accumulate(b.small.counts.begin(), b.small.counts.end(), std::uint64_t{0})),
+                p50, p99, pmax, static_cast<unsigned long long>(b.small_errors.load()),
+                static_cast<unsigned long long>(pings), static_cast<unsigned long long>(missed),
+                static_cast<double>(std::max(s1.max_ping_rtt, sr.max_ping_rtt).count()) / 1000.0,
+                static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0);
+  co_return b.errors.load() || b.echoes.load() == 0 || floor_rate < 0 ? 1 : 0;
+}
+
 asio::awaitable<int> run(shared_state& st) {
   if (st.cfg.mode == "soak") co_return co_await soak(st);
+  if (st.cfg.mode == "bulk") co_return co_await bulk(st);
   const config& cfg = st.cfg;
   const double rss0 = rss_mb();
   const auto t_connect = clock_type::now();
@@ -540,7 +743,7 @@ asio::awaitable<int> run(shared_state& st) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak\n"
+  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak|bulk\n"
                        "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--shared-context]\n"
                        "                  [--tls] [--json]\n"
                        "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n");
@@ -557,7 +760,10 @@ int main(int argc, char** argv) {
     if (k == "--mode") cfg.mode = val();
     else if (k == "--servers") cfg.servers = std::strtoul(val(), nullptr, 10);
     else if (k == "--callers") cfg.callers = std::strtoul(val(), nullptr, 10);
-    else if (k == "--payload") cfg.payload = std::strtoul(val(), nullptr, 10);
+    else if (k == "--payload") {
+      cfg.payload = std::strtoul(val(), nullptr, 10);
+      cfg.payload_set = true;
+    }
     else if (k == "--seconds") cfg.seconds = std::strtod(val(), nullptr);
     else if (k == "--threads") cfg.threads = static_cast<unsigned>(std::strtoul(val(), nullptr, 10));
     else if (k == "--shared-context") cfg.shared_context = true;
@@ -568,7 +774,7 @@ int main(int argc, char** argv) {
     else if (k == "--max-growth-mb") cfg.max_growth_mb = std::strtod(val(), nullptr);
     else return usage();
   }
-  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak"};
+  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak", "bulk"};
   if (std::find(modes.begin(), modes.end(), cfg.mode) == modes.end() || cfg.servers < 2 || cfg.servers > 64 ||
       cfg.callers < 1 || cfg.threads < 1 || cfg.seconds <= 0)
     return usage();
@@ -576,6 +782,10 @@ int main(int argc, char** argv) {
   // Thread per core (the pool) unless --shared-context: then one io_context run by every thread.
   std::optional<cogrid::io_pool> pool;
   std::optional<asio::io_context> shared_io;
+  if (cfg.mode == "bulk") {
+    cfg.servers = 2; // one link
+    if (!cfg.payload_set) cfg.payload = 32u << 20;
+  }
   shared_state st;
   st.cfg = cfg;
   if (cfg.shared_context) {
@@ -611,6 +821,7 @@ int main(int argc, char** argv) {
     o.auth = cogrid::static_token_auth("grid-bench");
     o.connection.reconnect_min = 10ms; // MinIO's pacing otherwise; only the first dial is sped up
     o.connection.reconnect_max = 20ms;
+    if (cfg.mode == "bulk") o.connection.ping_interval = 100ms; // so that a short run sees pings (pong timeout: the default)
     o.tls_client = client_tls;
     o.tls_server = server_tls;
     st.nodes.push_back(std::make_unique<cogrid::manager>(st.execs, std::move(o)));

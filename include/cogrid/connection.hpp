@@ -53,6 +53,15 @@ public:
   virtual void on_message(connection& c, const message& m) = 0;
   /// The session with id `session` ended (`why`): everything in flight on it has failed.
   virtual void on_session_end(connection& c, std::uint64_t session, std::error_code why) = 0;
+  /// A message of one call or stream was refused: its payload, coming in pieces, broke this node's
+  /// limits (`why` says how). `head` has its mux id, op, handler and sequence number, and no payload.
+  /// That call or stream ends; the connection stays. Called on the connection's strand. By default,
+  /// nothing.
+  virtual void on_refused(connection& c, const message& head, const std::string& why) {
+    (void)c;
+    (void)head;
+    (void)why;
+  }
 };
 
 /// One connection from the local node to one remote node. Created and owned by a `manager`; users get
@@ -114,7 +123,8 @@ private:
                          std::size_t executor_index);
 
   COGRID_DECL void enroll();
-  COGRID_DECL result<void> enqueue(const message& m, bool control, detail::handoff how);
+  COGRID_DECL result<void> enqueue(const message& m, bool control, detail::handoff how,
+                                   std::vector<std::byte>* movable = nullptr);
   COGRID_DECL void abandon(asio::execution_context& ctx) override;
   COGRID_DECL void set_state(connection_state s);
   COGRID_DECL void log(log_level level, const std::string& text) const;
@@ -168,7 +178,8 @@ private:
   mutable std::mutex st_mu_;
   connection_stats st_;        // fields not kept in atomics below, guarded by st_mu_
   node_id remote_id_;          // guarded by st_mu_
-  std::atomic<std::uint64_t> messages_out_{0}, messages_in_{0}, bytes_out_{0}, bytes_in_{0}, writes_{0}, unhandled_{0};
+  std::atomic<std::uint64_t> messages_out_{0}, messages_in_{0}, bytes_out_{0}, bytes_in_{0}, writes_{0}, unhandled_{0},
+      refused_in_{0};
 };
 
 } // namespace cogrid

@@ -26,7 +26,7 @@ enum class errc : int {
   bad_field_length = 9,   ///< A fixed-size field (the 16-byte node id) has another length.
   invalid_value = 10,     ///< A field is well-typed but out of its domain (e.g. nanoseconds >= 1e9).
   buffer_too_small = 11,  ///< The caller's output buffer cannot hold the encoded message.
-  payload_too_large = 12, ///< A payload does not fit in msgpack bin32 (4 GiB - 1 bytes).
+  payload_too_large = 12, ///< A payload is over the limit of the node it is for (or over msgpack bin32's 4 GiB - 1 bytes).
 
   // Connections: transport, WebSocket, handshake and authentication (100-199).
   disconnected = 100,         ///< The connection to the remote is down (or went down during the call).

@@ -62,6 +62,10 @@ enum class msg_flags : std::uint8_t {
   payload_is_err = 0x08,  ///< the payload is an error text
   payload_is_zero = 0x10, ///< the payload is empty but not nil
   subroute = 0x20,        ///< subroute id trailer present
+  /// cogrid's own: more pieces of this payload follow (the message is one piece of a large payload; the
+  /// last piece goes without it). Sent only to a cogrid node that said it takes pieces (see
+  /// `connection_options::piece_bytes`), never to a MinIO node.
+  more = 0x40,
 };
 
 constexpr msg_flags operator|(msg_flags a, msg_flags b) noexcept {
@@ -96,6 +100,9 @@ struct message {
   std::optional<std::span<const std::byte>> payload;
   /// Present exactly when the subroute trailer is.
   std::optional<subroute_id> subroute;
+  /// Set by a connection's reader on a message it put together from pieces: the buffer `payload` views,
+  /// which whoever takes the message may move from instead of copying it. Not encoded.
+  std::vector<std::byte>* reassembled = nullptr;
 };
 
 /// One-line description for logs and the demo: "OpRequest mux=1 seq=0 deadline=60000ms handler=78

@@ -35,7 +35,16 @@ struct connection_options {
   std::chrono::milliseconds reconnect_max = 2s;      ///<   between attempts (jitter), forever until shutdown
   std::chrono::milliseconds max_clock_skew = 5min;   ///< connect request Time must be within this of ours
   std::size_t max_queue_messages = 65535;            ///< outgoing queue bound (MinIO defaultOutQueue)
-  std::size_t max_message_bytes = 64u << 20;         ///< largest WebSocket message accepted (checked before buffering)
+  /// The largest payload accepted in one message (a call's request or response, a stream message),
+  /// whether it came whole or in pieces; checked before it is buffered. Sending a larger one fails at
+  /// once with `errc::payload_too_large` (against the peer's limit when the peer is a cogrid node, which
+  /// tells it in the handshake; against this one when it is a MinIO node).
+  std::size_t max_message_bytes = 64u << 20;
+  /// Between cogrid nodes, a payload larger than this travels as pieces of this size (ordinary grid
+  /// messages), with the small messages of the link sent between them, so that large data does not hold
+  /// up calls, stream messages or pings. 0: never cut payloads (as a MinIO node, which is never sent
+  /// pieces whatever this says).
+  std::size_t piece_bytes = 256u << 10;
   std::size_t max_http_header_bytes = 16u << 10;     ///< largest HTTP upgrade head accepted
   std::size_t merge_max_messages = 50;               ///< grid messages per OpMerged container (MinIO maxMergeMessages)
   std::size_t merge_max_bytes = 31u << 10;           ///< bytes per OpMerged container (MinIO: 32 KiB - 1 KiB)

@@ -46,6 +46,7 @@ struct connection_stats {
   std::uint64_t dropped_on_disconnect = 0;  ///< queued messages discarded when a session ended
   std::uint64_t protocol_errors = 0;        ///< sessions ended by a malformed message or frame
   std::uint64_t unhandled = 0;              ///< messages no handler took (unknown op, stray control message)
+  std::uint64_t refused_in = 0;             ///< payloads in pieces refused for breaking this node's limits (their call or stream ended, not the link)
   std::size_t queue_length = 0;             ///< messages waiting to be written now
   std::size_t calls_out = 0;                ///< requests this node sent that await their response (open muxes)
   std::size_t calls_in = 0;                 ///< requests from the remote whose handlers run now (open muxes)
@@ -56,7 +57,10 @@ struct connection_stats {
   std::uint64_t stream_errors = 0;          ///< streams closed because the peer broke sequence or credit rules
   std::uint64_t late_responses = 0;         ///< responses that came (or handlers that ended) after the deadline
   std::uint64_t calls_cancelled = 0;        ///< handlers (unary or stream) cancelled because the caller gave up
+  std::uint64_t pings_sent = 0;             ///< connection pings this side sent
+  std::uint64_t pongs_received = 0;         ///< answers to them (a pong that never came shows as the difference)
   std::chrono::microseconds last_ping_rtt{0};
+  std::chrono::microseconds max_ping_rtt{0}; ///< the slowest answer to a ping, ever
   std::chrono::system_clock::time_point last_pong{};     ///< zero when never
   std::chrono::system_clock::time_point last_connect{};  ///< zero when never
   std::string last_error;                   ///< why the last attempt or session ended

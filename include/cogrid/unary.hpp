@@ -186,6 +186,17 @@ public:
     else return detail::call_packed<Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
   }
 
+  /// A raw call whose request is moved in, not copied: for large payloads (`co_await
+  /// echo.call(conn, std::move(body))`). The same results as the call above.
+  asio::awaitable<result<Resp>> call(connection& c, Req&& req, call_options opt = {}) const
+    requires std::is_same_v<Req, payload>
+  {
+    const bool nil = !req;
+    std::vector<std::byte> buf = nil ? std::vector<std::byte>() : std::move(*req);
+    if constexpr (std::is_same_v<Resp, payload>) return detail::call_raw(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
+    else return detail::call_packed<Resp>(c.shared_from_this(), id_, sub_, std::move(buf), nil, opt);
+  }
+
   /// The call bound to one connection: `co_await echo.on(conn).call(req)`.
   struct bound {
     const unary* u;

@@ -41,7 +41,9 @@ struct connection_access {
   static grid_shared& shared(connection& c) noexcept { return *c.shared_; }
   static const connection_options& options(connection& c) noexcept { return c.shared_->opt; }
   /// Queues `m` (see detail::outbox::push); `control` for replies that a full queue must not refuse.
-  static result<void> send(connection& c, const message& m, bool control, handoff how) { return c.enqueue(m, control, how); }
+  static result<void> send(connection& c, const message& m, bool control, handoff how, std::vector<std::byte>* movable = nullptr) {
+    return c.enqueue(m, control, how, movable);
+  }
   /// Whether shutdown() has begun: calls are refused with `errc::shutdown` from then on.
   static bool stopping(const connection& c) noexcept { return c.stopping_.load(std::memory_order_acquire); }
   /// The executor the connection was given (a strand's inner executor): its served handlers run there.
@@ -49,6 +51,7 @@ struct connection_access {
   /// Which of the manager's executors that is.
   static std::size_t home_index(const connection& c) noexcept { return c.executor_index_; }
   static void block_inbound(connection& c, bool on) noexcept { c.block_inbound_.store(on, std::memory_order_relaxed); }
+  static void log(const connection& c, log_level level, const std::string& text) { c.log(level, text); }
 };
 
 } // namespace cogrid::detail

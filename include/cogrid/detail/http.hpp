@@ -25,6 +25,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <charconv>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -36,7 +38,60 @@ struct ws_limits {
   std::size_t max_message_bytes = 64 * 1024 * 1024; ///< a message's payload (sum of its fragments)
 };
 
+/// Room for a grid message's own fields (header, subroute, CRC, a merged container's) around a payload:
+/// a WebSocket message may be this much longer than the largest payload a node takes.
+inline constexpr std::size_t grid_message_room = 4096;
+/// The WebSocket message limit for a node that takes payloads of up to `max_payload` bytes.
+constexpr std::size_t ws_message_limit(std::size_t max_payload) noexcept {
+  return max_payload > SIZE_MAX - grid_message_room ? SIZE_MAX : max_payload + grid_message_room;
+}
+
 using http_headers = std::vector<std::pair<std::string, std::string>>;
+
+/// What a cogrid node tells its peer about the grid messages it takes, in the upgrade exchange: the
+/// header `X-Cogrid-Limits: message=<bytes>; piece=<bytes>` in the request, and in the 101 response
+/// when the request had it. A MinIO node neither sends nor reads it (unknown HTTP headers are ignored
+/// both ways), so its peer knows nothing: then messages are never cut into pieces and the size limit
+/// for sending is the node's own `max_message_bytes`.
+struct grid_limits {
+  std::size_t max_message = 0; ///< the largest payload it accepts, reassembled pieces included; 0: not told
+  std::size_t piece = 0;       ///< the largest piece of a payload it accepts; 0: it takes no pieces
+};
+
+inline constexpr std::string_view grid_limits_header = "X-Cogrid-Limits";
+
+inline std::string format_grid_limits(const grid_limits& l) {
+  return "message=" + std::to_string(l.max_message) + "; piece=" + std::to_string(l.piece);
+}
+
+/// Parses `message=<n>; piece=<n>` (either order, unknown keys skipped, whitespace allowed); nullopt when
+/// malformed or without `message`.
+inline std::optional<grid_limits> parse_grid_limits(std::string_view v) {
+  grid_limits out;
+  bool have_message = false;
+  while (!v.empty()) {
+    const std::size_t semi = v.find(';');
+    std::string_view item = v.substr(0, semi);
+    v = semi == std::string_view::npos ? std::string_view() : v.substr(semi + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.empty()) continue;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) return std::nullopt;
+    const std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
+    std::size_t n = 0;
+    const auto r = std::from_chars(val.data(), val.data() + val.size(), n);
+    if (r.ec != std::errc{} || r.ptr != val.data() + val.size() || val.empty()) return std::nullopt;
+    if (key == "message") {
+      out.max_message = n;
+      have_message = true;
+    } else if (key == "piece") {
+      out.piece = n;
+    }
+  }
+  if (!have_message) return std::nullopt;
+  return out;
+}
 
 /// A parsed HTTP request head. Header values are stored with surrounding whitespace removed.
 struct http_request {
@@ -265,13 +320,15 @@ inline std::error_code ws_check_upgrade(const http_request& r) {
 /// Answers `r` with 101 Switching Protocols. Errors: not_websocket (r fails ws_check_upgrade; nothing is
 /// written), disconnected (the write failed).
 template <class Tag = void>
-asio::awaitable<std::error_code> ws_accept(transport& t, const http_request& r) {
+asio::awaitable<std::error_code> ws_accept(transport& t, const http_request& r, http_headers extra = {}) {
   if (std::error_code ec = ws_check_upgrade(r)) co_return ec;
   std::string resp;
   resp.reserve(160);
   resp += "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
   resp += ws_accept_key(r.header("Sec-WebSocket-Key"));
-  resp += "\r\n\r\n";
+  resp += "\r\n";
+  for (const auto& h : extra) resp.append(h.first).append(": ").append(h.second).append("\r\n");
+  resp += "\r\n";
   std::error_code ec;
   co_await t.write_all(asio::buffer(resp), ec);
   if (ec) co_return make_error_code(errc::disconnected);
@@ -327,7 +384,7 @@ asio::awaitable<void> http_respond(transport& t, int status, std::string_view re
 /// websocket and Connection: upgrade (case-insensitive tokens), the right Sec-WebSocket-Accept, no
 /// extension or subprotocol we did not ask for. Bytes read past the response head are returned in
 /// `leftover`: they are the start of the WebSocket stream. `*status` (if given) receives the HTTP status
-/// (0 if none was read).
+/// (0 if none was read); `*response_headers` (if given) the response's headers.
 /// Errors: auth_failed (status 401 or 403), not_websocket (another status, or a bad 101),
 /// http_header_too_large, disconnected (the transport failed or ended first),
 /// std::errc::invalid_argument (host, path or an extra header holds CR/LF or is malformed).
@@ -335,7 +392,8 @@ asio::awaitable<void> http_respond(transport& t, int status, std::string_view re
 template <class Tag = void>
 asio::awaitable<std::error_code> ws_client_handshake(transport& t, std::string_view host, std::string_view path,
                                                             const http_headers& extra, const ws_limits& limits,
-                                                            std::vector<std::byte>& leftover, int* status = nullptr) {
+                                                            std::vector<std::byte>& leftover, int* status = nullptr,
+                                                            http_headers* response_headers = nullptr) {
   if (status) *status = 0;
   leftover.clear();
   bool args_ok = !host.empty() && !http_has_crlf(host) && !path.empty() && path.front() == '/' && http_is_target(path);
@@ -382,6 +440,7 @@ asio::awaitable<std::error_code> ws_client_handshake(transport& t, std::string_v
             http_find_header(extra, "Sec-WebSocket-Protocol").empty()))
     result = make_error_code(errc::not_websocket);
   if (result) leftover.clear();
+  else if (response_headers) *response_headers = std::move(headers);
   co_return result;
 }
 

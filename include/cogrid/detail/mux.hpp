@@ -80,6 +80,7 @@ public:
 
   COGRID_DECL void on_message(connection& c, const message& m) override;
   COGRID_DECL void on_session_end(connection& c, std::uint64_t session, std::error_code why) override;
+  COGRID_DECL void on_refused(connection& c, const message& head, const std::string& why) override;
 
 private:
   COGRID_DECL void serve_request(connection& c, const message& m);

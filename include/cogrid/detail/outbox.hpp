@@ -1,6 +1,7 @@
 // cogrid/detail/outbox.hpp — a connection's outgoing queue: grid messages encoded back to back into one
 // buffer as they are sent, from any thread, and taken all at once by the session's writer, which parks
-// here while there is nothing to write.
+// here while there is nothing to write. Large payloads (to a peer that takes pieces) wait in a second
+// lane, whole, and leave one piece per write, so that the small messages of the link go between them.
 #ifndef COGRID_DETAIL_OUTBOX_HPP
 #define COGRID_DETAIL_OUTBOX_HPP
 
@@ -9,7 +10,11 @@
 #include <cogrid/result.hpp>
 #include <cogrid/detail/handoff.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -17,11 +22,35 @@
 
 namespace cogrid::detail {
 
+/// What a session may send: the largest payload its peer takes and the size of pieces (0: none).
+struct send_limits {
+  std::size_t max_payload = 0;
+  std::size_t piece = 0;
+};
+
+/// Which side of a call or stream sent a message: its caller (request, stream open, stream requests,
+/// credits and cancels from the caller) or its server. With the mux id, it names the message's
+/// call or stream on a connection, whose messages keep their order.
+constexpr bool from_server(op_code op) noexcept {
+  switch (op) {
+  case op_code::pong:
+  case op_code::mux_connect_error:
+  case op_code::disconnect_client_mux:
+  case op_code::mux_server_msg:
+  case op_code::unblock_cl_mux:
+  case op_code::ack_mux:
+  case op_code::response: return true;
+  default: return false;
+  }
+}
+constexpr std::uint64_t flow_key(std::uint64_t mux, op_code op) noexcept { return mux * 2 + (from_server(op) ? 1 : 0); }
+
 /// The outgoing queue of one connection.
 ///
 /// @par Thread safety
-/// `push`, `wake_writer`, `length` and `refused` from any thread (one mutex, held for an encode);
-/// `open`, `close`, `take` and `park` from the session's strand only.
+/// `push`, `cancel_flow`, `wake_writer`, `length` and `refused` from any thread (one mutex, held for an
+/// encode of a small message or a move of a large one); `open`, `close`, `take`, `take_piece` and `park`
+/// from the session's strand only.
 class outbox {
 public:
   explicit outbox(std::size_t max_messages) noexcept : max_messages_(max_messages) {}
@@ -29,26 +58,55 @@ public:
   /// Encodes `m` at the end of the queue for the current session and wakes the writer if it is parked
   /// (a hand-off as `how` says: see handoff.hpp). A `control` message (a reply to something the peer
   /// sent: a response, a pong, a credit) is never refused for a full queue, since dropping it would
-  /// leave the peer waiting.
+  /// leave the peer waiting. A payload over the session's piece size goes to the large lane (copied, or
+  /// moved from `movable` when given: the vector `m.payload` views), and so does any later message of
+  /// the same call or stream while one of its payloads waits there, so that they keep their order.
   /// @par Errors
   /// `errc::disconnected` when no session is open; `errc::queue_full` when the queue holds
-  /// `max_messages` (not for control messages); `errc::payload_too_large`.
-  result<void> push(const message& m, bool control, handoff how) {
+  /// `max_messages` (not for control messages); `errc::payload_too_large` when the payload is over
+  /// the peer's limit (nothing is queued).
+  result<void> push(const message& m, bool control, handoff how, std::vector<std::byte>* movable = nullptr) {
     bool wake = false;
     {
       std::lock_guard lk(mu_);
       if (session_ == 0) return errc::disconnected;
-      if (!control && ends_.size() >= max_messages_) {
+      if (!control && ends_.size() + bulk_.size() >= max_messages_) {
         refused_.fetch_add(1, std::memory_order_relaxed);
         return errc::queue_full;
       }
-      if (auto r = encode_append(m, buf_); !r) return r;
-      ends_.push_back(buf_.size());
+      const std::size_t n = m.payload ? m.payload->size() : 0;
+      if (n > limits_.max_payload)
+        return error(errc::payload_too_large, "payload of " + std::to_string(n) + " bytes is over the limit of " +
+                                                  std::to_string(limits_.max_payload) + " bytes " + limit_owner_);
+      const bool large = limits_.piece != 0 && n > limits_.piece;
+      if (large || (!bulk_.empty() && m.mux_id != 0 && in_bulk(flow_key(m.mux_id, m.op)))) {
+        auto item = std::make_unique<bulk_item>();
+        item->head = m;
+        item->head.payload.reset();
+        item->nil = !m.payload;
+        item->key = m.mux_id != 0 ? flow_key(m.mux_id, m.op) : ~std::uint64_t{0};
+        if (movable && m.payload && movable->data() == m.payload->data() && movable->size() == n) item->data = std::move(*movable);
+        else if (m.payload) item->data.assign(m.payload->begin(), m.payload->end());
+        bulk_.push_back(std::move(item));
+      } else {
+        if (auto r = encode_append(m, buf_); !r) return r;
+        ends_.push_back(buf_.size());
+      }
       wake = writer_idle_;
       writer_idle_ = false;
     }
     if (wake) wake_writer(how);
     return {};
+  }
+
+  /// The call or stream `mux` (whose messages `op` is one of) ended on this side: what of its large
+  /// payloads has not left yet stays here. A payload partly sent is cut off, and the peer drops the
+  /// pieces it had when the cancel that ended it arrives.
+  void cancel_flow(std::uint64_t mux, op_code op) {
+    const std::uint64_t key = flow_key(mux, op);
+    std::lock_guard lk(mu_);
+    for (auto& item : bulk_)
+      if (item->key == key) item->cancelled = true;
   }
 
   /// Wakes the writer if it is parked; if it is not, it will not park before it looked again.
@@ -62,11 +120,15 @@ public:
     wake(std::move(w), how);
   }
 
-  /// Session `id` starts: the queue is emptied and accepts messages for it.
-  void open(std::uint64_t id) {
+  /// Session `id` starts: the queue is emptied and accepts messages for it, within `limits` (`owner`
+  /// says whose limit it is, for the error text).
+  void open(std::uint64_t id, send_limits limits, std::string owner) {
     std::lock_guard lk(mu_);
     buf_.clear();
     ends_.clear();
+    bulk_.clear();
+    limits_ = limits;
+    limit_owner_ = std::move(owner);
     session_ = id;
     writer_idle_ = false;
     wake_pending_ = false;
@@ -77,9 +139,10 @@ public:
   std::size_t close(std::uint64_t id) {
     std::lock_guard lk(mu_);
     if (session_ != id) return 0;
-    const std::size_t dropped = ends_.size();
+    const std::size_t dropped = ends_.size() + bulk_.size();
     buf_.clear();
     ends_.clear();
+    bulk_.clear();
     session_ = 0;
     return dropped;
   }
@@ -92,7 +155,38 @@ public:
     buf.swap(buf_);
     ends.swap(ends_);
     wake_pending_ = false; // everything up to here is seen by the writer
-    if (ends.empty() && may_sleep) writer_idle_ = true;
+    if (ends.empty() && bulk_.empty() && may_sleep) writer_idle_ = true;
+  }
+
+  /// Appends to `buf` and `ends` the next piece of the first large payload waiting (encoded as a grid
+  /// message of its own, with `msg_flags::more` unless it is the last), or the next whole message of the
+  /// large lane; skips what was cancelled. Returns whether it appended anything. `flags` are added to
+  /// the message's own (the connection's base flags were added when it was pushed).
+  bool take_piece(std::vector<std::byte>& buf, std::vector<std::size_t>& ends) {
+    bulk_item* item = nullptr;
+    std::size_t piece = 0;
+    {
+      std::lock_guard lk(mu_);
+      while (!bulk_.empty() && bulk_.front()->cancelled) bulk_.pop_front();
+      if (bulk_.empty()) return false;
+      item = bulk_.front().get(); // only this strand pops: it stays valid after the lock
+      piece = limits_.piece;
+    }
+    // Encoded outside the lock: producers are not held up by a copy of a piece.
+    message m = item->head;
+    const std::size_t left = item->data.size() - item->sent;
+    const std::size_t n = piece != 0 ? std::min(left, piece) : left;
+    if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
+    if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
+    else m.flags &= ~msg_flags::more;
+    const bool encoded = static_cast<bool>(encode_append(m, buf)); // sizes were checked at push
+    if (encoded) ends.push_back(buf.size());
+    item->sent += n;
+    if (item->sent >= item->data.size() || !encoded) {
+      std::lock_guard lk(mu_);
+      bulk_.pop_front();
+    }
+    return encoded;
   }
 
   /// Parks the writer (`h`, its coroutine's handler) until `wake_writer`, unless work came or a wake
@@ -102,7 +196,7 @@ public:
     waiter now;
     {
       std::lock_guard lk(mu_);
-      if (failed || wake_pending_ || !ends_.empty()) {
+      if (failed || wake_pending_ || !ends_.empty() || !bulk_.empty()) {
         wake_pending_ = false;
         now.h.emplace(std::move(h));
       } else {
@@ -120,10 +214,10 @@ public:
     return w;
   }
 
-  /// Messages queued now.
+  /// Messages queued now (a large payload counts once).
   std::size_t length() const {
     std::lock_guard lk(mu_);
-    return ends_.size();
+    return ends_.size() + bulk_.size();
   }
   /// Sends refused because the queue was full, ever.
   std::uint64_t refused() const noexcept { return refused_.load(std::memory_order_relaxed); }
@@ -141,10 +235,26 @@ private:
     }
   };
 
+  // A message of the large lane: its payload held whole (copied or moved in), sent piece by piece.
+  struct bulk_item {
+    message head; // without its payload
+    std::vector<std::byte> data;
+    bool nil = false;
+    bool cancelled = false;
+    std::size_t sent = 0;
+    std::uint64_t key = 0; // flow_key of its call or stream
+  };
+  bool in_bulk(std::uint64_t key) const noexcept {
+    return std::any_of(bulk_.begin(), bulk_.end(), [&](const auto& item) { return item->key == key && !item->cancelled; });
+  }
+
   const std::size_t max_messages_;
   mutable std::mutex mu_;
   std::vector<std::byte> buf_;
   std::vector<std::size_t> ends_; // end offset of each message in buf_
+  std::deque<std::unique_ptr<bulk_item>> bulk_; // the large lane, first in first out
+  send_limits limits_;
+  std::string limit_owner_;
   std::uint64_t session_ = 0;     // the session the queued messages belong to; 0 = none (sends refused)
   bool writer_idle_ = false;      // the writer sleeps next (or does): producers wake it
   bool wake_pending_ = false;     // wake_writer() found the writer not parked: it must not park

@@ -7,6 +7,7 @@
 #include <cogrid/detail/config.hpp>
 #include <cogrid/call.hpp>
 #include <cogrid/result.hpp>
+#include <cogrid/detail/pool.hpp>
 
 #include <msgpack.hpp>
 
@@ -97,6 +98,7 @@ template <>
 struct codec<payload> {
   static bool pack(const payload& v, std::vector<std::byte>& out) {
     if (!v) return false;
+    if (v->size() >= large_payload_bytes) reserve_large(out, out.size() + v->size()); // fewer page faults
     out.insert(out.end(), v->begin(), v->end());
     return true;
   }

@@ -213,6 +213,8 @@ COGRID_DECL void stream_fail(client_stream_state& s, error why);
 class mux_core;
 /// Routes a stream message (ops 5, 7-13 and stream pings/pongs); false when `m` is not a stream message.
 COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message& m);
+/// A stream message from the remote was refused (see message_sink::on_refused): its stream ends.
+COGRID_DECL void stream_on_refused(connection& c, const message& head, const std::string& why);
 /// The session ended: every stream of it fails (callers) or is cancelled (handlers).
 COGRID_DECL void stream_on_session_end(connection& c, std::uint64_t session);
 /// The connection's execution context `ctx` is shutting down: every stream's parked handler in `ctx` or

@@ -109,6 +109,8 @@ public:
     if (auto t = t_->rebind(ex)) t_ = std::move(t);
   }
   ws_role role() const noexcept { return role_; }
+  /// What the peer told of its limits in the upgrade exchange (all zero: a MinIO peer, which tells nothing).
+  grid_limits peer_limits{};
   /// The transport error behind the last disconnected, if any.
   std::error_code last_transport_error() const noexcept { return last_transport_error_; }
   /// Whether the peer sent a close frame.
@@ -116,8 +118,13 @@ public:
 
   /// Messages whose buffer grew beyond this are followed by a fresh buffer (MinIO #18813).
   static constexpr std::size_t shrink_threshold = 128 * 1024;
+  /// The most read at once straight into a message.
+  static constexpr std::size_t direct_read_max = 1024 * 1024;
   /// Bytes read from the transport at once.
   static constexpr std::size_t read_buffer_size = 32 * 1024;
+  /// A message buffer up to this capacity is kept for the next message (shrink_threshold unless the
+  /// owner expects larger messages often: the pieces of large payloads).
+  std::size_t keep_bytes = shrink_threshold;
 
 private:
   enum : std::uint8_t { op_continuation = 0, op_text = 1, op_binary = 2, op_close = 8, op_ping = 9, op_pong = 10 };
@@ -338,7 +345,7 @@ void basic_ws_stream<Tag>::make_room() noexcept {
 template <class Tag>
 asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<std::byte>& msg) {
   if (failed_) co_return failed_;
-  if (msg.capacity() > shrink_threshold) msg = std::vector<std::byte>();
+  if (msg.capacity() > keep_bytes) msg = std::vector<std::byte>();
   else msg.clear();
   msg_kind_ = msg_kind::none;
   bool want_bytes = false;
@@ -371,6 +378,29 @@ asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<
 
     if (frame_op_ == op_binary) {
       if (payload_left_ != 0) {
+        if (rpos_ == rend_ && payload_left_ >= read_buffer_size) {
+          // A large frame, nothing buffered: its payload is read straight into the message (no copy
+          // through the read buffer, fewer reads), and unmasked there.
+          const std::size_t at = msg.size();
+          const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left_, direct_read_max));
+          msg.resize(at + want);
+          std::error_code ec;
+          const std::size_t n = co_await t_->read_some(asio::buffer(msg.data() + at, want), ec);
+          msg.resize(at + n);
+          if (ec || n == 0) {
+            last_transport_error_ = ec ? ec : make_error_code(asio::error::eof);
+            co_return fail(errc::disconnected);
+          }
+          if (frame_masked_) frame_phase_ = ws_mask(msg.data() + at, n, frame_key_, frame_phase_);
+          payload_left_ -= n;
+          if (payload_left_ != 0) continue;
+          frame_active_ = false;
+          if (frame_fin_) {
+            msg_kind_ = msg_kind::none;
+            co_return std::error_code{};
+          }
+          continue;
+        }
         if (rpos_ == rend_) {
           want_bytes = true;
           continue;

@@ -113,7 +113,7 @@ asio::awaitable<void> serve_incoming(std::shared_ptr<manager_state> st, asio::ip
 template <class Tag>
 asio::awaitable<void> serve_request(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t, std::string peer) {
   const connection_options& opt = st->shared->opt;
-  const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
+  const ws_limits limits{opt.max_http_header_bytes, detail::ws_message_limit(opt.max_message_bytes)};
   http_request req;
   std::vector<std::byte> leftover;
   std::error_code ec = co_await with_deadline<Tag>(http_read_request<Tag>(*t, limits, req, leftover), opt.handshake_timeout);
@@ -132,7 +132,7 @@ template <class Tag>
 asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::unique_ptr<transport> t,
                                            http_request req, std::vector<std::byte> leftover, std::string peer) {
   const connection_options& opt = st->shared->opt;
-  const ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
+  const ws_limits limits{opt.max_http_header_bytes, detail::ws_message_limit(opt.max_message_bytes)};
   std::error_code ec;
   if (path_of(req.target) != st->shared->route) {
     co_await http_respond<Tag>(*t, 404, "Not Found");
@@ -167,11 +167,17 @@ asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::uniq
       co_return;
     }
   }
-  if ((ec = co_await ws_accept<Tag>(*t, req))) {
+  // A cogrid dialer tells its limits and hears ours; a MinIO dialer does neither, and gets the same
+  // bytes as from a MinIO node.
+  const std::optional<grid_limits> told = parse_grid_limits(req.header(grid_limits_header));
+  http_headers reply_headers;
+  if (told) reply_headers.emplace_back(std::string(grid_limits_header), format_grid_limits({opt.max_message_bytes, opt.piece_bytes}));
+  if ((ec = co_await ws_accept<Tag>(*t, req, std::move(reply_headers)))) {
     refuse(*st, *t, "WebSocket accept failed: " + ec.message(), peer);
     co_return;
   }
   auto ws = std::make_unique<ws_stream>(std::move(t), ws_role::server, limits, std::move(leftover));
+  if (told) ws->peer_limits = *told;
 
   // The connect exchange.
   connect_response resp;

@@ -257,7 +257,8 @@ struct call_initiation {
       m.flags = msg_flags::eof;
       if (!nil) m.payload = std::span<const std::byte>(req);
       m.subroute = sub;
-      const result<void> sent = conn.send(m); // encoded (copied) at once
+      // Encoded (copied) at once, or a large payload moved to the connection's large lane.
+      const result<void> sent = connection_access::send(conn, m, false, handoff::fresh, nil ? nullptr : &req);
       if (!sent) complete(p, sent.error(), std::nullopt, false, handoff::fresh);
     }
     buffer_cache::give(std::move(req));
@@ -330,6 +331,7 @@ inline std::string text_of(const message& m) {
 // A copy of the message's payload in a recycled buffer (the read buffer is reused for the next frame).
 inline payload copy_payload(const message& m) {
   if (!m.payload) return std::nullopt;
+  if (m.reassembled) return std::move(*m.reassembled); // put together from pieces: taken, not copied
   return buffer_cache::copy(m.payload->data(), m.payload->size());
 }
 
@@ -361,6 +363,39 @@ struct emit_cancel_fn {
 COGRID_DECL const asio::any_io_executor& mux_core::handler_strand(connection& c) {
   auto& set = strands_[connection_access::home_index(c) % strands_.size()];
   return set[connection_access::mux(c).next_strand++ % set.size()];
+}
+
+COGRID_DECL void mux_core::on_refused(connection& c, const message& m, const std::string& why) {
+  switch (m.op) {
+  case op_code::request: { // the caller hears why, as from a failed handler
+    const std::string text = "request refused: " + why;
+    message reply;
+    reply.mux_id = m.mux_id;
+    reply.seq = m.seq;
+    reply.handler = m.handler;
+    reply.op = op_code::response;
+    reply.flags = msg_flags::eof | msg_flags::payload_is_err;
+    reply.payload = std::as_bytes(std::span(text.data(), text.size()));
+    (void)connection_access::send(c, reply, true, handoff::continuation);
+    return;
+  }
+  case op_code::connect_mux:
+    reply_unknown_handler(c, m, "stream refused: " + why);
+    return;
+  case op_code::response: {
+    conn_mux& mx = connection_access::mux(c);
+    std::shared_ptr<pending_call> p;
+    {
+      std::lock_guard lk(mx.mu);
+      if (std::shared_ptr<pending_call>* found = mx.outgoing.find(m.mux_id)) p = *found;
+    }
+    if (p) complete(p, error(errc::payload_too_large, "response refused: " + why), std::nullopt, false, handoff::continuation);
+    return;
+  }
+  default:
+    stream_on_refused(c, m, why);
+    return;
+  }
 }
 
 COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
@@ -440,7 +475,16 @@ inline void finish_served(connection& c, call_meter& meter, std::uint64_t sessio
     out.flags |= msg_flags::payload_is_err;
     out.payload = std::as_bytes(std::span(err_text.data(), err_text.size()));
   }
-  (void)connection_access::send(c, out, true, handoff::continuation); // encoded (copied) at once
+  // Encoded (copied) at once, or a large payload moved to the connection's large lane.
+  const result<void> sent = connection_access::send(c, out, true, handoff::continuation, r && *r ? &**r : nullptr);
+  if (!sent && sent.error() == errc::payload_too_large) {
+    // Too large for the caller: the call fails with why, the link stays.
+    const std::string why = "the response " + sent.error().message();
+    out.flags |= msg_flags::payload_is_err;
+    out.payload = std::as_bytes(std::span(why.data(), why.size()));
+    (void)connection_access::send(c, out, true, handoff::continuation);
+    connection_access::log(c, log_level::warning, "handler " + std::to_string(static_cast<unsigned>(handler)) + ": " + why);
+  }
   if (r) buffer_cache::give(std::move(*r));
 }
 

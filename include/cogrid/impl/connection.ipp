@@ -96,6 +96,7 @@ COGRID_DECL connection_stats connection::stats() const {
   s.socket_writes = writes_.load(std::memory_order_relaxed);
   s.queue_full = out_.refused();
   s.unhandled = unhandled_.load(std::memory_order_relaxed);
+  s.refused_in = refused_in_.load(std::memory_order_relaxed);
   s.queue_length = out_.length();
   detail::conn_mux& mx = *mux_;
   {
@@ -141,10 +142,14 @@ COGRID_DECL result<void> connection::send(const message& m) { return enqueue(m, 
 
 COGRID_DECL void connection::kill() { shared_->node->kill(*this); }
 
-COGRID_DECL result<void> connection::enqueue(const message& m, bool control, detail::handoff how) {
+COGRID_DECL result<void> connection::enqueue(const message& m, bool control, detail::handoff how,
+                                             std::vector<std::byte>* movable) {
   message out = m;
   out.flags |= base_flags_;
-  return out_.push(out, control, how);
+  // A cancel ends what is left of its call's or stream's large payloads here (the peer drops the pieces
+  // it had when the cancel arrives).
+  if (m.op == op_code::disconnect_server_mux || m.op == op_code::disconnect_client_mux) out_.cancel_flow(m.mux_id, m.op);
+  return out_.push(out, control, how, movable);
 }
 
 

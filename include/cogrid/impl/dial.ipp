@@ -165,11 +165,14 @@ asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_s
     const std::string token = shared_->auth.token ? shared_->auth.token() : std::string();
     headers.emplace_back("Authorization", "Bearer " + token);
     headers.emplace_back("X-Minio-Time", std::to_string(wire_time::now().unix_nanos()));
+    headers.emplace_back(std::string(detail::grid_limits_header),
+                         detail::format_grid_limits({opt.max_message_bytes, opt.piece_bytes}));
     std::vector<std::byte> leftover;
-    detail::ws_limits limits{opt.max_http_header_bytes, opt.max_message_bytes};
+    detail::ws_limits limits{opt.max_http_header_bytes, detail::ws_message_limit(opt.max_message_bytes)};
     int status = 0;
+    detail::http_headers response_headers;
     ec = co_await detail::with_deadline<Tag>(
-        detail::ws_client_handshake<Tag>(*t, url.authority(), shared_->route, headers, limits, leftover, &status),
+        detail::ws_client_handshake<Tag>(*t, url.authority(), shared_->route, headers, limits, leftover, &status, &response_headers),
         detail::time_left(deadline));
     if (ec) {
       set_last_error("WebSocket upgrade failed: " + ec.message() + (status ? " (HTTP " + std::to_string(status) + ")" : ""));
@@ -177,6 +180,8 @@ asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_s
       co_return ec;
     }
     ws = std::make_unique<detail::ws_stream>(std::move(t), detail::ws_role::client, limits, std::move(leftover));
+    if (auto told = detail::parse_grid_limits(detail::http_find_header(response_headers, detail::grid_limits_header)))
+      ws->peer_limits = *told;
 
     // The connect exchange: OpConnect out, OpConnectResponse back, each with a deadline.
     connect_request req{shared_->id, local_, wire_time::now(), token};

@@ -26,7 +26,7 @@ public:
     case errc::bad_field_length: return "grid message field has the wrong length";
     case errc::invalid_value: return "grid message field value out of range";
     case errc::buffer_too_small: return "output buffer too small for grid message";
-    case errc::payload_too_large: return "payload too large for a grid message";
+    case errc::payload_too_large: return "payload over the size limit";
     case errc::disconnected: return "remote disconnected";
     case errc::timeout: return "grid operation timed out";
     case errc::not_websocket: return "not a WebSocket upgrade";

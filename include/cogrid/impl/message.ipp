@@ -84,17 +84,14 @@ COGRID_DECL const char* to_string(op_code op) noexcept {
 }
 
 COGRID_DECL std::string to_string(msg_flags f) {
-  static constexpr const char* names[] = {"CRC", "EOF", "STATELESS", "ERR", "ZERO", "SUB"};
+  static constexpr const char* names[] = {"CRC", "EOF", "STATELESS", "ERR", "ZERO", "SUB", "MORE"};
   std::string out;
   const auto bits = static_cast<std::uint8_t>(f);
   for (int i = 0; i < 8; ++i) {
     if ((bits & (1u << i)) == 0) continue;
     if (!out.empty()) out += '|';
-    if (i < 6) {
-      out += names[i];
-    } else {
-      out += i == 6 ? "0x40" : "0x80";
-    }
+    if (i < 7) out += names[i];
+    else out += "0x80";
   }
   return out.empty() ? "none" : out;
 }

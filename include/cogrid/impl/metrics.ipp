@@ -92,12 +92,18 @@ COGRID_DECL std::string render_prometheus(std::string_view node, const std::vect
        [](const connection_stats& c) { return static_cast<double>(c.queue_full); }},
       {"cogrid_connection_protocol_errors_total", "counter", "Sessions ended by a malformed message or frame.",
        [](const connection_stats& c) { return static_cast<double>(c.protocol_errors); }},
+      {"cogrid_connection_pings_sent_total", "counter", "Connection pings sent.",
+       [](const connection_stats& c) { return static_cast<double>(c.pings_sent); }},
+      {"cogrid_connection_pongs_received_total", "counter", "Answers to connection pings received.",
+       [](const connection_stats& c) { return static_cast<double>(c.pongs_received); }},
       {"cogrid_connection_queue_length", "gauge", "Messages waiting to be written.",
        [](const connection_stats& c) { return static_cast<double>(c.queue_length); }},
       {"cogrid_connection_open_calls", "gauge", "Open unary calls (direction=out: made here, in: served here).", nullptr},
       {"cogrid_connection_open_streams", "gauge", "Open streams (direction=out: opened here, in: served here).", nullptr},
       {"cogrid_connection_rtt_seconds", "gauge", "Round-trip time of the last connection ping.",
        [](const connection_stats& c) { return static_cast<double>(c.last_ping_rtt.count()) / 1e6; }},
+      {"cogrid_connection_max_rtt_seconds", "gauge", "Round-trip time of the slowest connection ping.",
+       [](const connection_stats& c) { return static_cast<double>(c.max_ping_rtt.count()) / 1e6; }},
   };
   for (const auto& m : conn_metrics) {
     prom_header(out, m.name, m.type, m.help);

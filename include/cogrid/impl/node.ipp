@@ -114,7 +114,17 @@ asio::awaitable<void> connection::run_session(std::shared_ptr<connection> self, 
     self->st_.last_connect = std::chrono::system_clock::now();
     self->st_.last_pong = self->st_.last_connect;
   }
-  self->out_.open(s->id);
+  {
+    // What this session may send: a cogrid peer said what it takes; a MinIO peer said nothing, and is
+    // held to this node's own limit and sent no pieces.
+    const connection_options& opt = self->shared_->opt;
+    const detail::grid_limits& told = s->ws->peer_limits;
+    detail::send_limits limits;
+    limits.max_payload = told.max_message != 0 ? told.max_message : opt.max_message_bytes;
+    limits.piece = told.piece != 0 && opt.piece_bytes != 0 ? std::min(told.piece, opt.piece_bytes) : 0;
+    self->out_.open(s->id, limits, told.max_message != 0 ? "of the remote" : "of this node (the remote did not say its own)");
+    if (opt.piece_bytes != 0) s->ws->keep_bytes = std::max(s->ws->keep_bytes, opt.piece_bytes + (64u << 10));
+  }
   s->ws->on_control_output = [c = self.get()] { c->out_.wake_writer(detail::handoff::continuation); };
   self->log(log_level::info, "connected (session " + std::to_string(s->id) + ", remote " + s->remote_id.to_string() + ")");
   self->set_state(connection_state::connected);

@@ -74,6 +74,22 @@ struct session {
   std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
   std::vector<std::size_t> wends;
   std::size_t handed_out = 0; // messages the reader dispatched since it last let the writer take a turn
+  /// A payload arriving in pieces (a call's or stream's large message), gathered until its last piece.
+  struct partial {
+    std::uint64_t key = 0;          // flow_key of its call or stream
+    std::vector<std::byte> data;
+    bool refused = false;           // over a limit: its pieces are dropped until the last one
+  };
+  std::vector<partial> partials;
+  std::size_t partial_bytes = 0;    // held in `partials`
+  /// Pieces of several payloads at once are allowed (a node sends one payload's pieces after another
+  /// per direction, but calls and streams of both directions share the link), up to this many.
+  static constexpr std::size_t max_partials = 16;
+  /// One grid message from the remote, pieces put together first.
+  template <class Tag>
+  void dispatch(const message& m);
+  template <class Tag>
+  void refuse(const message& m, partial& p, std::string why);
   /// Messages the reader dispatches from one large batch before the writer takes a turn.
   static constexpr std::size_t turn_messages = 100;
 };
@@ -161,7 +177,7 @@ asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
     const result<void> parsed = for_each_message(s->rbuf, [&](const message& m) {
       c.messages_in_.fetch_add(1, std::memory_order_relaxed);
       ++s->handed_out;
-      if (!s->failed) s->template handle<Tag>(m);
+      if (!s->failed) s->template dispatch<Tag>(m);
     });
     if (!parsed) {
       const std::error_code perr = parsed.error().code;
@@ -182,6 +198,90 @@ asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
       co_await yield_turn(c.strand_);
     }
   }
+}
+
+template <class Tag>
+void session::dispatch(const message& m) {
+  if (m.mux_id == 0 || (!has(m.flags, msg_flags::more) && partials.empty())) {
+    handle<Tag>(m); // the usual case: no payload in pieces on the link
+    return;
+  }
+  const std::uint64_t key = flow_key(m.mux_id, m.op);
+  auto it = std::find_if(partials.begin(), partials.end(), [&](const partial& p) { return p.key == key; });
+  if (m.op == op_code::disconnect_server_mux || m.op == op_code::disconnect_client_mux) {
+    if (it != partials.end()) { // its sender gave up on the payload: the pieces go
+      partial_bytes -= it->data.size();
+      partials.erase(it);
+    }
+    handle<Tag>(m);
+    return;
+  }
+  if (it == partials.end()) {
+    if (!has(m.flags, msg_flags::more)) {
+      handle<Tag>(m); // a whole message of a call or stream, with pieces of others on the way
+      return;
+    }
+    if (partials.size() >= 4 * max_partials) { // refused ones included: a peer that only starts payloads
+      fail(make_error_code(errc::unexpected_message), "the remote started more than " +
+                                                           std::to_string(4 * max_partials) + " payloads in pieces at once");
+      return;
+    }
+    partials.push_back(partial{key, {}, false});
+    it = partials.end() - 1;
+    if (partials.size() > max_partials) {
+      refuse<Tag>(m, *it, "more than " + std::to_string(max_partials) + " payloads in pieces at once");
+      return;
+    }
+  }
+  const bool last = !has(m.flags, msg_flags::more);
+  const connection_options& opt = conn->shared_->opt;
+  const std::size_t n = m.payload ? m.payload->size() : 0;
+  if (!it->refused) {
+    if (opt.piece_bytes == 0) {
+      refuse<Tag>(m, *it, "a payload in pieces, which this node does not take");
+    } else if (n > opt.piece_bytes) {
+      refuse<Tag>(m, *it, "a piece of " + std::to_string(n) + " bytes, over this node's piece size of " +
+                              std::to_string(opt.piece_bytes) + " bytes");
+    } else if (it->data.size() + n > opt.max_message_bytes) {
+      refuse<Tag>(m, *it, "a payload of more than " + std::to_string(it->data.size() + n) + " bytes, over this node's limit of " +
+                              std::to_string(opt.max_message_bytes) + " bytes");
+    } else if (partial_bytes + n > 2 * opt.max_message_bytes) {
+      refuse<Tag>(m, *it, "payloads in pieces holding more than " + std::to_string(2 * opt.max_message_bytes) +
+                              " bytes at once (twice this node's message limit)");
+    } else {
+      // Reserved for the largest payload on its first piece (reserved, not resident: only what arrives
+      // is written), so that it never moves while it grows.
+      if (it->data.capacity() == 0) reserve_large(it->data, opt.max_message_bytes);
+      if (n) it->data.insert(it->data.end(), m.payload->begin(), m.payload->end());
+      partial_bytes += n;
+    }
+  }
+  if (!last) return;
+  partial done = std::move(*it);
+  partials.erase(it);
+  partial_bytes -= done.data.size();
+  if (done.refused) return;
+  message whole = m;
+  whole.flags &= ~msg_flags::more;
+  whole.payload = std::span<const std::byte>(done.data);
+  whole.reassembled = &done.data;
+  handle<Tag>(whole);
+}
+
+// A payload in pieces broke a limit: its pieces go, its call or stream ends (told by the sink), and the
+// rest of its pieces are dropped as they come.
+template <class Tag>
+void session::refuse(const message& m, partial& p, std::string why) {
+  connection& c = *conn;
+  partial_bytes -= p.data.size();
+  std::vector<std::byte>().swap(p.data);
+  p.refused = true;
+  c.refused_in_.fetch_add(1, std::memory_order_relaxed);
+  c.log(log_level::warning, "refused " + std::string(to_string(m.op)) + " mux=" + std::to_string(m.mux_id) + " from remote: " + why);
+  message head = m;
+  head.payload.reset();
+  head.flags &= ~msg_flags::more;
+  if (message_sink* sink = c.shared_->sink.load(std::memory_order_acquire)) sink->on_refused(c, head, why);
 }
 
 template <class Tag>
@@ -209,10 +309,14 @@ void session::handle(const message& m) {
       const auto now = std::chrono::system_clock::now();
       std::lock_guard lk(c.st_mu_);
       c.st_.last_pong = now;
+      ++c.st_.pongs_received;
       // The pong echoes our ping's time; a peer may echo anything: only a time in the last hour counts.
       const std::int64_t now_ns = wire_time::now().unix_nanos(), sent_ns = pong.time.unix_nanos();
       if (!pong.time.is_zero() && sent_ns <= now_ns && abs_diff(now_ns, sent_ns) < 3'600'000'000'000ULL)
+      {
         c.st_.last_ping_rtt = std::chrono::microseconds((now_ns - sent_ns) / 1000);
+        c.st_.max_ping_rtt = std::max(c.st_.max_ping_rtt, c.st_.last_ping_rtt);
+      }
     } else {
       c.unhandled_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -236,11 +340,14 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   const connection_options& opt = c.shared_->opt;
   const merge_limits limits{opt.merge_max_messages, opt.merge_max_bytes};
   const bool mask = s->ws->role() == ws_role::client;
+  const std::size_t keep_bytes = std::max<std::size_t>(256u << 10, 2 * opt.piece_bytes + (64u << 10));
+  constexpr std::size_t write_slice = 1u << 20;
   bool yielded = false;
   while (!s->failed) {
     s->wqueue.clear();
     s->wends.clear();
     c.out_.take(s->wqueue, s->wends, yielded); // after one yield, producers must wake us
+    c.out_.take_piece(s->wqueue, s->wends);     // and one piece of a large payload, if one waits
     s->wbuf.clear();
     const bool control = s->ws->take_control_output(s->wbuf);
     if (s->wends.empty() && !control) {
@@ -260,20 +367,27 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
     c.messages_out_.fetch_add(s->wends.size(), std::memory_order_relaxed);
     c.bytes_out_.fetch_add(s->wbuf.size(), std::memory_order_relaxed);
     s->writing = true;
-    s->write_started = steady::now();
     std::error_code ec = make_error_code(errc::disconnected);
     if (s->ws->begin_write()) {
+      // The write deadline measures progress: a large batch (a whole large message to a peer that takes
+      // no pieces) goes in slices, each with the full write_timeout.
       std::error_code transport_ec;
-      co_await s->ws->lower().write_all(asio::buffer(s->wbuf), transport_ec);
+      for (std::size_t at = 0; at < s->wbuf.size() && !transport_ec;) {
+        const std::size_t n = std::min(s->wbuf.size() - at, write_slice);
+        s->write_started = steady::now();
+        co_await s->ws->lower().write_all(asio::buffer(s->wbuf.data() + at, n), transport_ec);
+        at += n;
+      }
       ec = s->ws->end_write(transport_ec);
     }
     s->writing = false;
     c.writes_.fetch_add(1, std::memory_order_relaxed);
     if (ec) s->fail(ec);
-    // Give back memory after a burst of large messages (MinIO keeps merge buffers <= 256 KiB).
-    if (s->wbuf.capacity() > (256u << 10)) std::vector<std::byte>().swap(s->wbuf);
-    if (s->container.capacity() > (256u << 10)) std::vector<std::byte>().swap(s->container);
-    if (s->wqueue.capacity() > (256u << 10)) std::vector<std::byte>().swap(s->wqueue);
+    // Give back memory after a burst of large messages (MinIO keeps merge buffers <= 256 KiB); buffers
+    // the size of a piece are kept, so that a large payload's pieces do not each take fresh memory.
+    if (s->wbuf.capacity() > keep_bytes) std::vector<std::byte>().swap(s->wbuf);
+    if (s->container.capacity() > keep_bytes) std::vector<std::byte>().swap(s->container);
+    if (s->wqueue.capacity() > keep_bytes) std::vector<std::byte>().swap(s->wqueue);
   }
 }
 
@@ -310,7 +424,10 @@ asio::awaitable<void> session::health_loop(std::shared_ptr<session> s) {
       ping.payload = std::span<const std::byte>(payload);
       ping.flags = msg_flags::none;
       // MinIO sends connection pings without CRC; the queue adds base flags, which a peer accepts either way.
-      (void)c.enqueue(ping, true, handoff::continuation);
+      if (c.enqueue(ping, true, handoff::continuation)) {
+        std::lock_guard lk(c.st_mu_);
+        ++c.st_.pings_sent;
+      }
     }
   }
 }

@@ -82,12 +82,15 @@ struct stop_server_timers_fn {
 };
 
 // Under s.mu: the current value of the generator, as OpMuxServerMsg.
-inline void send_value(served_stream& s, handoff how) {
+// Returns the text for the caller when the value is over the caller's size limit (then nothing was sent).
+inline std::string send_value(served_stream& s, handoff how) {
   s.scratch.clear();
   message m = mux_message(s.mux, op_code::mux_server_msg);
   m.payload = s.gen->encode(*s.gen, s.scratch);
   if (m.payload) s.bytes_out += m.payload->size();
-  (void)send_numbered(*s.conn, m, s.send_seq, how);
+  const result<void> sent = send_numbered(*s.conn, m, s.send_seq, how);
+  if (!sent && sent.error() == errc::payload_too_large) return "a stream response " + sent.error().message();
+  return {};
 }
 
 // Under s.mu: the handler's end, OpMuxServerMsg|EOF (|PayloadIsErr with its text).
@@ -139,15 +142,21 @@ inline void server_violation(const std::shared_ptr<served_stream>& sp, const std
 }
 
 COGRID_DECL bool server_on_yield(served_stream& s, std::coroutine_handle<> h) {
-  std::lock_guard lk(s.mu);
-  if (s.cancelled) return false;
-  if (s.credits > 0) {
+  std::string too_large;
+  {
+    std::lock_guard lk(s.mu);
+    if (s.cancelled) return false;
+    if (s.credits == 0) {
+      s.yield_waiter = h;
+      return true;
+    }
     --s.credits;
-    send_value(s, handoff::continuation);
-    return false;
+    too_large = send_value(s, handoff::continuation);
   }
-  s.yield_waiter = h;
-  return true;
+  // A value over the caller's limit ends the stream: the caller hears why, the handler stops (it
+  // resumes into operation_aborted).
+  if (!too_large.empty()) server_cancel(s.shared_from_this(), too_large);
+  return false;
 }
 
 COGRID_DECL bool server_on_next(served_stream& s, std::coroutine_handle<> h) {
@@ -365,7 +374,7 @@ inline void server_on_credit(connection& c, const message& m) {
   auto sp = find_served_stream(c, m.mux_id);
   if (!sp) return; // MinIO ignores unblocks for unknown muxes
   served_stream& s = *sp;
-  std::string violation;
+  std::string violation, too_large;
   std::coroutine_handle<> w;
   bool closed = false;
   {
@@ -380,7 +389,7 @@ inline void server_on_credit(connection& c, const message& m) {
         send_eof(s, handoff::continuation);
         closed = true;
       } else if (s.yield_waiter) {
-        send_value(s, handoff::continuation);
+        too_large = send_value(s, handoff::continuation);
         w = std::exchange(s.yield_waiter, nullptr);
       } else if (s.credits < s.cap.out) {
         ++s.credits;
@@ -391,6 +400,7 @@ inline void server_on_credit(connection& c, const message& m) {
     server_violation(sp, violation);
     return;
   }
+  if (!too_large.empty()) server_cancel(sp, too_large); // before the handler resumes into operation_aborted
   if (w) hand_off(s.strand, owned_resume(w), handoff::continuation);
   if (closed) {
     server_unlist(s);
@@ -764,6 +774,17 @@ inline bool client_on_message(connection& c, const message& m) {
     client_finish(sp, std::move(*end), false, handoff::continuation);
   }
   return true;
+}
+
+COGRID_DECL void stream_on_refused(connection& c, const message& m, const std::string& why) {
+  if (m.op == op_code::mux_client_msg) {
+    if (auto sp = find_served_stream(c, m.mux_id)) server_violation(sp, "stream message refused: " + why);
+  } else if (m.op == op_code::mux_server_msg) {
+    if (auto sp = find_client_stream(c, m.mux_id)) {
+      connection_access::mux(c).stream_errors.fetch_add(1, std::memory_order_relaxed);
+      client_finish(sp, error(errc::payload_too_large, "stream message refused: " + why), true, handoff::continuation);
+    }
+  }
 }
 
 COGRID_DECL bool stream_on_message(mux_core& core, connection& c, const message& m) {
