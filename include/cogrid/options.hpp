@@ -45,6 +45,11 @@ struct connection_options {
   /// up calls, stream messages or pings. 0: never cut payloads (as a MinIO node, which is never sent
   /// pieces whatever this says).
   std::size_t piece_bytes = 256u << 10;
+  /// Bytes of pieces a node sends ahead of its peer's acknowledgements (per connection). It bounds the
+  /// large data queued in the sockets between the two, and so how long a small message waits behind it
+  /// (about this many bytes at the link's rate, each way). Raise it for links whose bandwidth times
+  /// round trip is larger (e.g. 1 GB/s x 10 ms: 10 MB). 0: no limit.
+  std::size_t piece_window_bytes = 512u << 10;
   std::size_t max_http_header_bytes = 16u << 10;     ///< largest HTTP upgrade head accepted
   std::size_t merge_max_messages = 50;               ///< grid messages per OpMerged container (MinIO maxMergeMessages)
   std::size_t merge_max_bytes = 31u << 10;           ///< bytes per OpMerged container (MinIO: 32 KiB - 1 KiB)

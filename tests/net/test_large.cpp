@@ -317,6 +317,39 @@ asio::awaitable<void> broken_pieces(asio::any_io_executor ex) {
 }
 TEST_CASE("a peer that sends an oversized piece or too many pieces ends that call, not the link") { run_async(broken_pieces); }
 
+// Pieces go no further ahead of the peer's acknowledgements than the window: with the peer's reader
+// discarding what it reads (no acknowledgement comes), the sender stops after about a window.
+asio::awaitable<void> window_bounds(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, [](std::size_t, manager_options& o) {
+    patient(o);
+    o.connection.piece_bytes = 64u << 10;
+    o.connection.piece_window_bytes = 256u << 10;
+  });
+  serve_all(g);
+  g.start();
+  REQUIRE(co_await g.wait_all_connected());
+  auto& c = *g.link(0, 1);
+  const auto before = c.stats().bytes_out;
+  g.block_inbound(1, 0, true);
+  const payload big = pattern(8u << 20);
+  const call_options opt{300ms};
+  auto r = co_await echo.call(c, big, opt); // nothing comes back: the deadline ends it
+  CHECK(r.error().code == errc::timeout);
+  const auto sent = c.stats().bytes_out - before;
+  CHECK(sent >= (256u << 10));
+  CHECK(sent < (256u << 10) + (64u << 10) + 4096); // the window and at most one piece over it, not 8 MiB
+  // The discarded pieces are never acknowledged: a new session starts the count afresh.
+  g.block_inbound(1, 0, false);
+  g.kill(0, 1);
+  auto up = [&] { return c.state() == connection_state::connected && c.stats().reconnects > 0; };
+  REQUIRE(co_await eventually(up));
+  auto r2 = co_await echo.call(c, big);
+  REQUIRE(r2);
+  CHECK(**r2 == *big);
+  co_await g.shutdown();
+}
+TEST_CASE("pieces go no further ahead of the peer's acknowledgements than the window") { run_async(window_bounds); }
+
 // A node that takes no pieces (piece_bytes 0, as a MinIO node behaves) is sent none: large payloads go
 // whole, up to its limit.
 asio::awaitable<void> no_pieces_peer(asio::any_io_executor ex) {

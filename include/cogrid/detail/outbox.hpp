@@ -26,6 +26,7 @@ namespace cogrid::detail {
 struct send_limits {
   std::size_t max_payload = 0;
   std::size_t piece = 0;
+  std::size_t window = 0; ///< bytes of pieces sent and not yet acknowledged by the peer; 0: no limit
 };
 
 /// Which side of a call or stream sent a message: its caller (request, stream open, stream requests,
@@ -84,6 +85,7 @@ public:
         item->head = m;
         item->head.payload.reset();
         item->nil = !m.payload;
+        item->cut = large;
         item->key = m.mux_id != 0 ? flow_key(m.mux_id, m.op) : ~std::uint64_t{0};
         if (movable && m.payload && movable->data() == m.payload->data() && movable->size() == n) item->data = std::move(*movable);
         else if (m.payload) item->data.assign(m.payload->begin(), m.payload->end());
@@ -127,6 +129,7 @@ public:
     buf_.clear();
     ends_.clear();
     bulk_.clear();
+    unacked_ = 0;
     limits_ = limits;
     limit_owner_ = std::move(owner);
     session_ = id;
@@ -155,7 +158,19 @@ public:
     buf.swap(buf_);
     ends.swap(ends_);
     wake_pending_ = false; // everything up to here is seen by the writer
-    if (ends.empty() && bulk_.empty() && may_sleep) writer_idle_ = true;
+    if (ends.empty() && !bulk_ready() && may_sleep) writer_idle_ = true;
+  }
+
+  /// The peer took `n` bytes of pieces: more may go (and the writer is woken if it waits for that).
+  void acknowledged(std::size_t n, handoff how) {
+    bool wake = false;
+    {
+      std::lock_guard lk(mu_);
+      unacked_ -= std::min(unacked_, n);
+      wake = writer_idle_ && bulk_ready();
+      if (wake) writer_idle_ = false;
+    }
+    if (wake) wake_writer(how);
   }
 
   /// Appends to `buf` and `ends` the next piece of the first large payload waiting (encoded as a grid
@@ -168,9 +183,11 @@ public:
     {
       std::lock_guard lk(mu_);
       while (!bulk_.empty() && bulk_.front()->cancelled) bulk_.pop_front();
-      if (bulk_.empty()) return false;
+      if (!bulk_ready()) return false;
       item = bulk_.front().get(); // only this strand pops: it stays valid after the lock
       piece = limits_.piece;
+      const std::size_t left = item->data.size() - item->sent;
+      if (item->cut) unacked_ += std::min(left, piece); // a piece: the peer acknowledges it once taken
     }
     // Encoded outside the lock: producers are not held up by a copy of a piece.
     message m = item->head;
@@ -196,7 +213,7 @@ public:
     waiter now;
     {
       std::lock_guard lk(mu_);
-      if (failed || wake_pending_ || !ends_.empty() || !bulk_.empty()) {
+      if (failed || wake_pending_ || !ends_.empty() || bulk_ready()) {
         wake_pending_ = false;
         now.h.emplace(std::move(h));
       } else {
@@ -240,10 +257,19 @@ private:
     message head; // without its payload
     std::vector<std::byte> data;
     bool nil = false;
+    bool cut = false; // sent as pieces (else whole, queued here only to keep its call's order)
     bool cancelled = false;
     std::size_t sent = 0;
     std::uint64_t key = 0; // flow_key of its call or stream
   };
+  // Under mu_: a message of the large lane may go now (a piece only within the window; a whole message
+  // of the lane, or any piece when nothing is outstanding, always).
+  bool bulk_ready() const noexcept {
+    if (bulk_.empty()) return false;
+    if (limits_.window == 0 || limits_.piece == 0 || unacked_ == 0) return true;
+    const bulk_item& f = *bulk_.front();
+    return f.cancelled || !f.cut || unacked_ + std::min(f.data.size() - f.sent, limits_.piece) <= limits_.window;
+  }
   bool in_bulk(std::uint64_t key) const noexcept {
     return std::any_of(bulk_.begin(), bulk_.end(), [&](const auto& item) { return item->key == key && !item->cancelled; });
   }
@@ -254,6 +280,7 @@ private:
   std::vector<std::size_t> ends_; // end offset of each message in buf_
   std::deque<std::unique_ptr<bulk_item>> bulk_; // the large lane, first in first out
   send_limits limits_;
+  std::size_t unacked_ = 0; // bytes of pieces sent, not yet acknowledged
   std::string limit_owner_;
   std::uint64_t session_ = 0;     // the session the queued messages belong to; 0 = none (sends refused)
   bool writer_idle_ = false;      // the writer sleeps next (or does): producers wake it

@@ -16,6 +16,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -90,6 +91,9 @@ struct session {
   void dispatch(const message& m);
   template <class Tag>
   void refuse(const message& m, partial& p, std::string why);
+  /// Tells the peer that `n` bytes of its pieces were taken (taken or dropped: either way they left the
+  /// sockets), so that it may send more (connection_options::piece_window_bytes).
+  void acknowledge(std::size_t n);
   /// Messages the reader dispatches from one large batch before the writer takes a turn.
   static constexpr std::size_t turn_messages = 100;
 };
@@ -230,6 +234,7 @@ void session::dispatch(const message& m) {
     it = partials.end() - 1;
     if (partials.size() > max_partials) {
       refuse<Tag>(m, *it, "more than " + std::to_string(max_partials) + " payloads in pieces at once");
+      acknowledge(m.payload ? m.payload->size() : 0);
       return;
     }
   }
@@ -256,6 +261,7 @@ void session::dispatch(const message& m) {
       partial_bytes += n;
     }
   }
+  acknowledge(n);
   if (!last) return;
   partial done = std::move(*it);
   partials.erase(it);
@@ -266,6 +272,18 @@ void session::dispatch(const message& m) {
   whole.payload = std::span<const std::byte>(done.data);
   whole.reassembled = &done.data;
   handle<Tag>(whole);
+}
+
+// The acknowledgement of pieces: OpAckMux on mux 0 with the `more` flag, its payload the byte count
+// (8 bytes, little endian). Only a node that sent pieces gets it, so never a MinIO node.
+inline void session::acknowledge(std::size_t n) {
+  std::array<std::byte, 8> count;
+  for (std::size_t i = 0; i < 8; ++i) count[i] = static_cast<std::byte>((static_cast<std::uint64_t>(n) >> (8 * i)) & 0xff);
+  message ack;
+  ack.op = op_code::ack_mux;
+  ack.flags = msg_flags::more;
+  ack.payload = std::span<const std::byte>(count);
+  (void)conn->enqueue(ack, true, handoff::continuation);
 }
 
 // A payload in pieces broke a limit: its pieces go, its call or stream ends (told by the sink), and the
@@ -320,6 +338,13 @@ void session::handle(const message& m) {
     } else {
       c.unhandled_.fetch_add(1, std::memory_order_relaxed);
     }
+    return;
+  }
+  if (m.mux_id == 0 && m.op == op_code::ack_mux && has(m.flags, msg_flags::more)) { // pieces taken by the peer
+    std::uint64_t n = 0;
+    if (m.payload && m.payload->size() == 8)
+      for (std::size_t i = 8; i-- > 0;) n = (n << 8) | static_cast<std::uint8_t>((*m.payload)[i]);
+    c.out_.acknowledged(static_cast<std::size_t>(n), handoff::continuation);
     return;
   }
   if (m.op == op_code::connect || m.op == op_code::connect_response || m.op == op_code::disconnect) {
