@@ -393,24 +393,18 @@ asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<
           }
           if (frame_masked_) frame_phase_ = ws_mask(msg.data() + at, n, frame_key_, frame_phase_);
           payload_left_ -= n;
-          if (payload_left_ != 0) continue;
-          frame_active_ = false;
-          if (frame_fin_) {
-            msg_kind_ = msg_kind::none;
-            co_return std::error_code{};
+        } else {
+          if (rpos_ == rend_) {
+            want_bytes = true;
+            continue;
           }
-          continue;
+          const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left_, rend_ - rpos_));
+          const std::size_t at = msg.size();
+          msg.insert(msg.end(), rbuf_.data() + rpos_, rbuf_.data() + rpos_ + n);
+          if (frame_masked_) frame_phase_ = ws_mask(msg.data() + at, n, frame_key_, frame_phase_);
+          rpos_ += n;
+          payload_left_ -= n;
         }
-        if (rpos_ == rend_) {
-          want_bytes = true;
-          continue;
-        }
-        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left_, rend_ - rpos_));
-        const std::size_t at = msg.size();
-        msg.insert(msg.end(), rbuf_.data() + rpos_, rbuf_.data() + rpos_ + n);
-        if (frame_masked_) frame_phase_ = ws_mask(msg.data() + at, n, frame_key_, frame_phase_);
-        rpos_ += n;
-        payload_left_ -= n;
         if (payload_left_ != 0) continue;
       }
       frame_active_ = false;
