@@ -49,9 +49,9 @@ constexpr std::uint64_t flow_key(std::uint64_t mux, op_code op) noexcept { retur
 /// The outgoing queue of one connection.
 ///
 /// @par Thread safety
-/// `push`, `cancel_flow`, `wake_writer`, `length` and `refused` from any thread (one mutex, held for an
-/// encode of a small message or a move of a large one); `open`, `close`, `take`, `take_piece` and `park`
-/// from the session's strand only.
+/// `push`, `cancel_flow`, `acknowledged`, `wake_writer`, `length` and `refused` from any thread (one
+/// mutex, held for an encode of a small message or a move of a large one); `open`, `close`, `take` and
+/// `park` from the session's strand only.
 class outbox {
 public:
   explicit outbox(std::size_t max_messages) noexcept : max_messages_(max_messages) {}
@@ -151,14 +151,44 @@ public:
   }
 
   /// The writer takes everything queued so far: `buf` and `ends` (emptied by the caller) are swapped
-  /// with the queue's, so that buffers circulate instead of being reallocated. `may_sleep`: the writer
-  /// parks next if nothing was queued, so producers must wake it from now on.
+  /// with the queue's, so that buffers circulate instead of being reallocated; then, when a message of the
+  /// large lane may go, it is appended: the next piece of the first large payload (a grid message of its
+  /// own, with `msg_flags::more` unless it is the last), or a whole message queued there behind one.
+  /// Both are chosen under one hold of the lock, so that a call's or stream's messages keep their order
+  /// across the two lanes. `may_sleep`: the writer parks next if nothing was taken, so producers must
+  /// wake it from now on.
   void take(std::vector<std::byte>& buf, std::vector<std::size_t>& ends, bool may_sleep) {
-    std::lock_guard lk(mu_);
-    buf.swap(buf_);
-    ends.swap(ends_);
-    wake_pending_ = false; // everything up to here is seen by the writer
-    if (ends.empty() && !bulk_ready() && may_sleep) writer_idle_ = true;
+    bulk_item* item = nullptr;
+    std::size_t n = 0;
+    {
+      std::lock_guard lk(mu_);
+      buf.swap(buf_);
+      ends.swap(ends_);
+      wake_pending_ = false; // everything up to here is seen by the writer
+      while (!bulk_.empty() && bulk_.front()->cancelled) bulk_.pop_front();
+      if (bulk_ready()) {
+        item = bulk_.front().get(); // only this strand pops: it stays valid after the lock
+        const std::size_t left = item->data.size() - item->sent;
+        n = item->cut ? std::min(left, limits_.piece) : left;
+        if (item->cut) unacked_ += n; // a piece: the peer acknowledges it once it has it
+      } else if (ends.empty() && may_sleep) {
+        writer_idle_ = true;
+      }
+    }
+    if (!item) return;
+    // Encoded outside the lock: producers are not held up by a copy of a piece.
+    message m = item->head;
+    if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
+    if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
+    else m.flags &= ~msg_flags::more;
+    const bool encoded = static_cast<bool>(encode_append(m, buf)); // sizes were checked at push
+    if (encoded) ends.push_back(buf.size());
+    item->sent += n;
+    if (item->sent >= item->data.size() || !encoded) {
+      std::lock_guard lk(mu_);
+      if (!encoded && item->cut) unacked_ -= std::min(unacked_, n); // never sent: nothing to acknowledge
+      bulk_.pop_front();
+    }
   }
 
   /// The peer took `n` bytes of pieces: more may go (and the writer is woken if it waits for that).
@@ -173,39 +203,6 @@ public:
     if (wake) wake_writer(how);
   }
 
-  /// Appends to `buf` and `ends` the next piece of the first large payload waiting (encoded as a grid
-  /// message of its own, with `msg_flags::more` unless it is the last), or the next whole message of the
-  /// large lane; skips what was cancelled. Returns whether it appended anything. `flags` are added to
-  /// the message's own (the connection's base flags were added when it was pushed).
-  bool take_piece(std::vector<std::byte>& buf, std::vector<std::size_t>& ends) {
-    bulk_item* item = nullptr;
-    std::size_t piece = 0;
-    {
-      std::lock_guard lk(mu_);
-      while (!bulk_.empty() && bulk_.front()->cancelled) bulk_.pop_front();
-      if (!bulk_ready()) return false;
-      item = bulk_.front().get(); // only this strand pops: it stays valid after the lock
-      piece = limits_.piece;
-      const std::size_t left = item->data.size() - item->sent;
-      if (item->cut) unacked_ += std::min(left, piece); // a piece: the peer acknowledges it once taken
-    }
-    // Encoded outside the lock: producers are not held up by a copy of a piece.
-    message m = item->head;
-    const std::size_t left = item->data.size() - item->sent;
-    const std::size_t n = piece != 0 ? std::min(left, piece) : left;
-    if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
-    if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
-    else m.flags &= ~msg_flags::more;
-    const bool encoded = static_cast<bool>(encode_append(m, buf)); // sizes were checked at push
-    if (encoded) ends.push_back(buf.size());
-    item->sent += n;
-    if (item->sent >= item->data.size() || !encoded) {
-      std::lock_guard lk(mu_);
-      bulk_.pop_front();
-    }
-    return encoded;
-  }
-
   /// Parks the writer (`h`, its coroutine's handler) until `wake_writer`, unless work came or a wake
   /// was asked for since it last looked, or `failed`: then it resumes at once. Cancelling the park
   /// resumes it with `operation_aborted`.
@@ -218,6 +215,7 @@ public:
         now.h.emplace(std::move(h));
       } else {
         arm(writer_, std::move(h), cancel_fn{this});
+        writer_idle_ = true; // parked: whatever comes next must wake it
       }
     }
     wake(std::move(now), handoff::continuation); // the writer is suspended: only our code runs here

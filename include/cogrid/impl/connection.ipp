@@ -146,9 +146,12 @@ COGRID_DECL result<void> connection::enqueue(const message& m, bool control, det
                                              std::vector<std::byte>* movable) {
   message out = m;
   out.flags |= base_flags_;
-  // A cancel ends what is left of its call's or stream's large payloads here (the peer drops the pieces
-  // it had when the cancel arrives).
-  if (m.op == op_code::disconnect_server_mux || m.op == op_code::disconnect_client_mux) out_.cancel_flow(m.mux_id, m.op);
+  // A call or stream given up ends what is left of its large payloads here (the peer drops the pieces it
+  // had when the cancel arrives): the caller's cancel, or a server's end with an error. (A server's plain
+  // OpDisconnectClientMux answers a message for a mux it does not hold, and must not cut off what that
+  // mux's stream sent before it ended.)
+  if (m.op == op_code::disconnect_server_mux || (m.op == op_code::disconnect_client_mux && has(m.flags, msg_flags::payload_is_err)))
+    out_.cancel_flow(m.mux_id, m.op);
   return out_.push(out, control, how, movable);
 }
 

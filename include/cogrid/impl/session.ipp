@@ -254,9 +254,11 @@ void session::dispatch(const message& m) {
       refuse<Tag>(m, *it, "payloads in pieces holding more than " + std::to_string(2 * opt.max_message_bytes) +
                               " bytes at once (twice this node's message limit)");
     } else {
-      // Reserved for the largest payload on its first piece (reserved, not resident: only what arrives
-      // is written), so that it never moves while it grows.
-      if (it->data.capacity() == 0) reserve_large(it->data, opt.max_message_bytes);
+      // Reserved on its first piece for the largest payload, up to 64 MiB (reserved, not resident: only
+      // what arrives is written), so that it does not move while it grows; past that, it doubles.
+      if (it->data.capacity() == 0) reserve_large(it->data, std::min<std::size_t>(opt.max_message_bytes, std::size_t{64} << 20));
+      else if (it->data.size() + n > it->data.capacity())
+        reserve_large(it->data, std::min(opt.max_message_bytes, std::max(it->data.size() + n, 2 * it->data.capacity())));
       if (n) it->data.insert(it->data.end(), m.payload->begin(), m.payload->end());
       partial_bytes += n;
     }
@@ -371,8 +373,7 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   while (!s->failed) {
     s->wqueue.clear();
     s->wends.clear();
-    c.out_.take(s->wqueue, s->wends, yielded); // after one yield, producers must wake us
-    c.out_.take_piece(s->wqueue, s->wends);     // and one piece of a large payload, if one waits
+    c.out_.take(s->wqueue, s->wends, yielded); // and one piece of a large payload; after one yield, producers must wake us
     s->wbuf.clear();
     const bool control = s->ws->take_control_output(s->wbuf);
     if (s->wends.empty() && !control) {
