@@ -130,6 +130,8 @@ struct config {
   std::uint64_t calls = 1'000'000, streams = 100'000; // soak
   double max_growth_mb = 10;
   bool payload_set = false; // bulk: 32 MiB unless --payload says otherwise
+  std::size_t piece_bytes = cogrid::connection_options{}.piece_bytes;               // bulk
+  std::size_t piece_window_bytes = cogrid::connection_options{}.piece_window_bytes; // bulk
 };
 
 // Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
@@ -643,12 +645,13 @@ asio::awaitable<int> bulk(shared_state& st) {
               static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0);
   if (b.errors.load()) std::printf("first error: %s\n", b.first_error.c_str());
   if (cfg.json)
-    std::printf("{\"mode\": \"bulk\", \"payload\": %zu, \"threads\": %u, \"shared_context\": %s, \"seconds\": %.3f, "
+    std::printf("{\"mode\": \"bulk\", \"payload\": %zu, \"piece_bytes\": %zu, \"piece_window_bytes\": %zu, \"threads\": %u, "
+                "\"shared_context\": %s, \"seconds\": %.3f, "
                 "\"echoes\": %llu, \"bytes_per_sec\": %.0f, \"floor_bytes_per_sec\": %.0f, \"ratio_to_floor\": %.3f, "
                 "\"small_calls\": %llu, \"small_p50_us\": %.1f, \"small_p99_us\": %.1f, \"small_max_us\": %.1f, \"small_errors\": %llu, "
                 "\"pings\": %llu, \"pings_missed\": %llu, \"max_ping_rtt_ms\": %.1f, \"reconnects\": %llu, \"errors\": %llu, "
                 "\"peak_rss_growth_mb\": %.1f}\n",
-                cfg.payload, cfg.threads, cfg.shared_context ? "true" : "false", secs,
+                cfg.payload, cfg.piece_bytes, cfg.piece_window_bytes, cfg.threads, cfg.shared_context ? "true" : "false", secs,
                 static_cast<unsigned long long>(b.echoes.load()), rate, floor_rate, floor_rate > 0 ? rate / floor_rate : 0.0,
                 static_cast<unsigned long long>(std::accumulate(b.small.counts.begin(), b.small.counts.end(), std::uint64_t{0})),
                 p50, p99, pmax, static_cast<unsigned long long>(b.small_errors.load()),
@@ -746,7 +749,8 @@ int usage() {
   std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak|bulk\n"
                        "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--shared-context]\n"
                        "                  [--tls] [--json]\n"
-                       "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n");
+                       "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n"
+                       "                  bulk: [--piece-bytes BYTES] [--piece-window BYTES]\n");
   return 2;
 }
 
@@ -772,6 +776,8 @@ int main(int argc, char** argv) {
     else if (k == "--calls") cfg.calls = std::strtoull(val(), nullptr, 10);
     else if (k == "--streams") cfg.streams = std::strtoull(val(), nullptr, 10);
     else if (k == "--max-growth-mb") cfg.max_growth_mb = std::strtod(val(), nullptr);
+    else if (k == "--piece-bytes") cfg.piece_bytes = std::strtoul(val(), nullptr, 10);
+    else if (k == "--piece-window") cfg.piece_window_bytes = std::strtoul(val(), nullptr, 10);
     else return usage();
   }
   const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak", "bulk"};
@@ -821,7 +827,11 @@ int main(int argc, char** argv) {
     o.auth = cogrid::static_token_auth("grid-bench");
     o.connection.reconnect_min = 10ms; // MinIO's pacing otherwise; only the first dial is sped up
     o.connection.reconnect_max = 20ms;
-    if (cfg.mode == "bulk") o.connection.ping_interval = 100ms; // so that a short run sees pings (pong timeout: the default)
+    if (cfg.mode == "bulk") {
+      o.connection.ping_interval = 100ms; // so that a short run sees pings (pong timeout: the default)
+      o.connection.piece_bytes = cfg.piece_bytes;
+      o.connection.piece_window_bytes = cfg.piece_window_bytes;
+    }
     o.tls_client = client_tls;
     o.tls_server = server_tls;
     st.nodes.push_back(std::make_unique<cogrid::manager>(st.execs, std::move(o)));
