@@ -25,5 +25,6 @@
 #include <cogrid/call.hpp>
 #include <cogrid/unary.hpp>
 #include <cogrid/stream.hpp>
+#include <cogrid/bulk.hpp>
 
 #endif // COGRID_COGRID_HPP

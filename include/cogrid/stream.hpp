@@ -45,6 +45,7 @@ template <class Req, class Resp, class F>
 struct server_stream_start;
 template <class Req, class Resp, class Init, class F>
 struct bidi_stream_start;
+struct stream_input_access;
 template <class Req, class Resp>
 asio::awaitable<result<client_stream<Req, Resp>>> open_packed(std::shared_ptr<connection> c, handler_id id,
                                                               std::optional<subroute_id> sub, std::vector<std::byte> buf,
@@ -291,6 +292,7 @@ public:
 private:
   template <class, class, class, class>
   friend struct detail::bidi_stream_start;
+  friend struct detail::stream_input_access;
   explicit stream_input(std::shared_ptr<detail::served_stream> s) : s_(std::move(s)) {}
   std::shared_ptr<detail::served_stream> s_;
 };
@@ -395,6 +397,14 @@ private:
 };
 
 namespace detail {
+
+/// For layers built on streams (bulk.hpp): the served stream behind a handler's input.
+struct stream_input_access {
+  template <class Req>
+  static const std::shared_ptr<served_stream>& state(const stream_input<Req>& in) noexcept {
+    return in.s_;
+  }
+};
 
 template <class T>
 payload_view pack_into(const T& v, std::vector<std::byte>& buf) {

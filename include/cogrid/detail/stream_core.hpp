@@ -149,6 +149,10 @@ COGRID_DECL std::error_code server_take_input(served_stream& s, payload& out);
 COGRID_DECL void server_check_cancelled(served_stream& s);
 /// The generator returned (or threw `error`): sends the EOF and closes the stream.
 COGRID_DECL void server_on_finished(served_stream& s, std::exception_ptr error);
+/// The caller broke a rule of the typed layer above the stream (e.g. a bulk chunk over its declared
+/// size): the stream ends with `text` told to the caller (as its `errc::remote_error`), the handler is
+/// cancelled, the connection stays. Counted in `stream_errors`. Called on the stream's strand.
+COGRID_DECL void server_fail(served_stream& s, const std::string& text);
 
 // -- the calling side -----------------------------------------------------------------------------------
 

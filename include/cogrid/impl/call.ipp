@@ -259,7 +259,11 @@ struct call_initiation {
       m.subroute = sub;
       // Encoded (copied) at once, or a large payload moved to the connection's large lane.
       const result<void> sent = connection_access::send(conn, m, false, handoff::fresh, nil ? nullptr : &req);
-      if (!sent) complete(p, sent.error(), std::nullopt, false, handoff::fresh);
+      if (!sent) {
+        error why = sent.error();
+        if (why == errc::payload_too_large) why.text += "; send data this large with cogrid::bulk_upload";
+        complete(p, std::move(why), std::nullopt, false, handoff::fresh);
+      }
     }
     buffer_cache::give(std::move(req));
     basic_waiter<call_handler> now;

@@ -141,6 +141,8 @@ inline void server_violation(const std::shared_ptr<served_stream>& sp, const std
   server_cancel(sp, text);
 }
 
+COGRID_DECL void server_fail(served_stream& s, const std::string& text) { server_violation(s.shared_from_this(), text); }
+
 COGRID_DECL bool server_on_yield(served_stream& s, std::coroutine_handle<> h) {
   std::string too_large;
   {
