@@ -29,6 +29,7 @@
 #include <asio/io_context.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
 
 #include <optional>
 
@@ -45,6 +46,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cstring>
 #include <fstream>
@@ -132,6 +134,7 @@ struct config {
   bool payload_set = false; // bulk: 32 MiB unless --payload says otherwise
   std::size_t piece_bytes = cogrid::connection_options{}.piece_bytes;               // bulk
   std::size_t piece_window_bytes = cogrid::connection_options{}.piece_window_bytes; // bulk
+  std::uint64_t file_bytes = std::uint64_t{1} << 30;                                 // bulk-file
 };
 
 // Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
@@ -218,6 +221,7 @@ struct shared_state {
   config cfg;
   std::vector<std::unique_ptr<cogrid::manager>> nodes;
   std::vector<std::string> hosts;
+  asio::any_io_executor disk;                         // bulk-file: the pool for blocking file calls
   std::vector<asio::any_io_executor> execs;           // where callers run: one per pool thread (or the shared context)
   std::vector<std::vector<link_ref>> links_by_thread; // the links whose connection runs on each pool thread
   std::atomic<bool> measuring{false}, stop{false};
@@ -661,9 +665,156 @@ asio::awaitable<int> bulk(shared_state& st) {
   co_return b.errors.load() || b.echoes.load() == 0 || floor_rate < 0 ? 1 : 0;
 }
 
+// -- bulk-file: a file larger than the window sent through cogrid::bulk_upload to a handler that writes
+// it to another file; memory must stay within two windows.
+
+struct file_meta {
+  std::string path; // where the handler writes
+  MSGPACK_DEFINE_MAP(path)
+};
+struct file_result {
+  std::uint64_t bytes = 0, hash = 0; // what the handler received, and the XXH3-64 of it
+  MSGPACK_DEFINE_MAP(bytes, hash)
+};
+const cogrid::bulk_upload<file_meta, file_result> file_upload{cogrid::handler_id{83}};
+
+// The handler: each chunk hashed and written to the file with pwrite on the disk pool.
+struct file_install {
+  asio::any_io_executor disk;
+  cogrid::stream_generator<file_result> operator()(file_meta m, cogrid::bulk_input in) const { return run(disk, std::move(m), std::move(in)); }
+  static cogrid::stream_generator<file_result> run(asio::any_io_executor disk, file_meta m, cogrid::bulk_input in) {
+    auto out = cogrid::file_sink::create(disk, m.path);
+    if (!out) throw cogrid::exception(out.error());
+    XXH3_state_t h;
+    XXH3_64bits_reset(&h);
+    while (auto c = co_await in.next()) {
+      XXH3_64bits_update(&h, c->data(), c->size());
+      auto w = co_await out->write(*c);
+      if (!w) throw cogrid::exception(w.error());
+    }
+    if (!in.complete()) co_return;
+    co_yield file_result{in.bytes_received(), XXH3_64bits_digest(&h)};
+  }
+};
+
+// Writes `n` bytes of a pattern to `path` (4 MiB at a time); returns their XXH3-64, or nothing on error.
+std::optional<std::uint64_t> write_source_file(const std::string& path, std::uint64_t n) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return std::nullopt;
+  std::vector<std::byte> buf(4u << 20);
+  XXH3_state_t h;
+  XXH3_64bits_reset(&h);
+  std::uint64_t at = 0;
+  bool ok = true;
+  while (ok && at < n) {
+    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), n - at));
+    for (std::size_t i = 0; i < k; i += 8) {
+      const std::uint64_t v = (at + i) * 0x9e3779b97f4a7c15ull;
+      std::memcpy(buf.data() + i, &v, std::min<std::size_t>(8, k - i));
+    }
+    XXH3_64bits_update(&h, buf.data(), k);
+    for (std::size_t off = 0; ok && off < k;) {
+      const ssize_t w = ::write(fd, buf.data() + off, k - off);
+      ok = w > 0;
+      if (ok) off += static_cast<std::size_t>(w);
+    }
+    at += k;
+  }
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) return std::nullopt;
+  return XXH3_64bits_digest(&h);
+}
+
+// The highest live RSS (heap memory glibc kept but nobody holds handed back first, as the soak measures)
+// while `done` is false, sampled every 10 ms.
+asio::awaitable<void> sample_peak_rss(std::atomic<bool>& done, std::atomic<double>& peak) {
+  while (!done.load()) {
+    const double now = live_rss_mb();
+    if (now > peak.load()) peak.store(now);
+    co_await sleep_for(10ms);
+  }
+}
+
+asio::awaitable<int> bulk_file(shared_state& st) {
+  const asio::any_io_executor disk = st.disk;
+  const config& cfg = st.cfg;
+  const cogrid::bulk_options bo = file_upload.options();
+  char tmpl[] = "/tmp/grid-bench-XXXXXX";
+  const char* dir = ::mkdtemp(tmpl);
+  if (!dir) {
+    std::fprintf(stderr, "error: cannot make a temporary directory: %s\n", std::strerror(errno));
+    co_return 2;
+  }
+  const std::string src_path = std::string(dir) + "/source", dst_path = std::string(dir) + "/copy";
+  auto cleanup = [&] {
+    ::unlink(src_path.c_str());
+    ::unlink(dst_path.c_str());
+    ::rmdir(dir);
+  };
+  const auto want = write_source_file(src_path, cfg.file_bytes);
+  if (!want) {
+    std::fprintf(stderr, "error: cannot write %s: %s\n", src_path.c_str(), std::strerror(errno));
+    cleanup();
+    co_return 2;
+  }
+  for (auto& m : st.nodes) m->start();
+  auto c = st.nodes[0]->connection(st.hosts[1]);
+  if (auto r = co_await c->wait_for_connect(); !r) {
+    std::fprintf(stderr, "error: not connected: %s\n", r.error().message().c_str());
+    cleanup();
+    co_return 2;
+  }
+  auto src = cogrid::file_source::open(disk, src_path);
+  if (!src) {
+    std::fprintf(stderr, "error: %s\n", src.error().message().c_str());
+    cleanup();
+    co_return 2;
+  }
+  co_await sleep_for(100ms);
+  const double rss0 = live_rss_mb();
+  // RSS sampled every 10 ms while the file goes (from another coroutine: the upload is one co_await).
+  std::atomic<bool> done{false};
+  std::atomic<double> peak{rss0};
+  asio::co_spawn(st.execs[0], sample_peak_rss(done, peak), asio::detached);
+  const auto t0 = clock_type::now();
+  file_meta meta;
+  meta.path = dst_path;
+  cogrid::stream_options sopt;
+  sopt.timeout = std::chrono::seconds(600);
+  auto r = co_await file_upload.send(*c, meta, *src, sopt); // named arguments: GCC 12 mishandles temporaries in co_await
+  const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  done = true;
+  co_await sleep_for(20ms);
+  struct stat sb{};
+  const bool size_ok = ::stat(dst_path.c_str(), &sb) == 0 && static_cast<std::uint64_t>(sb.st_size) == cfg.file_bytes;
+  cleanup();
+  for (auto& m : st.nodes) co_await m->shutdown();
+
+  // Each node may hold two windows (the sender's queue and the batch being written; the receiver's
+  // buffered chunks and the one being handled); both nodes live in this process.
+  const double growth = peak.load() - rss0, bound = 2 * 2.0 * static_cast<double>(bo.window_bytes) / (1024.0 * 1024.0);
+  const bool ok = r && r->bytes == cfg.file_bytes && r->hash == *want && size_ok;
+  const double mib = static_cast<double>(cfg.file_bytes) / (1024.0 * 1024.0);
+  if (!cfg.json) {
+    std::printf("bulk-file: %.0f MiB file to file through bulk_upload (chunks %zu KiB, window %zu KiB), %u threads: %.2f s, %.0f MiB/s; "
+                "%s; peak live RSS +%.1f MB (bound: two windows per node, %.1f MB: %s)\n",
+                mib, bo.chunk_bytes >> 10, bo.window_bytes >> 10, cfg.threads, secs, mib / secs,
+                ok ? "copy equal (size and XXH3)" : (r ? "copy DIFFERS" : ("failed: " + r.error().message()).c_str()), growth, bound,
+                growth <= bound ? "held" : "EXCEEDED");
+  } else {
+    std::printf("{\"mode\": \"bulk-file\", \"file_bytes\": %llu, \"chunk_bytes\": %zu, \"window_bytes\": %zu, \"threads\": %u, "
+                "\"seconds\": %.3f, \"mib_per_sec\": %.1f, \"copy_equal\": %s, \"peak_rss_growth_mb\": %.1f, \"rss_bound_mb\": %.1f}\n",
+                static_cast<unsigned long long>(cfg.file_bytes), bo.chunk_bytes, bo.window_bytes, cfg.threads, secs, mib / secs,
+                ok ? "true" : "false", growth, bound);
+  }
+  if (!r) std::fprintf(stderr, "error: %s\n", r.error().message().c_str());
+  co_return ok && growth <= bound ? 0 : 1;
+}
+
 asio::awaitable<int> run(shared_state& st) {
   if (st.cfg.mode == "soak") co_return co_await soak(st);
   if (st.cfg.mode == "bulk") co_return co_await bulk(st);
+  if (st.cfg.mode == "bulk-file") co_return co_await bulk_file(st);
   const config& cfg = st.cfg;
   const double rss0 = rss_mb();
   const auto t_connect = clock_type::now();
@@ -746,11 +897,12 @@ asio::awaitable<int> run(shared_state& st) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak|bulk\n"
+  std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak|bulk|bulk-file\n"
                        "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--shared-context]\n"
                        "                  [--tls] [--json]\n"
                        "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n"
-                       "                  bulk: [--piece-bytes BYTES] [--piece-window BYTES]\n");
+                       "                  bulk: [--piece-bytes BYTES] [--piece-window BYTES]\n"
+                       "                  bulk-file: [--file-bytes BYTES]\n");
   return 2;
 }
 
@@ -778,9 +930,10 @@ int main(int argc, char** argv) {
     else if (k == "--max-growth-mb") cfg.max_growth_mb = std::strtod(val(), nullptr);
     else if (k == "--piece-bytes") cfg.piece_bytes = std::strtoul(val(), nullptr, 10);
     else if (k == "--piece-window") cfg.piece_window_bytes = std::strtoul(val(), nullptr, 10);
+    else if (k == "--file-bytes") cfg.file_bytes = std::strtoull(val(), nullptr, 10);
     else return usage();
   }
-  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak", "bulk"};
+  const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak", "bulk", "bulk-file"};
   if (std::find(modes.begin(), modes.end(), cfg.mode) == modes.end() || cfg.servers < 2 || cfg.servers > 64 ||
       cfg.callers < 1 || cfg.threads < 1 || cfg.seconds <= 0)
     return usage();
@@ -792,8 +945,14 @@ int main(int argc, char** argv) {
     cfg.servers = 2; // one link
     if (!cfg.payload_set) cfg.payload = 32u << 20;
   }
+  if (cfg.mode == "bulk-file") cfg.servers = 2;
   shared_state st;
   st.cfg = cfg;
+  std::optional<asio::thread_pool> disk_pool; // bulk-file: blocking file calls, off the io threads
+  if (cfg.mode == "bulk-file") {
+    disk_pool.emplace(2);
+    st.disk = disk_pool->get_executor();
+  }
   if (cfg.shared_context) {
     shared_io.emplace(static_cast<int>(cfg.threads));
     st.execs.push_back(shared_io->get_executor());
@@ -839,6 +998,7 @@ int main(int argc, char** argv) {
     if (!echo.serve(m, echo_fn{}) || !rpc.serve(m, rpc_fn{}) || !responses_stream.serve(m, ten_responses) ||
         !request_stream.serve(m, count_requests) || !twoway_stream.serve(m, echo_each))
       return 2;
+    if (cfg.mode == "bulk-file" && !file_upload.serve(m, file_install{st.disk})) return 2;
     m.listen(std::move(acceptors[i]));
   }
   int status = 2;

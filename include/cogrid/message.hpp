@@ -224,8 +224,7 @@ private:
 namespace detail {
 
 /// XORs `n` bytes at `p` with the 4-byte WebSocket masking `key` (RFC 6455 §5.3), starting at byte `phase`
-/// of the key (the offset of p in the frame's payload, modulo 4). Eight bytes per step; returns the phase
-/// after.
+/// of the key (the offset of p in the frame's payload, modulo 4); returns the phase after.
 COGRID_DECL std::size_t ws_mask(std::byte* p, std::size_t n, const std::array<std::uint8_t, 4>& key, std::size_t phase) noexcept;
 
 /// Appends one WebSocket binary FIN frame holding `payload` to `out`: header and payload, masked with a
@@ -238,12 +237,27 @@ struct merge_limits {
   std::size_t max_bytes = 31u << 10; ///< bytes of messages per container (a message larger than this goes alone)
 };
 
-/// The merge framer: appends to `out` the bytes of one socket write for a batch of encoded messages
-/// (`queue` holds them back to back, message i ending at `ends[i]`). Runs of up to `limits` go into one
-/// OpMerged container (built in `scratch`); a run of one goes alone. Each container or lone message is
-/// one WebSocket binary frame, masked when `mask`.
-COGRID_DECL void frame_batch(std::span<const std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
-                             std::vector<std::byte>& scratch, std::vector<std::byte>& out);
+/// Appends the header of one WebSocket binary FIN frame of `n` payload bytes to `out`; with `mask` (a
+/// client's frames) it carries a fresh random key, which is returned for masking the payload.
+COGRID_DECL std::array<std::uint8_t, 4> append_frame_header(std::size_t n, bool mask, std::vector<std::byte>& out);
+
+/// A run of the bytes of one socket write: a range of the framer's `out` (headers, containers, small
+/// frames) or of the batch's queue (a large message's bytes, masked where they are). Written in order.
+struct frame_part {
+  bool from_queue = false;
+  std::size_t begin = 0, end = 0;
+};
+
+/// The merge framer: the bytes of one socket write for a batch of encoded messages (`queue` holds them
+/// back to back, message i ending at `ends[i]`), described by `parts` over `out` and `queue`, after
+/// whatever `out` already holds. Runs of up to `limits` go into one OpMerged container (built in
+/// `scratch`); a run of one goes alone. Each container or lone message is one WebSocket binary frame,
+/// masked when `mask`. A lone message of at least `in_place_min` bytes is not copied: its frame header
+/// goes to `out` and its bytes stay in `queue` (masked in place), so a large payload is copied once on
+/// its way to the socket, not twice.
+COGRID_DECL void frame_batch(std::span<std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
+                             std::vector<std::byte>& scratch, std::vector<std::byte>& out, std::vector<frame_part>& parts,
+                             std::size_t in_place_min);
 
 } // namespace detail
 

@@ -355,6 +355,76 @@ TEST_CASE("ws_mask: word-wise masking equals RFC 6455's byte-wise rule at every 
   }
 }
 
+// One frame at `p` (RFC 6455 header, unmasked here when masked): its payload; `p` moves past it.
+bytes take_frame(std::span<const std::byte>& p) {
+  REQUIRE(p.size() >= 2);
+  CHECK(static_cast<std::uint8_t>(p[0]) == 0x82); // FIN, binary
+  const bool masked = (static_cast<std::uint8_t>(p[1]) & 0x80) != 0;
+  std::uint64_t n = static_cast<std::uint8_t>(p[1]) & 0x7f;
+  std::size_t at = 2;
+  const std::size_t ext = n == 126 ? 2 : n == 127 ? 8 : 0;
+  if (ext) {
+    n = 0;
+    for (std::size_t i = 0; i < ext; ++i) n = (n << 8) | static_cast<std::uint8_t>(p[2 + i]);
+    at += ext;
+  }
+  std::array<std::uint8_t, 4> key{};
+  if (masked) {
+    for (std::size_t i = 0; i < 4; ++i) key[i] = static_cast<std::uint8_t>(p[at + i]);
+    at += 4;
+  }
+  REQUIRE(p.size() >= at + n);
+  bytes out(p.begin() + static_cast<std::ptrdiff_t>(at), p.begin() + static_cast<std::ptrdiff_t>(at + n));
+  if (masked) (void)ws_mask(out.data(), out.size(), key, 0);
+  p = p.subspan(at + n);
+  return out;
+}
+
+TEST_CASE("frame_batch: a large lone message is written from the queue (masked in place), the rest from out, in order") {
+  for (const bool mask : {false, true}) {
+    CAPTURE(mask);
+    // Three messages: a small one, one over in_place_min, a small one.
+    const std::size_t payload_sizes[] = {10, 100'000, 20};
+    bytes queue;
+    std::vector<std::size_t> ends;
+    std::vector<bytes> encoded;
+    for (std::size_t i = 0; i < std::size(payload_sizes); ++i) {
+      const bytes body = pattern(payload_sizes[i], static_cast<unsigned>(i + 1));
+      message m;
+      m.mux_id = i + 1;
+      m.op = op_code::request;
+      m.payload = std::span<const std::byte>(body);
+      const std::size_t at = queue.size();
+      REQUIRE(encode_append(m, queue));
+      ends.push_back(queue.size());
+      encoded.emplace_back(queue.begin() + static_cast<std::ptrdiff_t>(at), queue.end());
+    }
+    bytes scratch, out{std::byte{0xee}}; // out already holds a byte (a control frame's place)
+    std::vector<frame_part> parts;
+    frame_batch(queue, ends, merge_limits{}, mask, scratch, out, parts, 64u << 10);
+    // out's first byte and the small message's frame, the large one's header; its bytes from the queue;
+    // the last small message's frame.
+    REQUIRE(parts.size() == 3);
+    CHECK(!parts[0].from_queue);
+    CHECK(parts[0].begin == 0);
+    CHECK(parts[1].from_queue);
+    CHECK(parts[1].begin == ends[0]);
+    CHECK(parts[1].end == ends[1]);
+    CHECK(!parts[2].from_queue);
+    CHECK(parts[2].begin == parts[0].end);
+    CHECK(parts[2].end == out.size());
+    bytes wire;
+    for (const frame_part& p : parts) {
+      const bytes& from = p.from_queue ? queue : out;
+      wire.insert(wire.end(), from.begin() + static_cast<std::ptrdiff_t>(p.begin), from.begin() + static_cast<std::ptrdiff_t>(p.end));
+    }
+    CHECK(wire[0] == std::byte{0xee});
+    std::span<const std::byte> rest = std::span<const std::byte>(wire).subspan(1);
+    for (const bytes& want : encoded) CHECK(take_frame(rest) == want);
+    CHECK(rest.empty());
+  }
+}
+
 // ---- cogrid against cogrid --------------------------------------------------------------------------
 
 const std::size_t sizes[] = {0, 1, 125, 126, 65535, 65536, 1 << 20};

@@ -317,12 +317,9 @@ COGRID_DECL std::size_t ws_mask(std::byte* p, std::size_t n, const std::array<st
   return k;
 }
 
-/// Appends one binary FIN frame holding `payload` to `out`: header and payload, masked with a fresh
-/// random key when `mask` (a client's frames). Allocates only to grow `out` (geometrically).
-COGRID_DECL void append_binary_frame(std::span<const std::byte> payload, bool mask, std::vector<std::byte>& out) {
+COGRID_DECL std::array<std::uint8_t, 4> append_frame_header(std::size_t n, bool mask, std::vector<std::byte>& out) {
   std::uint8_t h[14];
   std::size_t hl = 2;
-  const std::size_t n = payload.size();
   h[0] = 0x80 | 0x2; // FIN, binary
   if (n < 126) {
     h[1] = static_cast<std::uint8_t>(n);
@@ -343,23 +340,28 @@ COGRID_DECL void append_binary_frame(std::span<const std::byte> payload, bool ma
     std::memcpy(h + hl, key.data(), 4);
     hl += 4;
   }
-  const std::size_t old_size = out.size();
-  const std::size_t need = old_size + hl + n;
-  if (need > out.capacity()) out.reserve(std::max(need, out.capacity() * 2));
   const auto* hb = reinterpret_cast<const std::byte*>(h);
   out.insert(out.end(), hb, hb + hl);
-  out.insert(out.end(), payload.begin(), payload.end());
-  if (mask) ws_mask(out.data() + old_size + hl, n, key, 0);
+  return key;
 }
 
+/// Appends one binary FIN frame holding `payload` to `out`: header and payload, masked with a fresh
+/// random key when `mask` (a client's frames). Allocates only to grow `out` (geometrically).
+COGRID_DECL void append_binary_frame(std::span<const std::byte> payload, bool mask, std::vector<std::byte>& out) {
+  const std::size_t n = payload.size();
+  const std::size_t need = out.size() + 14 + n; // 14: the longest header
+  if (need > out.capacity()) out.reserve(std::max(need, out.capacity() * 2));
+  const auto key = append_frame_header(n, mask, out);
+  const std::size_t at = out.size();
+  out.insert(out.end(), payload.begin(), payload.end());
+  if (mask) ws_mask(out.data() + at, n, key, 0);
+}
 
-/// Appends to `out` the frames of a batch: `queue` holds encoded messages back to back, message i
-/// ending at `ends[i]`. Runs of up to `limits` go into one OpMerged container (built in `scratch`); a run
-/// of one goes alone. Each container or lone message is one binary frame, masked when `mask`.
-COGRID_DECL void frame_batch(std::span<const std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
-                        std::vector<std::byte>& scratch, std::vector<std::byte>& out) {
+COGRID_DECL void frame_batch(std::span<std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
+                             std::vector<std::byte>& scratch, std::vector<std::byte>& out, std::vector<frame_part>& parts,
+                             std::size_t in_place_min) {
   const std::size_t n = ends.size();
-  std::size_t i = 0, start = 0;
+  std::size_t i = 0, start = 0, covered = 0; // covered: the bytes of `out` already in `parts`
   while (i < n) {
     std::size_t j = i, bytes = 0, end = start;
     while (j < n && j - i < limits.max_messages) {
@@ -369,7 +371,13 @@ COGRID_DECL void frame_batch(std::span<const std::byte> queue, std::span<const s
       end = ends[j];
       ++j;
     }
-    if (j - i == 1) {
+    if (j - i == 1 && end - start >= in_place_min) {
+      const auto key = append_frame_header(end - start, mask, out);
+      if (mask) ws_mask(queue.data() + start, end - start, key, 0);
+      parts.push_back({false, covered, out.size()});
+      parts.push_back({true, start, end});
+      covered = out.size();
+    } else if (j - i == 1) {
       append_binary_frame(queue.subspan(start, end - start), mask, out);
     } else {
       merge_builder mb(scratch);
@@ -383,6 +391,7 @@ COGRID_DECL void frame_batch(std::span<const std::byte> queue, std::span<const s
     start = end;
     i = j;
   }
+  if (out.size() > covered) parts.push_back({false, covered, out.size()});
 }
 
 } // namespace detail

@@ -70,9 +70,18 @@ struct session {
   std::string why_text;
   bool writing = false;
   steady::time_point write_started{};
+  bool parked = false;            // the writer sleeps: the health loop may give back its buffers
+  steady::time_point parked_at{};
+  /// The writer's buffers are over `keep` bytes after a burst of large messages: memory given back.
+  void release_write_buffers(std::size_t keep) {
+    if (wbuf.capacity() > keep) std::vector<std::byte>().swap(wbuf);
+    if (container.capacity() > keep) std::vector<std::byte>().swap(container);
+    if (wqueue.capacity() > keep) std::vector<std::byte>().swap(wqueue);
+  }
   steady::time_point last_pong = steady::now();
   steady::time_point last_ping_sent = steady::now();
   std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
+  std::vector<frame_part> wparts; // the runs of wbuf and wqueue that make up one write
   std::vector<std::size_t> wends;
   std::size_t handed_out = 0; // messages the reader dispatched since it last let the writer take a turn
   /// A payload arriving in pieces (a call's or stream's large message), gathered until its last piece.
@@ -367,8 +376,8 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   const connection_options& opt = c.shared_->opt;
   const merge_limits limits{opt.merge_max_messages, opt.merge_max_bytes};
   const bool mask = s->ws->role() == ws_role::client;
-  const std::size_t keep_bytes = std::max<std::size_t>(256u << 10, 2 * opt.piece_bytes + (64u << 10));
   constexpr std::size_t write_slice = 1u << 20;
+  constexpr std::size_t in_place_min = 64u << 10; // a message this large is written from the queue, not copied
   bool yielded = false;
   while (!s->failed) {
     s->wqueue.clear();
@@ -384,36 +393,45 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
         continue;
       }
       yielded = false;
-      // Park until a producer or fail() wakes us: one hand-off, no timer.
+      // Park until a producer or fail() wakes us: one hand-off, no timer. The buffers a burst of large
+      // messages grew stay while data keeps coming (reused, not taken and faulted in again per batch);
+      // the health loop gives them back once the writer has slept for a while.
+      s->parked = true;
+      s->parked_at = steady::now();
       co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(writer_park{s.get()}, asio::use_awaitable);
+      s->parked = false;
       continue;
     }
     yielded = false;
-    frame_batch(s->wqueue, s->wends, limits, mask, s->container, s->wbuf); // all frames leave in one write
+    // All frames leave in one write, except that a large message's bytes go from the queue itself (a write
+    // of their own, without a copy into wbuf).
+    s->wparts.clear();
+    frame_batch(s->wqueue, s->wends, limits, mask, s->container, s->wbuf, s->wparts, in_place_min);
+    std::size_t total = 0;
+    for (const frame_part& p : s->wparts) total += p.end - p.begin;
     c.messages_out_.fetch_add(s->wends.size(), std::memory_order_relaxed);
-    c.bytes_out_.fetch_add(s->wbuf.size(), std::memory_order_relaxed);
+    c.bytes_out_.fetch_add(total, std::memory_order_relaxed);
     s->writing = true;
     std::error_code ec = make_error_code(errc::disconnected);
     if (s->ws->begin_write()) {
       // The write deadline measures progress: a large batch (a whole large message to a peer that takes
       // no pieces) goes in slices, each with the full write_timeout.
       std::error_code transport_ec;
-      for (std::size_t at = 0; at < s->wbuf.size() && !transport_ec;) {
-        const std::size_t n = std::min(s->wbuf.size() - at, write_slice);
-        s->write_started = steady::now();
-        co_await s->ws->lower().write_all(asio::buffer(s->wbuf.data() + at, n), transport_ec);
-        at += n;
+      for (const frame_part& p : s->wparts) {
+        const std::byte* base = p.from_queue ? s->wqueue.data() : s->wbuf.data();
+        for (std::size_t at = p.begin; at < p.end && !transport_ec;) {
+          const std::size_t n = std::min(p.end - at, write_slice);
+          s->write_started = steady::now();
+          co_await s->ws->lower().write_all(asio::buffer(base + at, n), transport_ec);
+          at += n;
+        }
+        if (transport_ec) break;
       }
       ec = s->ws->end_write(transport_ec);
     }
     s->writing = false;
     c.writes_.fetch_add(1, std::memory_order_relaxed);
     if (ec) s->fail(ec);
-    // Give back memory after a burst of large messages (MinIO keeps merge buffers <= 256 KiB); buffers
-    // the size of a piece are kept, so that a large payload's pieces do not each take fresh memory.
-    if (s->wbuf.capacity() > keep_bytes) std::vector<std::byte>().swap(s->wbuf);
-    if (s->container.capacity() > keep_bytes) std::vector<std::byte>().swap(s->container);
-    if (s->wqueue.capacity() > keep_bytes) std::vector<std::byte>().swap(s->wqueue);
   }
 }
 
@@ -430,6 +448,9 @@ asio::awaitable<void> session::health_loop(std::shared_ptr<session> s) {
     co_await s->tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (s->failed) break;
     const auto now = steady::now();
+    // A writer asleep for a tick gives back what a burst grew (MinIO keeps merge buffers <= 256 KiB);
+    // buffers the size of a piece stay, so that a large payload's pieces do not each take fresh memory.
+    if (s->parked && now - s->parked_at >= tick) s->release_write_buffers(std::max<std::size_t>(256u << 10, 2 * opt.piece_bytes + (64u << 10)));
     if (s->writing && now - s->write_started > opt.write_timeout) {
       c.log(log_level::warning, "write timeout: the remote stopped reading");
       s->fail(make_error_code(errc::timeout), "write timeout: the remote stopped reading");
