@@ -683,7 +683,7 @@ struct file_install {
   asio::any_io_executor disk;
   cogrid::stream_generator<file_result> operator()(file_meta m, cogrid::bulk_input in) const { return run(disk, std::move(m), std::move(in)); }
   static cogrid::stream_generator<file_result> run(asio::any_io_executor disk, file_meta m, cogrid::bulk_input in) {
-    auto out = cogrid::file_sink::create(disk, m.path);
+    auto out = co_await cogrid::file_sink::create(disk, m.path);
     if (!out) throw cogrid::exception(out.error());
     XXH3_state_t h;
     XXH3_64bits_reset(&h);
@@ -693,7 +693,8 @@ struct file_install {
       if (!w) throw cogrid::exception(w.error());
     }
     if (!in.complete()) co_return;
-    co_yield file_result{in.bytes_received(), XXH3_64bits_digest(&h)};
+    file_result done{in.bytes_received(), XXH3_64bits_digest(&h)}; // named: GCC 12 and temporaries in co_yield
+    co_yield done;
   }
 };
 
@@ -764,7 +765,7 @@ asio::awaitable<int> bulk_file(shared_state& st) {
     cleanup();
     co_return 2;
   }
-  auto src = cogrid::file_source::open(disk, src_path);
+  auto src = co_await cogrid::file_source::open(disk, src_path);
   if (!src) {
     std::fprintf(stderr, "error: %s\n", src.error().message().c_str());
     cleanup();

@@ -190,9 +190,11 @@ struct blocking_outcome {
   bool unpositioned = false; ///< the descriptor cannot seek (a pipe): plain read/write were used
 };
 
+static_assert(sizeof(off_t) == 8, "cogrid's file sources and sinks need a 64-bit off_t (_FILE_OFFSET_BITS=64)");
+
 /// One blocking file call, run on the user's executor for blocking work.
 struct file_call {
-  enum kind_t { read, write, sync } kind = read;
+  enum kind_t { read, write, sync, close } kind = read;
   int fd = -1;
   std::byte* data = nullptr; // read: into; write: from
   std::size_t size = 0;
@@ -202,6 +204,10 @@ struct file_call {
   blocking_outcome operator()() const {
     blocking_outcome r;
     r.unpositioned = !positioned;
+    if (kind == close) {
+      if (::close(fd) != 0 && errno != EINTR) r.err = errno; // EINTR: the descriptor is closed all the same
+      return r;
+    }
     if (kind == sync) {
       while (::fdatasync(fd) != 0) {
         if (errno == EINTR) continue;
@@ -298,7 +304,13 @@ public:
   ~file_handle() { (void)close(); }
 
   int fd() const noexcept { return fd_; }
+  bool owned() const noexcept { return owned_; }
   const std::string& name() const noexcept { return name_; }
+  /// Gives up the descriptor (the caller closes it).
+  int release() noexcept {
+    owned_ = false;
+    return std::exchange(fd_, -1);
+  }
   result<void> close() {
     const int fd = std::exchange(fd_, -1);
     if (fd < 0 || !std::exchange(owned_, false)) return {};
@@ -312,13 +324,42 @@ private:
   std::string name_;
 };
 
-inline result<file_handle> open_file(const std::string& path, int flags) {
-  int fd = -1;
-  do {
-    fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return errno_error(errno, "cannot open " + path);
-  return file_handle(fd, true, path);
+/// `open(path, flags)`, run on the blocking executor (creating or truncating a large file can wait on
+/// the disk): the descriptor in `n`, or errno in `err`.
+struct open_call {
+  const std::string* path;
+  int flags;
+  blocking_outcome operator()() const {
+    blocking_outcome r;
+    int fd = -1;
+    do {
+      fd = ::open(path->c_str(), flags | O_CLOEXEC, 0644);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) r.err = errno;
+    else r.n = static_cast<std::size_t>(fd);
+    return r;
+  }
+};
+
+inline asio::awaitable<result<file_handle>> open_file(asio::any_io_executor blocking, std::string path, int flags) {
+  const blocking_outcome done = co_await run_blocking(blocking, open_call{&path, flags});
+  if (done.err) co_return errno_error(done.err, "cannot open " + path);
+  co_return file_handle(static_cast<int>(done.n), true, path);
+}
+
+/// Closes an owned descriptor on the blocking executor (a close can wait for the file's data to be
+/// written back, e.g. on NFS), or here when it cannot be handed there.
+inline void close_on(const asio::any_io_executor& blocking, file_handle& f) noexcept {
+  if (f.fd() < 0 || !f.owned()) return;
+  try {
+    const int fd = f.release();
+    try {
+      asio::post(blocking, [fd] { ::close(fd); });
+    } catch (...) {
+      ::close(fd);
+    }
+  } catch (...) {
+  }
 }
 
 } // namespace detail
@@ -337,13 +378,18 @@ public:
   file_source(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0)
       : exec_(std::move(blocking)), file_(fd, false, "fd " + std::to_string(fd)), offset_(offset) {}
 
-  /// Opens `path` for reading (owned: closed with the source).
+  file_source(file_source&&) noexcept = default;
+  file_source& operator=(file_source&&) = delete;
+  /// An owned file is closed on the blocking executor.
+  ~file_source() { detail::close_on(exec_, file_); }
+
+  /// Opens `path` for reading (owned: closed with the source), on `blocking`.
   /// @par Errors
   /// `open`'s errno (e.g. `std::errc::no_such_file_or_directory`) with "cannot open <path>: <reason>".
-  static result<file_source> open(asio::any_io_executor blocking, const std::string& path) {
-    auto f = detail::open_file(path, O_RDONLY);
-    if (!f) return f.error();
-    return file_source(std::move(blocking), std::move(*f));
+  static asio::awaitable<result<file_source>> open(asio::any_io_executor blocking, std::string path) {
+    auto f = co_await detail::open_file(blocking, std::move(path), O_RDONLY);
+    if (!f) co_return f.error();
+    co_return file_source(std::move(blocking), std::move(*f));
   }
 
   asio::awaitable<result<std::size_t>> read_some(std::span<std::byte> out) {
@@ -388,13 +434,19 @@ public:
   file_sink(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0)
       : exec_(std::move(blocking)), file_(fd, false, "fd " + std::to_string(fd)), offset_(offset) {}
 
-  /// Creates `path` (mode 0644 before the umask), or truncates it when it exists; owned.
+  file_sink(file_sink&&) noexcept = default;
+  file_sink& operator=(file_sink&&) = delete;
+  /// An owned file not closed yet is closed on the blocking executor.
+  ~file_sink() { detail::close_on(exec_, file_); }
+
+  /// Creates `path` (mode 0644 before the umask), or truncates it when it exists (on `blocking`: freeing
+  /// a large file's blocks takes time); owned.
   /// @par Errors
   /// `open`'s errno with "cannot open <path>: <reason>".
-  static result<file_sink> create(asio::any_io_executor blocking, const std::string& path) {
-    auto f = detail::open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
-    if (!f) return f.error();
-    return file_sink(std::move(blocking), std::move(*f));
+  static asio::awaitable<result<file_sink>> create(asio::any_io_executor blocking, std::string path) {
+    auto f = co_await detail::open_file(blocking, std::move(path), O_WRONLY | O_CREAT | O_TRUNC);
+    if (!f) co_return f.error();
+    co_return file_sink(std::move(blocking), std::move(*f));
   }
 
   /// Writes all of `data` at the current offset.
@@ -425,8 +477,17 @@ public:
     co_return result<void>();
   }
 
-  /// Closes an owned file now (a no-op for a borrowed descriptor), reporting `close`'s error.
-  result<void> close() { return file_.close(); }
+  /// Closes an owned file now, on the blocking executor (a no-op for a borrowed descriptor), reporting
+  /// `close`'s error.
+  asio::awaitable<result<void>> close() {
+    if (file_.fd() < 0 || !file_.owned()) co_return result<void>();
+    detail::file_call call;
+    call.kind = detail::file_call::close;
+    call.fd = file_.release();
+    const detail::blocking_outcome done = co_await detail::run_blocking(exec_, call);
+    if (done.err) co_return detail::errno_error(done.err, "close of " + file_.name());
+    co_return result<void>();
+  }
 
   std::uint64_t bytes_written() const noexcept { return written_; }
   std::uint64_t offset() const noexcept { return offset_; }
@@ -646,7 +707,7 @@ inline stream_capacity upload_capacity(const bulk_options& o) noexcept {
 ///   asio::any_io_executor disk; // e.g. an asio::thread_pool's executor
 ///   cogrid::stream_generator<snap_resp> operator()(snap_meta m, cogrid::bulk_input in) const { return run(disk, m, std::move(in)); }
 ///   static cogrid::stream_generator<snap_resp> run(asio::any_io_executor disk, snap_meta m, cogrid::bulk_input in) {
-///     auto out = cogrid::file_sink::create(disk, "snapshot.tmp");
+///     auto out = co_await cogrid::file_sink::create(disk, "snapshot.tmp");
 ///     if (!out) throw cogrid::exception(out.error());
 ///     while (auto c = co_await in.next()) {
 ///       auto w = co_await out->write(*c);
@@ -655,12 +716,13 @@ inline stream_capacity upload_capacity(const bulk_options& o) noexcept {
 ///     if (!in.complete()) co_return;               // cut off: nobody waits for an answer
 ///     auto synced = co_await out->sync();
 ///     if (!synced) throw cogrid::exception(synced.error());
-///     co_yield snap_resp{m.term, in.bytes_received()};
+///     snap_resp done{m.term, in.bytes_received()}; // named: GCC 12 mishandles temporaries in co_yield
+///     co_yield done;
 ///   }
 /// };
 /// auto served = install.serve(m, install_fn{pool.get_executor()});   // on every node
 ///
-/// auto src = cogrid::file_source::open(pool.get_executor(), "snapshot");  // on the leader
+/// auto src = co_await cogrid::file_source::open(pool.get_executor(), "snapshot");  // on the leader
 /// auto r = co_await install.send(*conn, meta, *src);                       // result<snap_resp>
 /// @endcode
 ///
@@ -867,7 +929,7 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
 ///   asio::any_io_executor disk;
 ///   cogrid::stream_generator<cogrid::payload> operator()(send_req r) const { return run(disk, std::move(r)); }
 ///   static cogrid::stream_generator<cogrid::payload> run(asio::any_io_executor disk, send_req r) {
-///     auto src = cogrid::file_source::open(disk, r.snapshot);
+///     auto src = co_await cogrid::file_source::open(disk, r.snapshot);
 ///     if (!src) throw cogrid::exception(src.error());     // the caller gets a remote error with its text
 ///     cogrid::payload chunk = std::vector<std::byte>(zsend.options().chunk_bytes);
 ///     for (;;) {
@@ -884,7 +946,7 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
 /// auto served = zsend.serve(m, send_fn{pool.get_executor()});
 ///
 /// auto reader = co_await zsend.open(*conn, req);                      // result<bulk_reader>
-/// auto out = cogrid::file_sink::create(pool.get_executor(), "recv");
+/// auto out = co_await cogrid::file_sink::create(pool.get_executor(), "recv");
 /// auto n = co_await reader->receive_to(*out);                         // result<std::uint64_t>
 /// @endcode
 ///

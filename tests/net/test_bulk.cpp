@@ -159,7 +159,7 @@ struct store_fn {
   std::string dir;
   stream_generator<upload_resp> operator()(upload_meta m, bulk_input in) const { return run(disk, dir + "/" + m.name, std::move(in)); }
   static stream_generator<upload_resp> run(asio::any_io_executor disk, std::string path, bulk_input in) {
-    auto out = file_sink::create(disk, path);
+    auto out = co_await file_sink::create(disk, path);
     if (!out) throw cogrid::exception(out.error());
     while (auto c = co_await in.next()) {
       auto w = co_await out->write(*c);
@@ -168,7 +168,7 @@ struct store_fn {
     if (!in.complete()) co_return;
     auto synced = co_await out->sync();
     if (!synced) throw cogrid::exception(synced.error());
-    auto closed = out->close();
+    auto closed = co_await out->close();
     if (!closed) throw cogrid::exception(closed.error());
     upload_resp r;
     r.bytes = out->bytes_written();
@@ -182,7 +182,7 @@ struct send_file_fn {
   asio::any_io_executor disk;
   stream_generator<payload> operator()(download_req r) const { return run(disk, std::move(r)); }
   static stream_generator<payload> run(asio::any_io_executor disk, download_req r) {
-    auto src = file_source::open(disk, r.path);
+    auto src = co_await file_source::open(disk, r.path);
     if (!src) throw cogrid::exception(src.error());
     const std::size_t size = file_download.options().chunk_bytes;
     payload chunk = std::vector<std::byte>(size);
@@ -370,7 +370,7 @@ asio::awaitable<void> upload_file(asio::any_io_executor ex) {
   REQUIRE(file_upload.serve(g.node(1), store_fn{disk.get_executor(), dir.path.string()}));
   g.start();
   REQUIRE(co_await g.wait_all_connected());
-  auto src = file_source::open(disk.get_executor(), dir.file("in"));
+  auto src = co_await file_source::open(disk.get_executor(), dir.file("in"));
   REQUIRE(src);
   const upload_meta meta{"out", data.size()};
   auto r = co_await file_upload.send(*g.link(0, 1), meta, *src);
@@ -379,7 +379,7 @@ asio::awaitable<void> upload_file(asio::any_io_executor ex) {
   CHECK(src->offset() == data.size());
   CHECK(read_file(dir.file("out")) == data);
   // A file that cannot be opened: the error names it and says why.
-  auto missing = file_source::open(disk.get_executor(), dir.file("missing"));
+  auto missing = co_await file_source::open(disk.get_executor(), dir.file("missing"));
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == std::errc::no_such_file_or_directory);
   CHECK(missing.error().message().find(dir.file("missing")) != std::string::npos);
@@ -516,7 +516,7 @@ asio::awaitable<void> download_file(asio::any_io_executor ex) {
   {
     auto reader = co_await file_download.open(c, req);
     REQUIRE_MESSAGE(reader, reader.error().message());
-    auto out = file_sink::create(disk.get_executor(), dir.file("received"));
+    auto out = co_await file_sink::create(disk.get_executor(), dir.file("received"));
     REQUIRE(out);
     auto n = co_await reader->receive_to(*out);
     REQUIRE_MESSAGE(n, n.error().message());
@@ -524,7 +524,8 @@ asio::awaitable<void> download_file(asio::any_io_executor ex) {
     CHECK(reader->bytes_received() == data.size());
     auto synced = co_await out->sync();
     CHECK(synced);
-    CHECK(out->close());
+    auto closed = co_await out->close();
+    CHECK(closed);
     CHECK(read_file(dir.file("received")) == data);
   }
   {

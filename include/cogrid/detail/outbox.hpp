@@ -191,6 +191,14 @@ public:
     }
   }
 
+  /// Gives back the queue's buffer when it is empty and over `keep` bytes (the writer and the queue swap
+  /// buffers, so after a burst of large messages the queue may hold the large one while the link idles).
+  void shrink(std::size_t keep) {
+    std::vector<std::byte> drop;
+    std::lock_guard lk(mu_);
+    if (buf_.empty() && buf_.capacity() > keep) drop.swap(buf_);
+  }
+
   /// The peer took `n` bytes of pieces: more may go (and the writer is woken if it waits for that).
   void acknowledged(std::size_t n, handoff how) {
     bool wake = false;

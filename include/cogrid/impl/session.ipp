@@ -450,7 +450,11 @@ asio::awaitable<void> session::health_loop(std::shared_ptr<session> s) {
     const auto now = steady::now();
     // A writer asleep for a tick gives back what a burst grew (MinIO keeps merge buffers <= 256 KiB);
     // buffers the size of a piece stay, so that a large payload's pieces do not each take fresh memory.
-    if (s->parked && now - s->parked_at >= tick) s->release_write_buffers(std::max<std::size_t>(256u << 10, 2 * opt.piece_bytes + (64u << 10)));
+    if (s->parked && now - s->parked_at >= tick) {
+      const std::size_t keep = std::max<std::size_t>(256u << 10, 2 * opt.piece_bytes + (64u << 10));
+      s->release_write_buffers(keep);
+      c.out_.shrink(keep);
+    }
     if (s->writing && now - s->write_started > opt.write_timeout) {
       c.log(log_level::warning, "write timeout: the remote stopped reading");
       s->fail(make_error_code(errc::timeout), "write timeout: the remote stopped reading");
