@@ -595,7 +595,13 @@ struct bulk_upload_fn {
   std::shared_ptr<F> fn;
   std::size_t chunk_bytes = 0;
   stream_generator<Resp> operator()(call_context ctx, Meta meta, stream_input<payload> in) const {
-    bulk_input b(stream_input_access::state(in), chunk_bytes);
+    const auto& state = stream_input_access::state(in);
+    {
+      // Set as the stream starts, before any chunk can arrive: an oversized one is refused on arrival.
+      std::lock_guard lk(state->mu);
+      state->max_in_bytes = chunk_bytes;
+    }
+    bulk_input b(state, chunk_bytes);
     if constexpr (std::is_invocable_v<F&, call_context, Meta, bulk_input>)
       return (*fn)(std::move(ctx), std::move(meta), std::move(b));
     else if constexpr (std::is_invocable_v<F&, Meta, bulk_input>)

@@ -449,11 +449,13 @@ asio::awaitable<void> byte_budget(asio::any_io_executor ex) {
   const std::string text = r.error().message();
   CHECK_MESSAGE(text.find(std::to_string(small_opts.chunk_bytes + 1)) != std::string::npos, text);
   CHECK_MESSAGE(text.find(std::to_string(small_opts.chunk_bytes)) != std::string::npos, text);
-  // The handler saw the stream end, not completed, after the chunk that fitted.
+  // The handler saw the stream end, not complete. The oversized chunk is refused as it arrives, so the
+  // handler never gets it; whether it took the chunk that fitted first depends on timing.
   auto ended = [&] { return seen->aborted.load() + seen->other.load() == 1; };
   CHECK(co_await eventually(ended));
   CHECK(seen->completed.load() == 0);
-  CHECK(seen->bytes.load() == small_opts.chunk_bytes);
+  const std::uint64_t taken = seen->bytes.load();
+  CHECK((taken == 0 || taken == small_opts.chunk_bytes));
   CHECK(g.link(1, 0)->stats().stream_errors == 1);
   // The link stays: a call and a whole upload on the same connection succeed.
   const payload hello = cogrid_test::bytes("hello");

@@ -136,6 +136,7 @@ struct served_stream : std::enable_shared_from_this<served_stream> {
   std::chrono::steady_clock::time_point last_ping;
   call_meter meter;                           // under mu; ended when the stream leaves the connection
   std::size_t bytes_in = 0, bytes_out = 0;    // under mu
+  std::size_t max_in_bytes = 0;              // under mu: a larger inbound message ends the stream (0: none)
 };
 
 /// The generator asks to send its current value (at a co_yield). True: suspend until a credit comes.

@@ -357,6 +357,11 @@ inline void server_on_request(connection& c, const message& m) {
         violation = "inbound message after end of input";
       } else if (s.input.full()) {
         violation = "handler blocked"; // the caller sent without a credit
+      } else if (s.max_in_bytes != 0 && m.payload && m.payload->size() > s.max_in_bytes) {
+        // Refused as it arrives, not when the handler takes it: buffering whole windows of oversized
+        // messages first would break the memory bound the limit exists for (bulk chunks).
+        violation = "a bulk chunk of " + std::to_string(m.payload->size()) + " bytes is over the chunk size of " +
+                    std::to_string(s.max_in_bytes) + " bytes the handler declares";
       } else {
         s.input.push(m.payload);
         if (m.payload) s.bytes_in += m.payload->size();
