@@ -241,14 +241,15 @@ struct merge_limits {
 /// client's frames) it carries a fresh random key, which is returned for masking the payload.
 COGRID_DECL std::array<std::uint8_t, 4> append_frame_header(std::size_t n, bool mask, std::vector<std::byte>& out);
 
-/// A run of the bytes of one socket write: a range of the framer's `out` (headers, containers, small
-/// frames) or of the batch's queue (a large message's bytes, masked where they are). Written in order.
+/// A run of the bytes of one batch: a range of the framer's `out` (headers, containers, small frames) or
+/// of the batch's queue (a large message's bytes, masked where they are). Written in order, each run of
+/// the queue with a write of its own.
 struct frame_part {
   bool from_queue = false;
   std::size_t begin = 0, end = 0;
 };
 
-/// The merge framer: the bytes of one socket write for a batch of encoded messages (`queue` holds them
+/// The merge framer: the bytes of a batch of encoded messages (`queue` holds them
 /// back to back, message i ending at `ends[i]`), described by `parts` over `out` and `queue`, after
 /// whatever `out` already holds. Runs of up to `limits` go into one OpMerged container (built in
 /// `scratch`); a run of one goes alone. Each container or lone message is one WebSocket binary frame,
