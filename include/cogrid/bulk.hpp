@@ -72,12 +72,17 @@ struct bulk_options {
   /// The most chunks a window may hold (the stream's capacity).
   static constexpr std::size_t max_window_chunks = std::size_t{1} << 16;
 
+  /// What a chunk's grid message adds to its bytes in a queue (msgpack header, CRC, subroute): counted
+  /// in the window, so that a window of chunks fits `window_bytes` in the sender's queue.
+  static constexpr std::size_t chunk_overhead = 64;
+
   std::size_t chunk_bytes = 256u << 10; ///< bytes per chunk (the last chunk may be shorter)
   std::size_t window_bytes = 4u << 20;  ///< bytes in flight, receiver's buffers included
 
-  /// Chunks in flight: `window_bytes / chunk_bytes`, at least 1 (and at most `max_window_chunks`).
+  /// Chunks in flight: `window_bytes / (chunk_bytes + chunk_overhead)`, at least 1 (and at most
+  /// `max_window_chunks`): 15 with the defaults.
   std::uint32_t window_chunks() const noexcept {
-    const std::size_t n = chunk_bytes == 0 ? 1 : window_bytes / chunk_bytes;
+    const std::size_t n = chunk_bytes == 0 ? 1 : window_bytes / (chunk_bytes + chunk_overhead);
     return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, 1, max_window_chunks));
   }
 

@@ -11,6 +11,9 @@
 #include "test_types.hpp"
 
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/thread_pool.hpp>
 
 #include <doctest/doctest.h>
@@ -93,10 +96,11 @@ static_assert(byte_source<bulk_reader>);
 static_assert(byte_sink<file_sink>);
 
 const bulk_upload<upload_meta, upload_resp> hashing{handler_id{90}};
-constexpr bulk_options small_opts{16u << 10, 64u << 10}; // 4 chunks in flight
+constexpr bulk_options small_opts{16u << 10, 64u << 10}; // 3 chunks in flight (4 and their headers are over 64 KiB)
 const bulk_upload<upload_meta, upload_resp> small_hashing{handler_id{91}, small_opts};
 const bulk_upload<upload_meta, upload_resp> slow_upload{handler_id{92}, small_opts};
 const bulk_upload<upload_meta, upload_resp> watched_upload{handler_id{93}, small_opts};
+const bulk_upload<upload_meta, upload_resp> stalled_upload{handler_id{94}, small_opts};
 const bulk_upload<upload_meta, upload_resp> file_upload{handler_id{94}};
 const bulk_download<download_req> file_download{handler_id{95}, "files", bulk_options{64u << 10, 1u << 20}};
 const unary_raw echo{handler_id{78}};
@@ -150,6 +154,25 @@ struct watched_fn {
     upload_resp r;
     r.bytes = in.bytes_received();
     co_yield r;
+  }
+};
+
+// A handler that does not read for a minute (a disk stall): whatever the sender does meanwhile sits in
+// the stream's buffers. Counts how its wait ended.
+struct stalled {
+  std::atomic<int> cancelled{0}, timed_out{0};
+};
+struct stalled_fn {
+  std::shared_ptr<stalled> seen;
+  stream_generator<upload_resp> operator()(upload_meta, bulk_input in) const { return run(seen, std::move(in)); }
+  static stream_generator<upload_resp> run(std::shared_ptr<stalled> seen, bulk_input in) {
+    asio::steady_timer stall(co_await asio::this_coro::executor, std::chrono::seconds(60));
+    std::error_code ec;
+    co_await stall.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    (ec == asio::error::operation_aborted ? seen->cancelled : seen->timed_out).fetch_add(1);
+    while (auto c = co_await in.next()) {
+    }
+    co_return;
   }
 };
 
@@ -260,8 +283,8 @@ asio::awaitable<void> wait_idle(testing::grid& g) {
 TEST_SUITE_BEGIN("bulk");
 
 TEST_CASE("bulk options: the window in chunks, and bad options refused with the reason") {
-  CHECK(bulk_options{}.window_chunks() == 16);
-  CHECK(small_opts.window_chunks() == 4);
+  CHECK(bulk_options{}.window_chunks() == 15); // 16 chunks and their headers would not fit 4 MiB
+  CHECK(small_opts.window_chunks() == 3);
   CHECK(bulk_options{1000, 10}.window_chunks() == 1); // a window smaller than a chunk: one chunk
   CHECK(bulk_options{}.validate());
   CHECK(bulk_options{bulk_options::max_chunk_bytes, 1}.validate());
@@ -475,6 +498,40 @@ asio::awaitable<void> byte_budget(asio::any_io_executor ex) {
 }
 TEST_CASE("bulk upload: a chunk over the declared size ends that stream with both sizes named, not the link") {
   run_async(byte_budget);
+}
+
+// An oversized chunk is refused as it arrives, even while the handler reads nothing: the sender learns
+// at once (not when the handler next reads, a minute later here), and the handler's wait is cancelled.
+asio::awaitable<void> refused_on_arrival(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, patient);
+  auto seen = std::make_shared<stalled>();
+  REQUIRE(stalled_upload.serve(g.node(1), stalled_fn{seen}));
+  g.start();
+  REQUIRE(co_await g.wait_all_connected());
+  auto& c = *g.link(0, 1);
+  const bidi_stream_raw raw{stalled_upload.id(), stalled_upload.capacity()};
+  std::vector<std::byte> meta_bytes;
+  const upload_meta meta{"stalled", 0};
+  (void)detail::codec<upload_meta>::pack(meta, meta_bytes);
+  const payload init = std::move(meta_bytes);
+  auto s = co_await raw.open(c, init);
+  REQUIRE_MESSAGE(s, s.error().message());
+  const payload over = std::vector<std::byte>(small_opts.chunk_bytes + 1, std::byte{2});
+  auto sent = co_await s->send(over);
+  REQUIRE(sent);
+  auto r = co_await s->next(); // within the test's 20 s, far before the handler's 60 s stall ends
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == errc::remote_error);
+  CHECK_MESSAGE(r.error().message().find(std::to_string(small_opts.chunk_bytes + 1)) != std::string::npos, r.error().message());
+  auto cancelled = [&] { return seen->cancelled.load() == 1; };
+  CHECK(co_await eventually(cancelled));
+  CHECK(seen->timed_out.load() == 0);
+  CHECK(reconnects(g) == 0);
+  co_await wait_idle(g);
+  co_await g.shutdown();
+}
+TEST_CASE("bulk upload: an oversized chunk is refused as it arrives, while the handler is not reading") {
+  run_async(refused_on_arrival, std::chrono::seconds(20));
 }
 
 // The source fails after 1 MiB: the upload returns that error and the handler's input ends aborted.
