@@ -241,12 +241,24 @@ struct merge_limits {
 /// client's frames) it carries a fresh random key, which is returned for masking the payload.
 COGRID_DECL std::array<std::uint8_t, 4> append_frame_header(std::size_t n, bool mask, std::vector<std::byte>& out);
 
+/// A message encoded around its payload, for a writer that sends a large payload from where it is: the
+/// bytes before the payload (`head`) and after it (`tail`: subroute and CRC), which with the payload
+/// between them are the bytes encode_append writes (the CRC covers the payload where it is).
+struct split_message {
+  std::array<std::byte, 40> head{};
+  std::size_t head_size = 0;
+  std::array<std::byte, 36> tail{};
+  std::size_t tail_size = 0;
+};
+COGRID_DECL split_message encode_split(const message& m) noexcept;
+
 /// A run of the bytes of one batch: a range of the framer's `out` (headers, containers, small frames) or
 /// of the batch's queue (a large message's bytes, masked where they are). Written in order, each run of
 /// the queue with a write of its own.
 struct frame_part {
   bool from_queue = false;
   std::size_t begin = 0, end = 0;
+  const std::byte* data = nullptr; ///< when set, the run is data[begin, end) (a payload sent from where it is)
 };
 
 /// The merge framer: the bytes of a batch of encoded messages (`queue` holds them

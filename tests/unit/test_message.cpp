@@ -183,6 +183,34 @@ TEST_CASE("the subroute trailer comes before the CRC, and the CRC covers it") {
   CHECK(d->subroute == m.subroute);
 }
 
+TEST_CASE("a message encoded around its payload is, with the payload between, the bytes encode_append writes") {
+  // The writer sends a large payload's pieces from where they are: head, payload, tail (subroute, CRC).
+  // Sizes across the bin8/bin16/bin32 headers and past XXH3's long-input threshold and its stripes.
+  for (const std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{255}, std::size_t{256}, std::size_t{65535},
+                                 std::size_t{65536}, std::size_t{262144}, std::size_t{262147}}) {
+    for (const bool sub : {false, true}) {
+      for (const bool crc : {false, true}) {
+        CAPTURE(size);
+        CAPTURE(sub);
+        CAPTURE(crc);
+        std::vector<std::byte> payload(size);
+        for (std::size_t i = 0; i < size; ++i) payload[i] = static_cast<std::byte>(i * 7 + (i >> 9));
+        message m = worked_example();
+        m.mux_id = 0x1234567890ull;
+        m.deadline_ms = 0xffffffffu;
+        m.flags = (crc ? msg_flags::crc : msg_flags{}) | msg_flags::more;
+        m.payload = std::span<const std::byte>(payload);
+        if (sub) m.subroute = make_subroute_id(handler_id{78}, "some-subroute");
+        const detail::split_message split = detail::encode_split(m);
+        CHECK(split.tail_size == (sub ? 32u : 0u) + (crc ? 4u : 0u));
+        const auto joined = concat(concat(std::vector<std::byte>(split.head.data(), split.head.data() + split.head_size), payload),
+                                   std::span<const std::byte>(split.tail.data(), split.tail_size));
+        CHECK(to_hex(joined) == to_hex(enc(m)));
+      }
+    }
+  }
+}
+
 TEST_CASE("the decoder accepts every non-negative integer form msgp accepts") {
   // mux as int8 5, seq as uint16 0, deadline as int64 60000, handler as uint32, op as int16, flags as uint64.
   const auto bytes = hex("97 d0 05 cd 00 00 d3 00 00 00 00 00 00 ea 60 ce 00 00 00 4e d1 00 0f cf 00 00 00 00 00 00 00 02 c4 01 41");

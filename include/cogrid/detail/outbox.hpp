@@ -9,6 +9,7 @@
 #include <cogrid/message.hpp>
 #include <cogrid/result.hpp>
 #include <cogrid/detail/handoff.hpp>
+#include <cogrid/detail/pool.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -53,8 +54,23 @@ constexpr std::uint64_t flow_key(std::uint64_t mux, op_code op) noexcept { retur
 /// mutex, held for an encode of a small message or a move of a large one); `open`, `close`, `take` and
 /// `park` from the session's strand only.
 class outbox {
+  struct bulk_item;
+
 public:
   explicit outbox(std::size_t max_messages) noexcept : max_messages_(max_messages) {}
+
+  /// A piece of a large payload that the writer sends from the payload's buffer rather than from the
+  /// queue (see take): its message (`head.payload` views the piece), and the buffer, kept alive until the
+  /// writer gives the piece back with `written`. The writer may mask the piece's bytes in place.
+  struct piece {
+    message head;
+    std::byte* data = nullptr;
+    std::size_t size = 0;
+    std::shared_ptr<bulk_item> owner;
+    explicit operator bool() const noexcept { return owner != nullptr; }
+  };
+  /// Pieces from this size on are taken as `piece`s, not copied into the queue.
+  static constexpr std::size_t piece_in_place_min = std::size_t{64} << 10;
 
   /// Encodes `m` at the end of the queue for the current session and wakes the writer if it is parked
   /// (a hand-off as `how` says: see handoff.hpp). A `control` message (a reply to something the peer
@@ -81,7 +97,7 @@ public:
                                                   std::to_string(limits_.max_payload) + " bytes " + limit_owner_);
       const bool large = limits_.piece != 0 && n > limits_.piece;
       if (large || (!bulk_.empty() && m.mux_id != 0 && in_bulk(flow_key(m.mux_id, m.op)))) {
-        auto item = std::make_unique<bulk_item>();
+        auto item = std::make_shared<bulk_item>();
         item->head = m;
         item->head.payload.reset();
         item->nil = !m.payload;
@@ -146,6 +162,7 @@ public:
     buf_.clear();
     ends_.clear();
     bulk_.clear();
+    spare_ = std::vector<std::byte>();
     session_ = 0;
     return dropped;
   }
@@ -155,9 +172,10 @@ public:
   /// large lane may go, it is appended: the next piece of the first large payload (a grid message of its
   /// own, with `msg_flags::more` unless it is the last), or a whole message queued there behind one.
   /// Both are chosen under one hold of the lock, so that a call's or stream's messages keep their order
-  /// across the two lanes. `may_sleep`: the writer parks next if nothing was taken, so producers must
-  /// wake it from now on.
-  void take(std::vector<std::byte>& buf, std::vector<std::size_t>& ends, bool may_sleep) {
+  /// across the two lanes. A piece of `piece_in_place_min` bytes or more is not appended but returned in
+  /// `p`, to be written after the queue's messages. `may_sleep`: the writer parks next if nothing was
+  /// taken, so producers must wake it from now on.
+  void take(std::vector<std::byte>& buf, std::vector<std::size_t>& ends, bool may_sleep, piece& p) {
     bulk_item* item = nullptr;
     std::size_t n = 0;
     {
@@ -181,22 +199,58 @@ public:
     if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
     if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
     else m.flags &= ~msg_flags::more;
+    if (n >= piece_in_place_min) {
+      p.head = m;
+      p.data = item->data.data() + item->sent;
+      p.size = n;
+      p.owner = bulk_.front(); // only this strand pops: still the front
+      item->sent += n;
+      if (item->sent >= item->data.size()) {
+        std::lock_guard lk(mu_);
+        bulk_.pop_front(); // its buffer lives on in `p` until written
+      }
+      return;
+    }
     const bool encoded = static_cast<bool>(encode_append(m, buf)); // sizes were checked at push
     if (encoded) ends.push_back(buf.size());
     item->sent += n;
     if (item->sent >= item->data.size() || !encoded) {
       std::lock_guard lk(mu_);
       if (!encoded && item->cut) unacked_ -= std::min(unacked_, n); // never sent: nothing to acknowledge
+      keep_spare(item->data);
       bulk_.pop_front();
     }
   }
 
+  /// The writer wrote piece `p`: when it was its payload's last, the payload's buffer may become the
+  /// spare (see take_spare).
+  void written(piece& p) noexcept {
+    std::shared_ptr<bulk_item> item = std::move(p.owner);
+    p = piece();
+    if (!item || item->sent < item->data.size()) return;
+    std::lock_guard lk(mu_);
+    keep_spare(item->data);
+  }
+
+  /// The buffer of a large payload that was sent, for a large payload arriving on the link (the reader
+  /// puts its pieces together in it): its memory is resident already, so the next payload does not fault
+  /// in fresh pages, and the one that was sent is not unmapped under the lock. Empty when none is kept.
+  std::vector<std::byte> take_spare() {
+    std::lock_guard lk(mu_);
+    std::vector<std::byte> v = std::move(spare_);
+    spare_ = std::vector<std::byte>();
+    v.clear();
+    return v;
+  }
+
   /// Gives back the queue's buffer when it is empty and over `keep` bytes (the writer and the queue swap
   /// buffers, so after a burst of large messages the queue may hold the large one while the link idles).
+  /// The spare buffer of a sent large payload (see take_spare) goes too.
   void shrink(std::size_t keep) {
-    std::vector<std::byte> drop;
+    std::vector<std::byte> drop, spare;
     std::lock_guard lk(mu_);
     if (buf_.empty() && buf_.capacity() > keep) drop.swap(buf_);
+    spare.swap(spare_);
   }
 
   /// The peer took `n` bytes of pieces: more may go (and the writer is woken if it waits for that).
@@ -276,6 +330,11 @@ private:
     const bulk_item& f = *bulk_.front();
     return f.cancelled || !f.cut || unacked_ + std::min(f.data.size() - f.sent, limits_.piece) <= limits_.window;
   }
+  // Under mu_: keeps `data` (a large payload's buffer, done with) as the spare when it is larger than the
+  // spare held; the smaller of the two is freed.
+  void keep_spare(std::vector<std::byte>& data) noexcept {
+    if (data.capacity() >= spare_min_bytes && data.capacity() > spare_.capacity()) spare_.swap(data);
+  }
   bool in_bulk(std::uint64_t key) const noexcept {
     return std::any_of(bulk_.begin(), bulk_.end(), [&](const auto& item) { return item->key == key && !item->cancelled; });
   }
@@ -284,7 +343,9 @@ private:
   mutable std::mutex mu_;
   std::vector<std::byte> buf_;
   std::vector<std::size_t> ends_; // end offset of each message in buf_
-  std::deque<std::unique_ptr<bulk_item>> bulk_; // the large lane, first in first out
+  std::deque<std::shared_ptr<bulk_item>> bulk_; // the large lane, first in first out
+  std::vector<std::byte> spare_;                // see take_spare
+  static constexpr std::size_t spare_min_bytes = large_payload_bytes;
   send_limits limits_;
   std::size_t unacked_ = 0; // bytes of pieces sent, not yet acknowledged
   std::string limit_owner_;

@@ -15,6 +15,9 @@
 #include <cstdint>
 #include <new>
 #include <optional>
+#include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -143,16 +146,13 @@ private:
   }
 };
 
-/// A per-thread cache of byte buffers for payload copies and packed requests: `take` returns an empty
-/// vector (with capacity when one was cached), `give` keeps a finished one for the next `take`. Buffers
-/// above `max_capacity` are freed rather than kept, so a burst of large messages does not pin memory.
+/// Payloads from this size on are large (their buffers are reserved with reserve_large).
+inline constexpr std::size_t large_payload_bytes = std::size_t{4} << 20;
+
 /// Reserves `n` bytes in `v` for a large payload being put together: the memory is only reserved, and
 /// becomes resident as it is written. On Linux the region is marked for transparent huge pages, so that
 /// writing it costs a page fault per 2 MiB rather than per 4 KiB (where the system allows them only on
 /// request, as Debian's default does).
-/// Payloads from this size on are large (their buffers are reserved with reserve_large).
-inline constexpr std::size_t large_payload_bytes = std::size_t{4} << 20;
-
 inline void reserve_large(std::vector<std::byte>& v, std::size_t n) {
   v.reserve(n);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -166,6 +166,34 @@ inline void reserve_large(std::vector<std::byte>& v, std::size_t n) {
 #endif
 }
 
+/// A standard allocator whose construction without a value leaves the element uninitialized, so that a
+/// byte buffer grown by `resize` just before a read overwrites it is not zeroed first.
+template <class T>
+struct uninit_allocator : std::allocator<T> {
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = uninit_allocator<U>;
+  };
+  uninit_allocator() noexcept = default;
+  template <class U>
+  uninit_allocator(const uninit_allocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+
+/// Bytes read from a socket: grown to the size of a read before it, without zeroing.
+using read_buffer = std::vector<std::byte, uninit_allocator<std::byte>>;
+
+/// A per-thread cache of byte buffers for payload copies and packed requests: `take` returns an empty
+/// vector (with capacity when one was cached), `give` keeps a finished one for the next `take`. Buffers
+/// above `max_capacity` are freed rather than kept, so a burst of large messages does not pin memory.
 class buffer_cache {
 public:
   static constexpr std::size_t max_buffers = 256;

@@ -70,7 +70,9 @@ public:
   /// ended; the transport's error is in last_transport_error()).
   /// @par Cancellation
   /// Cancelling (or closing the transport) makes it fail with disconnected; the stream is then unusable.
-  asio::awaitable<std::error_code> read_message(std::vector<std::byte>& msg);
+  /// `msg` may use any allocator: a session's reader uses one that does not zero what a read overwrites.
+  template <class Alloc>
+  asio::awaitable<std::error_code> read_message(std::vector<std::byte, Alloc>& msg);
 
   /// Appends one binary FIN frame holding `payload` to `out`: header and payload, masked with a fresh
   /// random key on the client side. Allocates only to grow `out` (geometrically).
@@ -140,7 +142,7 @@ private:
     failed_ = make_error_code(e);
     return failed_;
   }
-  std::error_code begin_frame(const std::vector<std::byte>& msg, bool& need_more);
+  std::error_code begin_frame(std::size_t msg_size, bool& need_more);
 
   // Clears a flag when a scope ends (also by an exception). Not a local class of the coroutine that uses
   // it: g++-12 crashes mangling local classes of inline coroutines (ICE in write_encoding).
@@ -274,7 +276,7 @@ bool basic_ws_stream<Tag>::take_control_output(std::vector<std::byte>& out) {
 // Checks the next frame's header, which starts at rbuf_[rpos_] (wslay's buffer is empty between
 // frames), and sets up the frame. need_more: the header is not complete in rbuf_ yet.
 template <class Tag>
-std::error_code basic_ws_stream<Tag>::begin_frame(const std::vector<std::byte>& msg, bool& need_more) {
+std::error_code basic_ws_stream<Tag>::begin_frame(std::size_t msg_size, bool& need_more) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(rbuf_.data()) + rpos_;
   const std::size_t avail = rend_ - rpos_;
   need_more = true;
@@ -308,7 +310,7 @@ std::error_code basic_ws_stream<Tag>::begin_frame(const std::vector<std::byte>& 
       if (msg_kind_ != msg_kind::none) return fail(errc::websocket_protocol); // new message inside a fragmented one
       msg_kind_ = op == op_binary ? msg_kind::binary : msg_kind::discard;
     }
-    if (msg_kind_ == msg_kind::binary && len > limits_.max_message_bytes - std::min(msg.size(), limits_.max_message_bytes))
+    if (msg_kind_ == msg_kind::binary && len > limits_.max_message_bytes - std::min(msg_size, limits_.max_message_bytes))
       return fail(errc::message_too_large);
     frame_op_ = msg_kind_ == msg_kind::binary ? op_binary : op_text;
   } else {
@@ -343,9 +345,10 @@ void basic_ws_stream<Tag>::make_room() noexcept {
 }
 
 template <class Tag>
-asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<std::byte>& msg) {
+template <class Alloc>
+asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<std::byte, Alloc>& msg) {
   if (failed_) co_return failed_;
-  if (msg.capacity() > keep_bytes) msg = std::vector<std::byte>();
+  if (msg.capacity() > keep_bytes) msg = std::vector<std::byte, Alloc>();
   else msg.clear();
   msg_kind_ = msg_kind::none;
   bool want_bytes = false;
@@ -363,7 +366,7 @@ asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<
     }
     if (!frame_active_) {
       bool need_more = false;
-      std::error_code ec = begin_frame(msg, need_more);
+      std::error_code ec = begin_frame(msg.size(), need_more);
       if (ec) co_return ec;
       if (need_more) {
         want_bytes = true;

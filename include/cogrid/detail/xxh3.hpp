@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string_view>
 
@@ -31,6 +32,14 @@ inline std::uint64_t xxh3_64_concat(std::string_view a, std::string_view b) noex
   XXH3_64bits_reset(&state);
   XXH3_64bits_update(&state, a.data(), a.size());
   XXH3_64bits_update(&state, b.data(), b.size());
+  return XXH3_64bits_digest(&state);
+}
+
+/// XXH3-64 of the concatenation of `parts`, as xxh3_64 of one buffer holding them gives it.
+inline std::uint64_t xxh3_64_parts(std::initializer_list<std::span<const std::byte>> parts) noexcept {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (std::span<const std::byte> p : parts) XXH3_64bits_update(&state, p.data(), p.size());
   return XXH3_64bits_digest(&state);
 }
 

@@ -357,6 +357,33 @@ COGRID_DECL void append_binary_frame(std::span<const std::byte> payload, bool ma
   if (mask) ws_mask(out.data() + at, n, key, 0);
 }
 
+COGRID_DECL split_message encode_split(const message& m) noexcept {
+  split_message out;
+  const msg_flags f = wire_flags(m);
+  const std::size_t len = payload_size(m);
+  std::byte* const start = out.head.data();
+  std::byte* p = mp::put_byte(start, 0x97);
+  p = mp::put_uint(p, m.mux_id);
+  p = mp::put_uint(p, m.seq);
+  p = mp::put_uint(p, m.deadline_ms);
+  p = mp::put_uint(p, static_cast<std::uint8_t>(m.handler));
+  p = mp::put_uint(p, static_cast<std::uint8_t>(m.op));
+  p = mp::put_uint(p, static_cast<std::uint8_t>(f));
+  p = mp::put_bin_header(p, len);
+  out.head_size = static_cast<std::size_t>(p - start);
+  std::byte* t = out.tail.data();
+  if (has(f, msg_flags::subroute)) t = mp::put_bytes(t, m.subroute->bytes.data(), subroute_trailer_size);
+  if (has(f, msg_flags::crc)) {
+    const std::span<const std::byte> payload = len != 0 ? *m.payload : std::span<const std::byte>();
+    const auto crc = static_cast<std::uint32_t>(
+        xxh3_64_parts({std::span<const std::byte>(start, out.head_size), payload,
+                       std::span<const std::byte>(out.tail.data(), static_cast<std::size_t>(t - out.tail.data()))}));
+    for (int i = 0; i < 4; ++i) t = mp::put_byte(t, static_cast<std::uint8_t>(crc >> (8 * i)));
+  }
+  out.tail_size = static_cast<std::size_t>(t - out.tail.data());
+  return out;
+}
+
 COGRID_DECL void frame_batch(std::span<std::byte> queue, std::span<const std::size_t> ends, merge_limits limits, bool mask,
                              std::vector<std::byte>& scratch, std::vector<std::byte>& out, std::vector<frame_part>& parts,
                              std::size_t in_place_min) {

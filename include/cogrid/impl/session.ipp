@@ -50,6 +50,7 @@ struct session {
   static asio::awaitable<void> read_loop(std::shared_ptr<session> s);
   template <class Tag>
   static asio::awaitable<void> write_loop(std::shared_ptr<session> s);
+  static void frame_piece(session& s, outbox::piece& p, bool mask);
   template <class Tag>
   static asio::awaitable<void> health_loop(std::shared_ptr<session> s);
   /// One grid message from the remote: connection pings and pongs here, everything else to the sink.
@@ -80,7 +81,8 @@ struct session {
   }
   steady::time_point last_pong = steady::now();
   steady::time_point last_ping_sent = steady::now();
-  std::vector<std::byte> rbuf, wbuf, wqueue, container, scratch;
+  read_buffer rbuf;
+  std::vector<std::byte> wbuf, wqueue, container, scratch;
   std::vector<frame_part> wparts; // the runs of wbuf and wqueue that make up one write
   std::vector<std::size_t> wends;
   std::size_t handed_out = 0; // messages the reader dispatched since it last let the writer take a turn
@@ -263,11 +265,14 @@ void session::dispatch(const message& m) {
       refuse<Tag>(m, *it, "payloads in pieces holding more than " + std::to_string(2 * opt.max_message_bytes) +
                               " bytes at once (twice this node's message limit)");
     } else {
-      // Reserved on its first piece for the largest payload, up to 64 MiB (reserved, not resident: only
-      // what arrives is written), so that it does not move while it grows; past that, it doubles.
-      if (it->data.capacity() == 0) reserve_large(it->data, std::min<std::size_t>(opt.max_message_bytes, std::size_t{64} << 20));
-      else if (it->data.size() + n > it->data.capacity())
-        reserve_large(it->data, std::min(opt.max_message_bytes, std::max(it->data.size() + n, 2 * it->data.capacity())));
+      // On its first piece: the buffer of a large payload this node sent, when one is kept (its memory is
+      // resident already). Else, and when that one is outgrown, one reserved for the largest payload, up
+      // to 64 MiB (reserved, not resident: only what arrives is written), so that it does not move while
+      // it grows; past that, it doubles.
+      if (it->data.capacity() == 0) it->data = conn->out_.take_spare();
+      if (it->data.size() + n > it->data.capacity())
+        reserve_large(it->data, std::min(opt.max_message_bytes,
+                                         std::max({it->data.size() + n, 2 * it->data.capacity(), std::size_t{64} << 20})));
       if (n) it->data.insert(it->data.end(), m.payload->begin(), m.payload->end());
       partial_bytes += n;
     }
@@ -379,13 +384,14 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
   constexpr std::size_t write_slice = 1u << 20;
   constexpr std::size_t in_place_min = 64u << 10; // a message this large is written from the queue, not copied
   bool yielded = false;
+  outbox::piece piece; // a piece of a large payload, written from the payload's buffer
   while (!s->failed) {
     s->wqueue.clear();
     s->wends.clear();
-    c.out_.take(s->wqueue, s->wends, yielded); // and one piece of a large payload; after one yield, producers must wake us
+    c.out_.take(s->wqueue, s->wends, yielded, piece); // and one piece of a large payload; after one yield, producers must wake us
     s->wbuf.clear();
     const bool control = s->ws->take_control_output(s->wbuf);
-    if (s->wends.empty() && !control) {
+    if (s->wends.empty() && !control && !piece) {
       if (!yielded) {
         // Give producers on this strand one turn before sleeping, so their messages merge (MinIO's Gosched).
         yielded = true;
@@ -407,9 +413,10 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
     // of their own, without a copy into wbuf).
     s->wparts.clear();
     frame_batch(s->wqueue, s->wends, limits, mask, s->container, s->wbuf, s->wparts, in_place_min);
+    if (piece) frame_piece(*s, piece, mask);
     std::size_t total = 0;
     for (const frame_part& p : s->wparts) total += p.end - p.begin;
-    c.messages_out_.fetch_add(s->wends.size(), std::memory_order_relaxed);
+    c.messages_out_.fetch_add(s->wends.size() + (piece ? 1 : 0), std::memory_order_relaxed);
     c.bytes_out_.fetch_add(total, std::memory_order_relaxed);
     s->writing = true;
     std::error_code ec = make_error_code(errc::disconnected);
@@ -418,7 +425,7 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
       // no pieces) goes in slices, each with the full write_timeout.
       std::error_code transport_ec;
       for (const frame_part& p : s->wparts) {
-        const std::byte* base = p.from_queue ? s->wqueue.data() : s->wbuf.data();
+        const std::byte* base = p.data ? p.data : p.from_queue ? s->wqueue.data() : s->wbuf.data();
         for (std::size_t at = p.begin; at < p.end && !transport_ec;) {
           const std::size_t n = std::min(p.end - at, write_slice);
           s->write_started = steady::now();
@@ -430,9 +437,36 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
       ec = s->ws->end_write(transport_ec);
     }
     s->writing = false;
+    c.out_.written(piece);
     c.writes_.fetch_add(1, std::memory_order_relaxed);
     if (ec) s->fail(ec);
   }
+  c.out_.written(piece);
+}
+
+// The frame of one piece of a large payload, after the batch's other frames: its frame header and the
+// message's bytes before the payload in wbuf, then the payload where it is (masked in place), then the
+// message's trailers in wbuf. Three runs, so the piece is never copied.
+inline void session::frame_piece(session& s, outbox::piece& p, bool mask) {
+  const split_message m = encode_split(p.head);
+  const std::size_t header_at = s.wbuf.size();
+  const auto key = append_frame_header(m.head_size + p.size + m.tail_size, mask, s.wbuf);
+  const std::size_t head_at = s.wbuf.size();
+  s.wbuf.insert(s.wbuf.end(), m.head.data(), m.head.data() + m.head_size);
+  std::size_t phase = 0;
+  if (mask) {
+    phase = ws_mask(s.wbuf.data() + head_at, m.head_size, key, 0);
+    phase = ws_mask(p.data, p.size, key, phase);
+  }
+  frame_part& last = s.wparts.empty() ? s.wparts.emplace_back() : s.wparts.back();
+  if (!last.from_queue && !last.data && last.end == header_at) last.end = s.wbuf.size(); // joins the batch's last run
+  else s.wparts.push_back({false, header_at, s.wbuf.size(), nullptr});
+  s.wparts.push_back({false, 0, p.size, p.data});
+  if (m.tail_size == 0) return;
+  const std::size_t tail_at = s.wbuf.size();
+  s.wbuf.insert(s.wbuf.end(), m.tail.data(), m.tail.data() + m.tail_size);
+  if (mask) ws_mask(s.wbuf.data() + tail_at, m.tail_size, key, phase);
+  s.wparts.push_back({false, tail_at, s.wbuf.size(), nullptr});
 }
 
 template <class Tag>
