@@ -403,7 +403,8 @@ asio::awaitable<std::error_code> basic_ws_stream<Tag>::read_message(std::vector<
           }
           const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left_, rend_ - rpos_));
           const std::size_t at = msg.size();
-          msg.insert(msg.end(), rbuf_.data() + rpos_, rbuf_.data() + rpos_ + n);
+          msg.resize(at + n); // then copied: an allocator's element-wise insert would copy byte by byte
+          std::memcpy(msg.data() + at, rbuf_.data() + rpos_, n);
           if (frame_masked_) frame_phase_ = ws_mask(msg.data() + at, n, frame_key_, frame_phase_);
           rpos_ += n;
           payload_left_ -= n;
