@@ -1,4 +1,5 @@
 #include <cogrid/message.hpp>
+#include <cogrid/detail/xxh3.hpp>
 
 #include "bytes.hpp"
 
@@ -181,6 +182,31 @@ TEST_CASE("the subroute trailer comes before the CRC, and the CRC covers it") {
   const auto d = decode(bytes);
   REQUIRE(d);
   CHECK(d->subroute == m.subroute);
+}
+
+TEST_CASE("the CRC's hash: xxHash's result at every length, whole and in parts, whichever kernels run") {
+  // Long inputs may take xxHash's AVX2 kernels (detail/xxh3.hpp); they must hash as its default code does.
+#if COGRID_XXH3_AVX2
+  CHECK(detail::xxh3_avx2() == (__builtin_cpu_supports("avx2") != 0));
+#endif
+  std::vector<std::byte> data((1u << 20) + 77);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>((i * 2654435761u) >> 13);
+  std::vector<std::size_t> sizes;
+  for (std::size_t n = 0; n <= 2100; ++n) sizes.push_back(n);
+  for (const std::size_t n : {4095u, 4096u, 4097u, 65536u, 262147u, 1u << 20}) sizes.push_back(n);
+  sizes.push_back(data.size());
+  for (const std::size_t n : sizes) {
+    CAPTURE(n);
+    const std::span<const std::byte> in(data.data(), n);
+    const std::uint64_t want = XXH3_64bits(in.data(), in.size());
+    REQUIRE(detail::xxh3_64(in) == want);
+    if (n % 97 == 0 || n > 2100) {
+      for (const std::size_t cut : {std::size_t{0}, n / 3, n / 2 + 1, n}) {
+        const std::size_t a = std::min(cut, n), b = std::min(a + (n - a) / 2, n);
+        CHECK(detail::xxh3_64_parts({in.first(a), in.subspan(a, b - a), in.subspan(b)}) == want);
+      }
+    }
+  }
 }
 
 TEST_CASE("a message encoded around its payload is, with the payload between, the bytes encode_append writes") {
