@@ -10,6 +10,7 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/post.hpp>
 #include <asio/execution/context.hpp>
 #include <asio/query.hpp>
 
@@ -22,6 +23,8 @@
 #include <set>
 #include <string>
 #include <thread>
+
+#include <time.h>
 
 using namespace cogrid;
 using cogrid_test::test_request;
@@ -133,4 +136,56 @@ TEST_CASE("a grid on an io_pool of two threads: connections on both threads, cal
   CHECK(t->failed == 0);
   CHECK(t->calls_ok == static_cast<int>(pool.size()) * callers_per_thread * 100);
   CHECK(t->streams_ok == static_cast<int>(pool.size()) * callers_per_thread * 5);
+}
+
+namespace {
+
+// The CPU time the pool thread of `ex` has used so far (read on that thread).
+std::chrono::nanoseconds thread_cpu(asio::any_io_executor ex) {
+  std::promise<std::chrono::nanoseconds> p;
+  asio::post(ex, [&p] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    p.set_value(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+  });
+  return p.get_future().get();
+}
+
+} // namespace
+
+TEST_CASE("an io_pool thread polls for its idle-spin window after the grid's activity, then sleeps") {
+  using namespace std::chrono_literals;
+  // A long window, so that the spinning shows in the thread's CPU time: it uses CPU while the window
+  // lasts, none once it has passed, and finish() still lets the thread return.
+  io_pool pool(1, std::chrono::microseconds(400ms));
+  pool.start();
+  const auto idle0 = thread_cpu(pool.executor(0));
+  std::this_thread::sleep_for(150ms);
+  const auto idle1 = thread_cpu(pool.executor(0));
+  CHECK(idle1 - idle0 < 30ms); // no activity yet: asleep
+  asio::post(pool.executor(0), [] { detail::idle_spin::activity(); });
+  const auto spin0 = thread_cpu(pool.executor(0));
+  std::this_thread::sleep_for(200ms);
+  const auto spin1 = thread_cpu(pool.executor(0));
+  CHECK(spin1 - spin0 >= 40ms); // polling (a fraction of the 200 ms even on a loaded machine)
+  std::this_thread::sleep_for(500ms); // the window has passed with no activity
+  const auto after0 = thread_cpu(pool.executor(0));
+  std::this_thread::sleep_for(200ms);
+  const auto after1 = thread_cpu(pool.executor(0));
+  CHECK(after1 - after0 < 30ms);
+  pool.finish();
+  pool.join();
+
+  // Off threads io_pool did not start, activity() does nothing; a pool with more threads than cores
+  // never spins.
+  detail::idle_spin::activity();
+  io_pool crowded(std::max(1u, std::thread::hardware_concurrency()) + 1, std::chrono::microseconds(400ms));
+  crowded.start();
+  asio::post(crowded.executor(0), [] { detail::idle_spin::activity(); });
+  const auto c0 = thread_cpu(crowded.executor(0));
+  std::this_thread::sleep_for(200ms);
+  const auto c1 = thread_cpu(crowded.executor(0));
+  CHECK(c1 - c0 < 30ms);
+  crowded.finish();
+  crowded.join();
 }

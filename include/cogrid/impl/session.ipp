@@ -6,6 +6,7 @@
 
 #include <cogrid/connection.hpp>
 #include <cogrid/detail/grid_shared.hpp>
+#include <cogrid/detail/idle_spin.hpp>
 #include <cogrid/detail/websocket.hpp>
 
 #include <asio/async_result.hpp>
@@ -187,6 +188,7 @@ asio::awaitable<void> session::read_loop(std::shared_ptr<session> s) {
       }
       break;
     }
+    idle_spin::activity(); // more is likely to follow soon: this thread polls a while before it sleeps
     c.bytes_in_.fetch_add(s->rbuf.size(), std::memory_order_relaxed);
     if (c.block_inbound_.load(std::memory_order_relaxed)) continue;
     const result<void> parsed = for_each_message(s->rbuf, [&](const message& m) {
@@ -437,6 +439,7 @@ asio::awaitable<void> session::write_loop(std::shared_ptr<session> s) {
       ec = s->ws->end_write(transport_ec);
     }
     s->writing = false;
+    idle_spin::activity(); // an answer is likely to come soon
     c.out_.written(piece);
     c.writes_.fetch_add(1, std::memory_order_relaxed);
     if (ec) s->fail(ec);
