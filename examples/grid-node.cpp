@@ -24,7 +24,9 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <atomic>
 #include <csignal>
@@ -169,7 +171,19 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
-// Waits (--wait ms at most) for the connection to `host`; prints why not and returns null on failure.
+// A one-shot client's wait for its link: ended early when an incoming dial is refused (our token or
+// the dialer's is wrong: waiting longer would not help). Single-threaded: the io_context runs on main.
+asio::steady_timer* g_wait_limit = nullptr;
+std::string g_refused_incoming;
+
+void on_rejected(const std::string& reason, const std::string& peer) {
+  if (!g_refused_incoming.empty()) return;
+  g_refused_incoming = "refused an incoming dial from " + peer + ": " + reason;
+  if (g_wait_limit) g_wait_limit->cancel();
+}
+
+// Waits (--wait ms at most) for the connection to `host`, and no longer once a handshake was refused
+// either way; prints why not and returns null on failure.
 asio::awaitable<std::shared_ptr<cogrid::connection>> connect_to(cogrid::manager& m, const std::string& host) {
   auto c = m.connection(host);
   if (!c) {
@@ -177,11 +191,17 @@ asio::awaitable<std::shared_ptr<cogrid::connection>> connect_to(cogrid::manager&
     co_return nullptr;
   }
   asio::steady_timer limit(co_await asio::this_coro::executor, std::chrono::milliseconds(g_wait_ms));
+  g_wait_limit = &limit;
+  std::error_code limit_ec;
   using namespace asio::experimental::awaitable_operators;
-  auto w = co_await (c->wait_for_connect() || limit.async_wait(asio::use_awaitable));
+  auto w = co_await (c->wait_for_connect(cogrid::on_refusal::fail) ||
+                     limit.async_wait(asio::redirect_error(asio::use_awaitable, limit_ec)));
+  g_wait_limit = nullptr;
   if (w.index() == 1 || !std::get<0>(w)) {
-    std::string why = c->stats().last_error; // set where we dial; where we accept, see our rejections
-    for (const auto& [reason, n] : m.rejections()) why += (why.empty() ? "" : "; ") + ("rejected incoming: " + reason);
+    std::string why;
+    if (w.index() == 0) why = std::get<0>(w).error().message(); // a refusal: says which side refused and why
+    else if (!g_refused_incoming.empty()) why = g_refused_incoming;
+    else why = c->stats().last_error;
     std::printf("error: not connected to %s: %s\n", host.c_str(), why.c_str());
     co_return nullptr;
   }
@@ -265,6 +285,7 @@ int main(int argc, char** argv) {
   o.hosts = a.hosts;
   o.route = a.route;
   o.auth = cogrid::static_token_auth(a.token);
+  if (!serve) o.on_rejected = on_rejected;
   g_wait_ms = a.wait_ms;
   std::unique_ptr<cogrid::manager> m;
   try {

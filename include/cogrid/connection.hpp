@@ -32,6 +32,12 @@
 
 namespace cogrid {
 
+/// What `connection::wait_for_connect` does when a handshake of the link is refused.
+enum class on_refusal {
+  keep_waiting, ///< reconnects go on; the wait ends when connected, or at shutdown
+  fail          ///< the wait ends with the refusal (`errc::connection_rejected`)
+};
+
 class connection;
 class manager;
 
@@ -102,12 +108,19 @@ public:
   /// `max_queue_messages`; `errc::payload_too_large`.
   COGRID_DECL result<void> send(const message& m);
 
-  /// Completes when the connection is connected (at once if it is).
+  /// Completes when the connection is connected (at once if it is). With `on_refusal::fail`, it also
+  /// completes, with the refusal, as soon as a handshake of this link is refused after the wait began:
+  /// the remote refused this node's dial (its token, its clock, the direction: HTTP 403 or a refused
+  /// connect exchange), or this node refused a dial that claimed to come from this link's host. Retries
+  /// would meet the same refusal until a configuration changes, so a one-shot client should not wait.
+  /// (A dial refused at the HTTP upgrade does not say which host it came from: the accepting side learns
+  /// of those through `manager_options::on_rejected`.)
   /// @par Errors
-  /// `errc::shutdown` when the manager shuts down first.
+  /// `errc::shutdown` when the manager shuts down first; with `on_refusal::fail`,
+  /// `errc::connection_rejected` whose text says which side refused and why.
   /// @par Cancellation
   /// Supports the awaiting coroutine's cancellation slot: completes with `asio::error::operation_aborted`.
-  COGRID_DECL asio::awaitable<result<void>> wait_for_connect();
+  COGRID_DECL asio::awaitable<result<void>> wait_for_connect(on_refusal policy = on_refusal::keep_waiting);
 
   /// Drops the current session (both directions), as a network failure would; the dialer reconnects.
   COGRID_DECL void kill();
@@ -173,6 +186,12 @@ private:
   // Coroutines waiting in wait_for_connect, each woken through its own one-slot channel.
   std::mutex w_mu_;
   std::vector<std::shared_ptr<void>> waiters_;
+  std::uint64_t refusals_ = 0; // w_mu_: handshakes of this link refused, ever
+  std::string refusal_;        // w_mu_: the last one, for wait_for_connect's error text
+  /// A handshake of this link was refused (`why` says by whom and why): waiters that fail on refusal end.
+  COGRID_DECL void note_refusal(std::string why);
+  /// Wakes every wait_for_connect waiter (they look at the state and the refusals again).
+  COGRID_DECL void wake_waiters();
 
   // Statistics.
   mutable std::mutex st_mu_;

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,6 +37,11 @@ struct manager_access;
 /// MinIO's routes: the main grid and the separate lock grid.
 inline constexpr std::string_view route_v1 = "/minio/grid/v1";
 inline constexpr std::string_view lock_route_v1 = "/minio/grid/lock/v1";
+
+/// Called for each incoming connection a manager refuses, with the reason (as counted in
+/// `manager::rejections()`) and the peer's address ("ip:port", "?" when unknown). It runs on the
+/// handshake's strand and must not block.
+using rejection_hook = std::function<void(const std::string& reason, const std::string& peer)>;
 
 /// Settings of a manager.
 struct manager_options {
@@ -64,6 +70,10 @@ struct manager_options {
   /// Called once per finished call and stream, both the ones served here and the ones made from here
   /// (see `call_trace`). Unset: nothing is traced.
   trace_hook trace;
+  /// Called for each incoming connection refused (see `rejection_hook`): a one-shot client learns at
+  /// once that its peer's dial was refused, which `connection::wait_for_connect` cannot tell it when
+  /// the refusal came before the dialer said which host it is. Unset: refusals are only counted and logged.
+  rejection_hook on_rejected;
 };
 
 /// An HTTP request head that the application's own server read from a connection, handed to

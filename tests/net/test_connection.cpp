@@ -484,6 +484,76 @@ asio::awaitable<void> wrong_token_node(asio::any_io_executor ex) {
 }
 TEST_CASE("a node with the wrong token is refused on every attempt, and retries") { run_async(wrong_token_node); }
 
+// The outcome of a wait_for_connect run on its own (co_spawn), kept by a shared_ptr the spawned side owns too.
+struct wait_outcome {
+  bool done = false;
+  result<void> r;
+};
+void spawn_wait(asio::any_io_executor ex, std::shared_ptr<connection> c, on_refusal policy, std::shared_ptr<wait_outcome> out) {
+  asio::co_spawn(ex, c->wait_for_connect(policy), [out](std::exception_ptr e, result<void> r) {
+    out->r = e ? result<void>(errc::disconnected) : std::move(r);
+    out->done = true;
+  });
+}
+
+asio::awaitable<void> refusal_ends_wait(asio::any_io_executor ex) {
+  // Node 1 has another token, so every dial is refused at the HTTP upgrade (403).
+  struct heard {
+    std::vector<std::string> reasons, peers;
+  };
+  auto hook = std::make_shared<heard>();
+  testing::grid g(ex, 2, [hook](std::size_t i, manager_options& o) {
+    if (i == 1) o.auth = static_token_auth("another-token");
+    o.on_rejected = [hook](const std::string& reason, const std::string& peer) {
+      hook->reasons.push_back(reason);
+      hook->peers.push_back(peer);
+    };
+  });
+  const std::size_t d = g.link(0, 1)->dialer() ? 0 : 1, a = 1 - d;
+  auto fails = std::make_shared<wait_outcome>(), keeps = std::make_shared<wait_outcome>();
+  spawn_wait(ex, g.link(d, a), on_refusal::fail, fails);
+  spawn_wait(ex, g.link(d, a), on_refusal::keep_waiting, keeps);
+  g.start();
+
+  // The dialer's wait that fails on refusal ends with the remote's refusal; the default one goes on.
+  auto ended = [&] { return fails->done; };
+  REQUIRE(co_await eventually(ended));
+  REQUIRE_FALSE(fails->r);
+  CHECK(fails->r.error() == errc::connection_rejected);
+  CHECK(fails->r.error().message().find("HTTP 403") != std::string::npos);
+  auto refused_twice = [&] { return g.link(d, a)->stats().dial_failures >= 3; };
+  REQUIRE(co_await eventually(refused_twice));
+  CHECK_FALSE(keeps->done);
+
+  // The acceptor's hook heard each refused dial, with the reason it counts and the dialer's address.
+  REQUIRE_FALSE(hook->reasons.empty());
+  CHECK(hook->reasons[0] == "HTTP upgrade: authentication failed");
+  CHECK(hook->peers[0].rfind("127.0.0.1:", 0) == 0);
+  CHECK(hook->reasons.size() == g.node(a).rejections().at("HTTP upgrade: authentication failed"));
+
+  // A connect exchange that claims the dialer's host and is refused ends the acceptor's wait on that
+  // host's link (the HTTP upgrade did not say who dialed; the connect message does).
+  auto claimed = std::make_shared<wait_outcome>();
+  spawn_wait(ex, g.link(a, d), on_refusal::fail, claimed);
+  const connect_request claim{node_id{}, g.host(d), wire_time::now(), "not-the-token"};
+  const raw_result res = co_await raw_connect(g.host(a), a == 1 ? "another-token" : "cogrid-test-token", connect_msg(claim));
+  REQUIRE(!res.ec);
+  CHECK(res.resp.rejected_reason == "authentication failed");
+  auto claimed_ended = [&] { return claimed->done; };
+  REQUIRE(co_await eventually(claimed_ended));
+  REQUIRE_FALSE(claimed->r);
+  CHECK(claimed->r.error() == errc::connection_rejected);
+  CHECK(claimed->r.error().message().find("this node refused the remote's connect: authentication failed") != std::string::npos);
+
+  co_await g.shutdown();
+  auto keeps_ended = [&] { return keeps->done; };
+  REQUIRE(co_await eventually(keeps_ended));
+  CHECK(keeps->r.error() == errc::shutdown);
+}
+TEST_CASE("a refused handshake ends a wait that fails on refusal, on either side, and the acceptor's hook hears it") {
+  run_async(refusal_ends_wait);
+}
+
 asio::awaitable<void> tls_grid(asio::any_io_executor ex) {
   const auto cert = cogrid_test::make_test_cert();
   auto server = make_server_tls_context(cert.cert_pem, cert.key_pem);

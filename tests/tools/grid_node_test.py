@@ -53,10 +53,13 @@ def main(tool):
                 ok = r.returncode == want_rc and (out.startswith(want_out) if want_rc else out == want_out)
                 print(f"{'ok' if ok else 'FAIL'}: stream {args} -> rc={r.returncode} out={out!r}")
                 failures += not ok
-            r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "--wait", "3000", "call", server, "78", "x"],
-                               capture_output=True, text=True, timeout=30)
-            ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
-            print(f"{'ok' if ok else 'FAIL'}: wrong token -> rc={r.returncode} out={r.stdout.strip()!r}")
+            # A refused handshake ends the wait at once (the server's redial pause is 1-2 s), not after --wait.
+            t0 = time.monotonic()
+            r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "wrong", "--wait", "30000", "call", server, "78", "x"],
+                               capture_output=True, text=True, timeout=60)
+            took = time.monotonic() - t0
+            ok = r.returncode == 2 and r.stdout.startswith("error: not connected") and "refused" in r.stdout and took < 15
+            print(f"{'ok' if ok else 'FAIL'}: wrong token -> rc={r.returncode} in {took:.1f} s out={r.stdout.strip()!r}")
             failures += not ok
         finally:
             srv.send_signal(2)
@@ -86,12 +89,16 @@ def check_exec(tool):
             ok = r.returncode == 0 and r.stdout.strip() == want
             print(f"{'ok' if ok else 'FAIL'}: {mode} over --exec/--stdio ({me} -> {child}) -> rc={r.returncode} out={r.stdout.strip()!r}")
             failures += not ok
-    r = subprocess.run([tool, "--local", a, "--hosts", hosts, "--token", "s3", "--wait", "3000", "--exec",
-                        f"'{tool}' --local {b} --hosts {hosts} --token other --stdio {a} serve", "call", b, "78", "x"],
-                       capture_output=True, text=True, timeout=30)
-    ok = r.returncode == 2 and r.stdout.startswith("error: not connected")
-    print(f"{'ok' if ok else 'FAIL'}: wrong token over --exec -> rc={r.returncode} out={r.stdout.strip()!r}")
-    return failures + (not ok)
+    for me, child in ((a, b), (b, a)):
+        t0 = time.monotonic()
+        r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--token", "s3", "--wait", "30000", "--exec",
+                            f"'{tool}' --local {child} --hosts {hosts} --token other --stdio {me} serve", "call", child, "78", "x"],
+                           capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+        ok = r.returncode == 2 and r.stdout.startswith("error: not connected") and "refused" in r.stdout and took < 15
+        print(f"{'ok' if ok else 'FAIL'}: wrong token over --exec ({me} -> {child}) -> rc={r.returncode} in {took:.1f} s out={r.stdout.strip()!r}")
+        failures += not ok
+    return failures
 
 
 def check_half_open(tool, count=10000):

@@ -52,6 +52,8 @@ struct connection_access {
   static std::size_t home_index(const connection& c) noexcept { return c.executor_index_; }
   static void block_inbound(connection& c, bool on) noexcept { c.block_inbound_.store(on, std::memory_order_relaxed); }
   static void log(const connection& c, log_level level, const std::string& text) { c.log(level, text); }
+  /// A handshake of `c`'s link was refused (see connection::wait_for_connect).
+  static void refused(connection& c, std::string why) { c.note_refusal(std::move(why)); }
 };
 
 } // namespace cogrid::detail

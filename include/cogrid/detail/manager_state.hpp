@@ -25,6 +25,7 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
   std::shared_ptr<grid_shared> shared;
   std::shared_ptr<tls_context> tls_server;
   std::chrono::milliseconds max_http_time_skew{};
+  rejection_hook on_rejected; // set once, before anything is accepted
   std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
   std::shared_ptr<mux_core> mux; // the manager's message sink: unary calls and streams
 
@@ -45,6 +46,7 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
       ++rejected[reason];
     }
     log(log_level::warning, "rejected incoming connection from " + peer + ": " + reason);
+    if (on_rejected) on_rejected(reason, peer);
   }
 
   /// Counts an incoming handshake; false once stopping.

@@ -51,8 +51,8 @@ constexpr std::uint64_t flow_key(std::uint64_t mux, op_code op) noexcept { retur
 ///
 /// @par Thread safety
 /// `push`, `cancel_flow`, `acknowledged`, `wake_writer`, `length` and `refused` from any thread (one
-/// mutex, held for an encode of a small message or a move of a large one); `open`, `close`, `take` and
-/// `park` from the session's strand only.
+/// mutex, held for an encode of a small message or a move of a large one); `open`, `close`, `take`,
+/// `written`, `take_spare`, `shrink` and `park` from the session's strand only.
 class outbox {
   struct bulk_item;
 

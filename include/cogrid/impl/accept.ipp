@@ -183,6 +183,7 @@ asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::uniq
   connect_response resp;
   resp.id = st->shared->id;
   std::shared_ptr<cogrid::connection> conn;
+  std::shared_ptr<cogrid::connection> claimed; // the link of the host the dialer claims to be
   node_id remote_id;
   std::error_code why;
   std::vector<std::byte> in;
@@ -201,6 +202,7 @@ asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::uniq
     } else if (auto it = st->conns.find(creq.host); it == st->conns.end()) {
       why = make_error_code(errc::unknown_host);
     } else {
+      claimed = it->second;
       const std::uint64_t diff = abs_diff(wire_time::now().unix_nanos(), creq.time.unix_nanos());
       if (diff > static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_clock_skew).count())) {
         why = make_error_code(errc::clock_skew);
@@ -218,6 +220,7 @@ asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::uniq
     if (why != errc::timeout && why != errc::disconnected && why != errc::websocket_closed) {
       resp.accepted = false;
       resp.rejected_reason = why.message();
+      if (claimed) connection_access::refused(*claimed, "this node refused the remote's connect: " + why.message());
       (void)co_await send_connect_response<Tag>(*ws, resp, opt.handshake_timeout);
     }
     st->reject(why.message(), peer);

@@ -60,6 +60,19 @@ COGRID_DECL void connection::abandon(asio::execution_context& ctx) {
 
 COGRID_DECL void connection::set_state(connection_state s) {
   if (state_.exchange(s, std::memory_order_acq_rel) == s) return;
+  wake_waiters();
+}
+
+COGRID_DECL void connection::note_refusal(std::string why) {
+  {
+    std::lock_guard lk(w_mu_);
+    ++refusals_;
+    refusal_ = std::move(why);
+  }
+  wake_waiters();
+}
+
+COGRID_DECL void connection::wake_waiters() {
   std::vector<std::shared_ptr<void>> w;
   {
     std::lock_guard lk(w_mu_);
@@ -115,17 +128,25 @@ COGRID_DECL connection_stats connection::stats() const {
   return s;
 }
 
-COGRID_DECL asio::awaitable<result<void>> connection::wait_for_connect() {
+COGRID_DECL asio::awaitable<result<void>> connection::wait_for_connect(on_refusal policy) {
   auto ex = co_await asio::this_coro::executor;
+  std::uint64_t seen = 0;
+  {
+    std::lock_guard lk(w_mu_);
+    seen = refusals_;
+  }
   for (;;) {
     const connection_state st = state();
     if (st == connection_state::connected) co_return result<void>();
     if (st == connection_state::shutdown) co_return errc::shutdown;
     auto ch = std::make_shared<detail::wait_channel>(ex, 1);
+    std::string refused;
     {
       std::lock_guard lk(w_mu_);
-      waiters_.push_back(ch);
+      if (policy == on_refusal::fail && refusals_ != seen) refused = refusal_.empty() ? std::string("refused") : refusal_;
+      else waiters_.push_back(ch);
     }
+    if (!refused.empty()) co_return error(errc::connection_rejected, std::move(refused));
     if (state() == st) { // else the change happened while registering: look again
       std::error_code ec;
       co_await ch->async_receive(asio::redirect_error(asio::use_awaitable, ec));

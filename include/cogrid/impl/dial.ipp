@@ -176,6 +176,7 @@ asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_s
         detail::time_left(deadline));
     if (ec) {
       set_last_error("WebSocket upgrade failed: " + ec.message() + (status ? " (HTTP " + std::to_string(status) + ")" : ""));
+      if (status == 403) note_refusal("the remote refused this node's upgrade (HTTP 403): its token or clock");
       t->close();
       co_return ec;
     }
@@ -205,6 +206,7 @@ asio::awaitable<result<void>> connection::dial_once(std::unique_ptr<detail::ws_s
     if (!resp.accepted) {
       set_last_error("connection rejected: " + resp.rejected_reason);
       log(log_level::warning, "connection rejected: " + resp.rejected_reason);
+      note_refusal("the remote refused this node's connect: " + resp.rejected_reason);
       ws->lower().close();
       co_return error(errc::connection_rejected, resp.rejected_reason);
     }

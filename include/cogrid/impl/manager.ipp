@@ -57,6 +57,7 @@ COGRID_DECL manager::manager(const detail::node_ops& node, std::vector<asio::any
   st.shared->trace = std::move(o.trace);
   st.tls_server = std::move(o.tls_server);
   st.max_http_time_skew = o.max_http_time_skew;
+  st.on_rejected = std::move(o.on_rejected);
   st.mux = std::make_shared<detail::mux_core>(st.executors, st.shared->metrics);
   st.shared->sink.store(st.mux.get(), std::memory_order_release);
   const std::size_t n = st.executors.size();
