@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Consumption checks: (1) a separate Meson project gets cogrid through a wrap pointing at this checkout;
-# (2) an installed cogrid is used through its pkg-config file. Prints one line per check:
+# (2) an installed cogrid is used through its pkg-config file; (3) a CMake project finds the installed
+# cogrid with find_package and links cogrid::cogrid, and a missing dependency fails find_package with its
+# name. Prints one line per check:
 # "consumer <name>: PASS|FAIL". Usage: tests/consumer/run.sh BUILD_DIR (a configured cogrid build)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,6 +45,26 @@ if meson install -C "$build" --destdir "$dest" >"$work/install.log" 2>&1; then
     echo "consumer pkg-config: PASS"
   else
     echo "consumer pkg-config: FAIL"; echo "flags: $flags"; tail -30 "$work/install.log"; status=1
+  fi
+
+  # (3) CMake: the package installed beside the pkg-config file, found from the install prefix.
+  cm="$work/cmake"
+  if [ -f "$(find "$dest" -name cogridConfig.cmake | head -1)" ] &&
+     cmake -S "$root/tests/consumer/cmake" -B "$cm" -DCMAKE_PREFIX_PATH="$dest$prefix" -DCMAKE_CXX_COMPILER="${CXX:-c++}" \
+       -DCMAKE_CXX_FLAGS="-Wall -Wextra -Wpedantic -Werror" >"$work/cmake.log" 2>&1 &&
+     cmake --build "$cm" -j2 >>"$work/cmake.log" 2>&1 && "$cm/app" >>"$work/cmake.log" 2>&1 &&
+     ! ldd "$cm/app" | grep -q "libssl.so.3\|libcrypto.so.3"; then
+    echo "consumer cmake: PASS"
+  else
+    echo "consumer cmake: FAIL"; tail -30 "$work/cmake.log"; status=1
+  fi
+  if cmake -S "$root/tests/consumer/cmake" -B "$cm-missing" -DCMAKE_PREFIX_PATH="$dest$prefix" \
+       -DCOGRID_BORINGSSL_LIBRARY_DIR=/nonexistent >"$work/cmake-missing.log" 2>&1; then
+    echo "consumer cmake, missing dependency: FAIL (configured)"; status=1
+  elif grep -q "needs what was not found: BoringSSL" "$work/cmake-missing.log" && grep -q "android-libboringssl-dev" "$work/cmake-missing.log"; then
+    echo "consumer cmake, missing dependency: PASS"
+  else
+    echo "consumer cmake, missing dependency: FAIL"; tail -20 "$work/cmake-missing.log"; status=1
   fi
 else
   echo "consumer pkg-config: FAIL (meson install)"; tail -30 "$work/install.log"; status=1
