@@ -2,7 +2,7 @@
 // BenchmarkRequests / BenchmarkStream (grid-protocol.md §5).
 //
 //   grid-bench --mode MODE --servers N --callers C --payload BYTES --seconds S [--threads T] [--shared-context]
-//              [--tls] [--json]
+//              [--tls] [--json] [--prometheus FILE]
 //
 // Modes: unary (echo of a random payload), unary-rpc (typed {Num, String} -> typed response),
 // stream-responses (a fresh stream per op, 10 responses of the payload size, out capacity 1),
@@ -135,6 +135,7 @@ struct config {
   std::size_t piece_bytes = cogrid::connection_options{}.piece_bytes;               // bulk
   std::size_t piece_window_bytes = cogrid::connection_options{}.piece_window_bytes; // bulk
   std::uint64_t file_bytes = std::uint64_t{1} << 30;                                 // bulk-file
+  std::string prometheus_file; // the call and stream modes: node 0's Prometheus exposition, taken as the run ends
 };
 
 // Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds (about 6 % resolution).
@@ -868,6 +869,16 @@ asio::awaitable<int> run(shared_state& st) {
   } else {
     co_await sleep_for(std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(cfg.seconds)));
   }
+  if (!cfg.prometheus_file.empty()) { // taken while the callers may still be at work: a node under load
+    const std::string text = st.nodes[0]->prometheus();
+    if (FILE* f = std::fopen(cfg.prometheus_file.c_str(), "wb")) {
+      std::fwrite(text.data(), 1, text.size(), f);
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "cannot write %s\n", cfg.prometheus_file.c_str());
+      st.errors.fetch_add(1);
+    }
+  }
   const totals lt = connection_totals(st);
   if (lt.reconnects || lt.dial_failures)
     std::fprintf(stderr, "links: %llu reconnects, %llu failed dials (last error: %s)\n",
@@ -900,7 +911,7 @@ asio::awaitable<int> run(shared_state& st) {
 int usage() {
   std::fprintf(stderr, "usage: grid-bench --mode unary|unary-rpc|stream-responses|stream-request|stream-twoway|mesh|soak|bulk|bulk-file\n"
                        "                  [--servers N] [--callers C] [--payload BYTES] [--seconds S] [--threads T] [--shared-context]\n"
-                       "                  [--tls] [--json]\n"
+                       "                  [--tls] [--json] [--prometheus FILE: node 0's exposition as the run ends]\n"
                        "                  soak: [--calls N] [--streams N] [--max-growth-mb MB]\n"
                        "                  bulk: [--piece-bytes BYTES] [--piece-window BYTES]\n"
                        "                  bulk-file: [--file-bytes BYTES]\n");
@@ -932,6 +943,7 @@ int main(int argc, char** argv) {
     else if (k == "--piece-bytes") cfg.piece_bytes = std::strtoul(val(), nullptr, 10);
     else if (k == "--piece-window") cfg.piece_window_bytes = std::strtoul(val(), nullptr, 10);
     else if (k == "--file-bytes") cfg.file_bytes = std::strtoull(val(), nullptr, 10);
+    else if (k == "--prometheus") cfg.prometheus_file = val();
     else return usage();
   }
   const std::vector<std::string> modes{"unary", "unary-rpc", "stream-responses", "stream-request", "stream-twoway", "mesh", "soak", "bulk", "bulk-file"};
