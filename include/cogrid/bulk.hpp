@@ -144,8 +144,10 @@ asio::awaitable<result<std::size_t>> read_chunk(Source& src, std::span<std::byte
 template <class S>
 class stream_source {
 public:
+  /// Reads from `s`, which must outlive the source.
   explicit stream_source(S& s) noexcept : s_(&s) {}
 
+  /// Reads up to `out.size()` bytes; 0 at the end of the stream (or for an empty `out`).
   asio::awaitable<result<std::size_t>> read_some(std::span<std::byte> out) {
     if (out.empty()) co_return std::size_t{0};
     std::error_code ec;
@@ -168,8 +170,10 @@ private:
 template <class S>
 class stream_sink {
 public:
+  /// Writes to `s`, which must outlive the sink.
   explicit stream_sink(S& s) noexcept : s_(&s) {}
 
+  /// Writes all of `data`.
   asio::awaitable<result<void>> write(std::span<const std::byte> data) {
     std::error_code ec;
     const std::size_t n =
@@ -179,6 +183,7 @@ public:
     co_return result<void>();
   }
 
+  /// Bytes written so far.
   std::uint64_t bytes_written() const noexcept { return bytes_; }
 
 private:
@@ -367,6 +372,72 @@ inline void close_on(const asio::any_io_executor& blocking, file_handle& f) noex
   }
 }
 
+/// What `file_source` and `file_sink` share: a descriptor (owned or borrowed), the executor its blocking
+/// calls run on, and the offset of the next read or write (`pread`/`pwrite`, or plain `read`/`write` once
+/// the descriptor turned out not to seek). An owned descriptor is closed on the executor at the end.
+class blocking_file {
+public:
+  /// Borrows `fd` (the caller closes it), starting at `offset`.
+  blocking_file(asio::any_io_executor blocking, int fd, std::uint64_t offset)
+      : exec_(std::move(blocking)), file_(fd, false, "fd " + std::to_string(fd)), offset_(offset) {}
+  blocking_file(asio::any_io_executor blocking, file_handle f) : exec_(std::move(blocking)), file_(std::move(f)) {}
+  blocking_file(blocking_file&&) noexcept = default;
+  blocking_file& operator=(blocking_file&&) = delete;
+  ~blocking_file() { close_on(exec_, file_); }
+
+  /// Opens `path` with `flags` on `blocking` (owned).
+  static asio::awaitable<result<blocking_file>> open(asio::any_io_executor blocking, std::string path, int flags) {
+    auto f = co_await open_file(blocking, std::move(path), flags);
+    if (!f) co_return f.error();
+    co_return blocking_file(std::move(blocking), std::move(*f));
+  }
+
+  /// Reads into or writes from `data` (`size` bytes) at the offset, which advances by what was moved.
+  asio::awaitable<blocking_outcome> transfer(file_call::kind_t kind, std::byte* data, std::size_t size) {
+    file_call call;
+    call.kind = kind;
+    call.fd = file_.fd();
+    call.data = data;
+    call.size = size;
+    call.offset = offset_;
+    call.positioned = positioned_;
+    const blocking_outcome done = co_await run_blocking(exec_, call);
+    positioned_ = !done.unpositioned;
+    offset_ += done.n;
+    co_return done;
+  }
+
+  /// `fdatasync` on the executor.
+  asio::awaitable<blocking_outcome> sync() {
+    file_call call;
+    call.kind = file_call::sync;
+    call.fd = file_.fd();
+    const blocking_outcome done = co_await run_blocking(exec_, call); // named: GCC 12 and co_await results
+    co_return done;
+  }
+
+  /// Closes an owned descriptor now, on the executor (nothing for a borrowed one).
+  asio::awaitable<blocking_outcome> close() {
+    blocking_outcome done;
+    if (file_.fd() < 0 || !file_.owned()) co_return done;
+    file_call call;
+    call.kind = file_call::close;
+    call.fd = file_.release();
+    done = co_await run_blocking(exec_, call);
+    co_return done;
+  }
+
+  std::uint64_t offset() const noexcept { return offset_; }
+  int fd() const noexcept { return file_.fd(); }
+  const std::string& name() const noexcept { return file_.name(); }
+
+private:
+  asio::any_io_executor exec_;
+  file_handle file_;
+  std::uint64_t offset_ = 0;
+  bool positioned_ = true;
+};
+
 } // namespace detail
 
 /// A byte source reading a file with `pread` from a starting offset (plain `read` where the descriptor
@@ -380,50 +451,40 @@ inline void close_on(const asio::any_io_executor& blocking, file_handle& f) noex
 class file_source {
 public:
   /// Reads `fd` (not owned: the caller closes it) from `offset`.
-  file_source(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0)
-      : exec_(std::move(blocking)), file_(fd, false, "fd " + std::to_string(fd)), offset_(offset) {}
+  file_source(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0) : f_(std::move(blocking), fd, offset) {}
 
+  /// Moves the file (and its ownership) to a new source.
   file_source(file_source&&) noexcept = default;
   file_source& operator=(file_source&&) = delete;
   /// An owned file is closed on the blocking executor.
-  ~file_source() { detail::close_on(exec_, file_); }
+  ~file_source() = default;
 
   /// Opens `path` for reading (owned: closed with the source), on `blocking`.
   /// @par Errors
   /// `open`'s errno (e.g. `std::errc::no_such_file_or_directory`) with "cannot open <path>: <reason>".
   static asio::awaitable<result<file_source>> open(asio::any_io_executor blocking, std::string path) {
-    auto f = co_await detail::open_file(blocking, std::move(path), O_RDONLY);
+    auto f = co_await detail::blocking_file::open(std::move(blocking), std::move(path), O_RDONLY);
     if (!f) co_return f.error();
-    co_return file_source(std::move(blocking), std::move(*f));
+    co_return file_source(std::move(*f));
   }
 
+  /// Reads up to `out.size()` bytes at the current offset, which it advances; 0 at the end of the file.
   asio::awaitable<result<std::size_t>> read_some(std::span<std::byte> out) {
     if (out.empty()) co_return std::size_t{0};
-    detail::file_call call;
-    call.kind = detail::file_call::read;
-    call.fd = file_.fd();
-    call.data = out.data();
-    call.size = out.size();
-    call.offset = offset_;
-    call.positioned = positioned_;
-    const detail::blocking_outcome done = co_await detail::run_blocking(exec_, call);
-    positioned_ = !done.unpositioned;
-    if (done.err) co_return detail::errno_error(done.err, "read of " + file_.name());
-    offset_ += done.n;
+    const detail::blocking_outcome done = co_await f_.transfer(detail::file_call::read, out.data(), out.size());
+    if (done.err) co_return detail::errno_error(done.err, "read of " + f_.name());
     co_return done.n;
   }
 
   /// The offset of the next read.
-  std::uint64_t offset() const noexcept { return offset_; }
-  int native_handle() const noexcept { return file_.fd(); }
+  std::uint64_t offset() const noexcept { return f_.offset(); }
+  /// The descriptor (-1 once closed).
+  int native_handle() const noexcept { return f_.fd(); }
 
 private:
-  file_source(asio::any_io_executor blocking, detail::file_handle f) : exec_(std::move(blocking)), file_(std::move(f)) {}
+  explicit file_source(detail::blocking_file f) : f_(std::move(f)) {}
 
-  asio::any_io_executor exec_;
-  detail::file_handle file_;
-  std::uint64_t offset_ = 0;
-  bool positioned_ = true;
+  detail::blocking_file f_;
 };
 
 /// A byte sink writing a file with `pwrite` from a starting offset (plain `write` where the
@@ -436,75 +497,61 @@ private:
 class file_sink {
 public:
   /// Writes `fd` (not owned) from `offset`.
-  file_sink(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0)
-      : exec_(std::move(blocking)), file_(fd, false, "fd " + std::to_string(fd)), offset_(offset) {}
+  file_sink(asio::any_io_executor blocking, int fd, std::uint64_t offset = 0) : f_(std::move(blocking), fd, offset) {}
 
+  /// Moves the file (and its ownership) to a new sink.
   file_sink(file_sink&&) noexcept = default;
   file_sink& operator=(file_sink&&) = delete;
   /// An owned file not closed yet is closed on the blocking executor.
-  ~file_sink() { detail::close_on(exec_, file_); }
+  ~file_sink() = default;
 
   /// Creates `path` (mode 0644 before the umask), or truncates it when it exists (on `blocking`: freeing
   /// a large file's blocks takes time); owned.
   /// @par Errors
   /// `open`'s errno with "cannot open <path>: <reason>".
   static asio::awaitable<result<file_sink>> create(asio::any_io_executor blocking, std::string path) {
-    auto f = co_await detail::open_file(blocking, std::move(path), O_WRONLY | O_CREAT | O_TRUNC);
+    auto f = co_await detail::blocking_file::open(std::move(blocking), std::move(path), O_WRONLY | O_CREAT | O_TRUNC);
     if (!f) co_return f.error();
-    co_return file_sink(std::move(blocking), std::move(*f));
+    co_return file_sink(std::move(*f));
   }
 
   /// Writes all of `data` at the current offset.
   asio::awaitable<result<void>> write(std::span<const std::byte> data) {
     if (data.empty()) co_return result<void>();
-    detail::file_call call;
-    call.kind = detail::file_call::write;
-    call.fd = file_.fd();
-    call.data = const_cast<std::byte*>(data.data()); // only read from
-    call.size = data.size();
-    call.offset = offset_;
-    call.positioned = positioned_;
-    const detail::blocking_outcome done = co_await detail::run_blocking(exec_, call);
-    positioned_ = !done.unpositioned;
-    offset_ += done.n;
+    const detail::blocking_outcome done =
+        co_await f_.transfer(detail::file_call::write, const_cast<std::byte*>(data.data()), data.size()); // only read from
     written_ += done.n;
-    if (done.err) co_return detail::errno_error(done.err, "write of " + file_.name());
+    if (done.err) co_return detail::errno_error(done.err, "write of " + f_.name());
     co_return result<void>();
   }
 
   /// Waits until what was written is on stable storage (`fdatasync`).
   asio::awaitable<result<void>> sync() {
-    detail::file_call call;
-    call.kind = detail::file_call::sync;
-    call.fd = file_.fd();
-    const detail::blocking_outcome done = co_await detail::run_blocking(exec_, call);
-    if (done.err) co_return detail::errno_error(done.err, "fdatasync of " + file_.name());
+    const detail::blocking_outcome done = co_await f_.sync();
+    if (done.err) co_return detail::errno_error(done.err, "fdatasync of " + f_.name());
     co_return result<void>();
   }
 
   /// Closes an owned file now, on the blocking executor (a no-op for a borrowed descriptor), reporting
   /// `close`'s error.
   asio::awaitable<result<void>> close() {
-    if (file_.fd() < 0 || !file_.owned()) co_return result<void>();
-    detail::file_call call;
-    call.kind = detail::file_call::close;
-    call.fd = file_.release();
-    const detail::blocking_outcome done = co_await detail::run_blocking(exec_, call);
-    if (done.err) co_return detail::errno_error(done.err, "close of " + file_.name());
+    const detail::blocking_outcome done = co_await f_.close();
+    if (done.err) co_return detail::errno_error(done.err, "close of " + f_.name());
     co_return result<void>();
   }
 
+  /// Bytes written so far.
   std::uint64_t bytes_written() const noexcept { return written_; }
-  std::uint64_t offset() const noexcept { return offset_; }
-  int native_handle() const noexcept { return file_.fd(); }
+  /// Where the next write goes in the file.
+  std::uint64_t offset() const noexcept { return f_.offset(); }
+  /// The descriptor (-1 once closed).
+  int native_handle() const noexcept { return f_.fd(); }
 
 private:
-  file_sink(asio::any_io_executor blocking, detail::file_handle f) : exec_(std::move(blocking)), file_(std::move(f)) {}
+  explicit file_sink(detail::blocking_file f) : f_(std::move(f)) {}
 
-  asio::any_io_executor exec_;
-  detail::file_handle file_;
-  std::uint64_t offset_ = 0, written_ = 0;
-  bool positioned_ = true;
+  detail::blocking_file f_;
+  std::uint64_t written_ = 0;
 };
 
 // -- upload ---------------------------------------------------------------------------------------------
@@ -542,7 +589,9 @@ private:
 /// Inside the handler's generator only.
 class bulk_input {
 public:
+  /// Move-only: the input belongs to one handler.
   bulk_input(bulk_input&&) noexcept = default;
+  /// Move-only.
   bulk_input& operator=(bulk_input&&) noexcept = default;
 
   /// Awaitable (inside the generator only) yielding `result<std::span<const std::byte>>`.
@@ -750,12 +799,17 @@ inline stream_capacity upload_capacity(const bulk_options& o) noexcept {
 template <class Meta, class Resp>
 class bulk_upload {
 public:
+  /// The upload handler `id`, with chunk size and window `o` (the same on both ends).
   explicit bulk_upload(handler_id id, bulk_options o = {}) : opts_(o), stream_(id, detail::upload_capacity(o)) {}
+  /// The same on the subroute `route`.
   bulk_upload(handler_id id, std::string_view route, bulk_options o = {})
       : opts_(o), stream_(id, route, detail::upload_capacity(o)) {}
 
+  /// The handler id.
   handler_id id() const noexcept { return stream_.id(); }
+  /// The subroute, when one was given.
   const std::optional<subroute_id>& subroute() const noexcept { return stream_.subroute(); }
+  /// The chunk size and window.
   const bulk_options& options() const noexcept { return opts_; }
   /// The stream's capacities: in = `window_chunks()`, out = 2 (the response and the end).
   stream_capacity capacity() const noexcept { return stream_.capacity(); }
@@ -808,7 +862,9 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
 /// One operation at a time.
 class bulk_reader {
 public:
+  /// Move-only: the reader owns its download.
   bulk_reader(bulk_reader&&) noexcept = default;
+  /// Move-only; the download this reader had is cancelled.
   bulk_reader& operator=(bulk_reader&& o) noexcept {
     if (this != &o) {
       if (s_) detail::stream_cancel(*s_);
@@ -969,11 +1025,16 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
 template <class Req>
 class bulk_download {
 public:
+  /// The download handler `id`, with chunk size and window `o` (the same on both ends).
   explicit bulk_download(handler_id id, bulk_options o = {}) : opts_(o), stream_(id, o.window_chunks()) {}
+  /// The same on the subroute `route`.
   bulk_download(handler_id id, std::string_view route, bulk_options o = {}) : opts_(o), stream_(id, route, o.window_chunks()) {}
 
+  /// The handler id.
   handler_id id() const noexcept { return stream_.id(); }
+  /// The subroute, when one was given.
   const std::optional<subroute_id>& subroute() const noexcept { return stream_.subroute(); }
+  /// The chunk size and window.
   const bulk_options& options() const noexcept { return opts_; }
   /// The stream's capacities: in 0, out = `window_chunks()`.
   stream_capacity capacity() const noexcept { return stream_.capacity(); }
