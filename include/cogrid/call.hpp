@@ -30,8 +30,8 @@ class connection;
 struct call_context {
   /// The connection the call came in on (its `remote()` is the caller's host).
   connection* conn = nullptr;
-  handler_id handler{};
-  std::optional<subroute_id> subroute;
+  handler_id handler{};               ///< the handler id the call was made to
+  std::optional<subroute_id> subroute; ///< its subroute, when it has one
   /// When the caller stops waiting (steady clock); `time_point::max()` when the caller set no deadline.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
@@ -60,8 +60,9 @@ struct call_options {
 /// MinIO's defaults are 1 and 1. Each side declares the capacities; when both are cogrid, a caller whose
 /// capacities differ from its handler's gets `errc::capacity_mismatch` when it opens the stream.
 struct stream_capacity {
-  std::uint32_t in = 1;
-  std::uint32_t out = 1;
+  std::uint32_t in = 1;  ///< requests buffered for the handler
+  std::uint32_t out = 1; ///< responses buffered for the caller
+  /// Equal when both capacities are.
   friend bool operator==(const stream_capacity&, const stream_capacity&) = default;
 };
 

@@ -86,18 +86,22 @@ public:
   connection& operator=(const connection&) = delete;
   COGRID_DECL ~connection();
 
+  /// This node's host string.
   const std::string& local() const noexcept { return local_; }
+  /// The remote's host string.
   const std::string& remote() const noexcept { return remote_; }
   /// True when this side dials (`should_connect(local, remote)`).
   bool dialer() const noexcept { return dialer_; }
   /// The strand the connection's sessions run on.
   executor_type get_executor() const noexcept { return strand_; }
 
+  /// The link's state now.
   connection_state state() const noexcept { return state_.load(std::memory_order_acquire); }
   /// Counts sessions established; 0 before the first. A message sent on session N never reaches session N+1.
   std::uint64_t session_id() const noexcept { return session_id_.load(std::memory_order_acquire); }
   /// The remote's node id as of the current (or last) session.
   COGRID_DECL node_id remote_id() const;
+  /// A snapshot of the link's state and counters.
   COGRID_DECL connection_stats stats() const;
 
   /// Queues `m` for the current session, for users who bring their own mux layer (`manager::set_sink`).

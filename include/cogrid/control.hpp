@@ -27,13 +27,16 @@ namespace cogrid {
 struct wire_time {
   static constexpr std::int64_t go_zero_seconds = -62135596800; ///< 0001-01-01T00:00:00Z
 
-  std::int64_t seconds = go_zero_seconds;
+  std::int64_t seconds = go_zero_seconds; ///< whole seconds since the Unix epoch (negative before 1970)
   std::uint32_t nanos = 0; ///< 0 .. 999'999'999
 
+  /// Same seconds and nanoseconds.
   friend bool operator==(const wire_time&, const wire_time&) = default;
 
+  /// Whether this is Go's zero time (the default, or a time field the peer left unset).
   bool is_zero() const noexcept { return seconds == go_zero_seconds && nanos == 0; }
 
+  /// The wire form of `t`, with `nanos` in 0 .. 999'999'999 also before the epoch.
   static wire_time from(std::chrono::system_clock::time_point t) noexcept {
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
     std::int64_t s = ns / 1'000'000'000;
@@ -44,6 +47,7 @@ struct wire_time {
     }
     return {s, static_cast<std::uint32_t>(rem)};
   }
+  /// The wire form of `std::chrono::system_clock::now()`.
   static wire_time now() noexcept { return from(std::chrono::system_clock::now()); }
 
   /// Nanoseconds since the Unix epoch, saturated at the range of int64 (about years 1678 to 2262).
@@ -61,7 +65,8 @@ constexpr std::uint64_t abs_diff(std::int64_t a, std::int64_t b) noexcept {
 /// A node's 16-byte identity (a UUID), new for each start of a manager; compared across reconnects
 /// to tell a restarted remote from a reconnected one.
 struct node_id {
-  std::array<std::byte, 16> bytes{};
+  std::array<std::byte, 16> bytes{}; ///< the UUID's bytes in wire order; all zero by default
+  /// Same bytes.
   friend bool operator==(const node_id&, const node_id&) = default;
   /// 8-4-4-4-12 lower-case hex.
   COGRID_DECL std::string to_string() const;
@@ -69,35 +74,35 @@ struct node_id {
 
 /// OpConnect payload (MinIO `connectReq`): map {"ID": bin(16), "Host": str, "Time": time, "Token": str}.
 struct connect_request {
-  node_id id;
-  std::string host;
-  wire_time time;
-  std::string token;
+  node_id id;        ///< the dialing node's identity
+  std::string host;  ///< the dialing node's own host string, which the acceptor must know as one of its remotes
+  wire_time time;    ///< when the request was sent; the acceptor refuses it beyond its allowed clock skew
+  std::string token; ///< the dialer's authentication token, which the acceptor validates
 };
 
 /// OpConnectResponse payload (MinIO `connectResp`): map {"ID", "Accepted": bool, "RejectedReason": str}.
 struct connect_response {
-  node_id id;
-  bool accepted = false;
-  std::string rejected_reason;
+  node_id id;                  ///< the accepting node's identity
+  bool accepted = false;       ///< whether the acceptor took the connection
+  std::string rejected_reason; ///< why it did not, when `accepted` is false
 };
 
 /// OpMuxConnectError payload (MinIO `muxConnectError`): map {"Error": str}.
 struct mux_connect_error {
-  std::string error;
+  std::string error; ///< why the request or stream was refused, e.g. "Invalid Handler for type: 12"
 };
 
 /// OpPing payload (MinIO `pingMsg`): map {"t": time}. Connection pings carry the send time.
 struct ping_msg {
-  wire_time time;
+  wire_time time; ///< when a connection ping was sent; its pong echoes it
 };
 
 /// OpPong payload (MinIO `pongMsg`): map {"nf": bool, "e": nil|str, "t": time}. `not_found` says the
 /// pinged stream does not exist; `error` carries a failure text; `time` echoes the ping's time.
 struct pong_msg {
-  bool not_found = false;
-  std::optional<std::string> error;
-  wire_time time;
+  bool not_found = false;           ///< the pinged stream does not exist
+  std::optional<std::string> error; ///< a failure text; absent (nil) when none
+  wire_time time;                   ///< the answered connection ping's time, echoed
 };
 
 /// OpAckMux payload, a cogrid extension: the stream's capacities as its handler declares them, so that a
@@ -105,8 +110,8 @@ struct pong_msg {
 /// "out": uint}. MinIO sends an empty ack and ignores an ack's payload, so either side may be MinIO: a
 /// MinIO caller ignores it, and an empty ack from a MinIO handler is not checked.
 struct stream_ack {
-  std::uint32_t in = 0;
-  std::uint32_t out = 0;
+  std::uint32_t in = 0;  ///< the in capacity: requests from the caller to the handler the stream buffers
+  std::uint32_t out = 0; ///< the out capacity: responses from the handler to the caller the stream buffers
 };
 
 /// Appends the msgpack encoding of a control payload to `out`.

@@ -84,10 +84,12 @@ inline std::error_condition make_error_condition(condition c) noexcept {
 
 } // namespace cogrid
 
+/// @cond
 template <>
 struct std::is_error_code_enum<cogrid::errc> : std::true_type {};
 template <>
 struct std::is_error_condition_enum<cogrid::condition> : std::true_type {};
+/// @endcond
 
 #if defined(COGRID_HEADER_ONLY)
 #include <cogrid/impl/error.ipp>

@@ -42,6 +42,7 @@ namespace cogrid {
 /// `join` from one thread, not from a pool thread.
 class io_pool {
 public:
+  /// How long a thread polls after activity unless told otherwise.
   static constexpr std::chrono::microseconds default_idle_spin{50};
 
   /// `threads` contexts (at least one; default: one per core), each thread polling for `idle_spin` after
@@ -63,9 +64,13 @@ public:
     join();
   }
 
+  /// The number of threads (and io_contexts).
   std::size_t size() const noexcept { return contexts_.size(); }
+  /// The io_context of thread `i` (throws `std::out_of_range` past `size()`).
   asio::io_context& context(std::size_t i) { return *contexts_.at(i); }
+  /// The executor of thread `i`'s io_context.
   asio::any_io_executor executor(std::size_t i = 0) { return contexts_.at(i)->get_executor(); }
+  /// Every thread's executor, in order: what a manager is given.
   std::vector<asio::any_io_executor> executors() {
     std::vector<asio::any_io_executor> out;
     for (auto& c : contexts_) out.push_back(c->get_executor());

@@ -53,6 +53,7 @@ struct manager_options {
   authenticator auth;
   /// The HTTP path of the grid.
   std::string route = std::string(route_v1);
+  /// Limits, timeouts and intervals of every connection.
   connection_options connection;
   /// Context for dialing https:// remotes (verify_peer recommended; see `make_client_tls_context`).
   std::shared_ptr<tls_context> tls_client;
@@ -60,6 +61,7 @@ struct manager_options {
   std::shared_ptr<tls_context> tls_server;
   /// X-Minio-Time of the HTTP upgrade must be within this of our clock (MinIO's DefaultSkewTime).
   std::chrono::milliseconds max_http_time_skew = std::chrono::minutes(15);
+  /// Receives the grid's log lines (see `log_sink`). Unset: nothing is logged.
   log_sink log;
   /// Opens the byte streams to the remotes this node dials, instead of TCP/TLS (see `transport_dialer`;
   /// `memory_network::dialer` is one). Unset: TCP, and TLS for https:// remotes.
@@ -126,9 +128,11 @@ public:
 
   /// This start's node id (new every time a manager is created).
   COGRID_DECL const node_id& id() const noexcept;
+  /// This node's host string (`manager_options::local`).
   COGRID_DECL const std::string& local() const noexcept;
   /// The connection to `host`, or null when `host` is not a remote of this grid.
   COGRID_DECL std::shared_ptr<cogrid::connection> connection(std::string_view host) const;
+  /// The connections to every remote of the grid.
   COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> connections() const;
 
   /// Starts the dial loops of the connections this node dials. Idempotent.
@@ -177,9 +181,11 @@ public:
   /// @par Errors
   /// `errc::handler_exists` when the id (or subroute) has a handler; `errc::invalid_handler` for id 0.
   COGRID_DECL result<void> register_unary(handler_id h, raw_unary_handler fn);
+  /// The same on subroute `route` under `h`.
   COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, raw_unary_handler fn);
   /// The same for a plain-function handler (see `sync_unary_handler`).
   COGRID_DECL result<void> register_unary(handler_id h, sync_unary_handler fn);
+  /// The same on subroute `route` under `h`.
   COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
 
   /// Replaces the receiver of all non-connection-level messages (by default the manager's own call

@@ -88,11 +88,11 @@ COGRID_DECL std::string to_string(msg_flags f);
 /// One grid message. The payload and subroute are views: a decoded message points into the buffer it
 /// was decoded from and is valid only while that buffer is.
 struct message {
-  std::uint64_t mux_id = 0;
-  std::uint32_t seq = 0;
+  std::uint64_t mux_id = 0;      ///< the call or stream the message belongs to; 0 for connection-level ones
+  std::uint32_t seq = 0;         ///< the sequence number of a call's or stream's message; OpMerged: its item count
   std::uint32_t deadline_ms = 0; ///< milliseconds left when sent; 0 = none
-  handler_id handler{};
-  op_code op{};
+  handler_id handler{};          ///< the handler a request or stream open is for
+  op_code op{};                  ///< what the message is
   /// On encode, `payload_is_zero` and `subroute` are derived from `payload` and `subroute` below and
   /// the bits given here are ignored; `crc` adds the CRC trailer. On decode, the flags as received.
   msg_flags flags = msg_flags::none;
@@ -207,6 +207,7 @@ public:
   /// Encodes `m` straight into the container as an item.
   COGRID_DECL result<void> add(const message& m);
 
+  /// Items added since the container was started.
   std::uint32_t count() const noexcept { return count_; }
 
   /// Bytes the finished container will take.

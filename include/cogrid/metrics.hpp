@@ -37,14 +37,15 @@ inline const char* to_string(call_side s) noexcept { return s == call_side::serv
 /// Call durations in fixed buckets (upper bounds in microseconds, the last one +Inf), as Prometheus
 /// histograms are kept: cumulative counts are derived when rendering.
 struct latency_histogram {
+  /// The buckets' upper bounds in microseconds, ascending; a last, +Inf bucket follows them.
   static constexpr std::array<std::uint64_t, 18> bounds_us = {25,    50,     100,    250,    500,     1000,
                                                               2500,  5000,   10000,  25000,  50000,   100000,
                                                               250000, 500000, 1000000, 2500000, 5000000, 10000000};
   /// Calls per bucket: `counts[i]` took at most `bounds_us[i]` (and more than the bound before it);
   /// the last element counts the rest.
   std::array<std::uint64_t, bounds_us.size() + 1> counts{};
-  std::uint64_t count = 0;
-  std::chrono::microseconds sum{0};
+  std::uint64_t count = 0;          ///< calls recorded: the sum of `counts`
+  std::chrono::microseconds sum{0}; ///< total duration of the calls recorded, each in whole microseconds
 
   /// The q-quantile (0..1) in microseconds, interpolated linearly within its bucket; 0 with no calls.
   /// Values in the +Inf bucket report the last bound.
@@ -69,31 +70,34 @@ struct latency_histogram {
 /// A snapshot of one handler's counters on one side (served here, or called from here). Subroutes of a
 /// handler are counted apart; calls this node made are counted per handler id and subroute.
 struct handler_stats {
-  handler_id handler{};
+  handler_id handler{}; ///< the handler's id
   /// The subroute's name when this node registered it, else its id in hex; empty for none.
   std::string subroute;
-  call_kind kind = call_kind::unary;
-  call_side side = call_side::served;
+  call_kind kind = call_kind::unary;  ///< unary calls or streams
+  call_side side = call_side::served; ///< served here or called from here
   std::uint64_t calls = 0;     ///< started
   std::uint64_t errors = 0;    ///< ended with an error (remote error, timeout, cancelled, disconnected, ...)
   std::int64_t in_flight = 0;  ///< started and not ended
   std::uint64_t bytes_in = 0;  ///< payload bytes received (requests served, responses of calls made)
   std::uint64_t bytes_out = 0; ///< payload bytes sent
   latency_histogram latency;   ///< durations of the calls that ended
+  /// The median duration in microseconds (`latency.quantile(0.50)`).
   double p50_us() const noexcept { return latency.quantile(0.50); }
+  /// The 99th percentile duration in microseconds (`latency.quantile(0.99)`).
   double p99_us() const noexcept { return latency.quantile(0.99); }
 };
 
 /// One finished call or stream, as the trace hook sees it. The views are valid during the hook only.
 struct call_trace {
-  handler_id handler{};
-  std::optional<subroute_id> subroute;
+  handler_id handler{};                 ///< the handler's id
+  std::optional<subroute_id> subroute;  ///< the call's subroute; empty for none
   std::string_view peer;  ///< the remote node's host string
-  call_kind kind = call_kind::unary;
-  call_side side = call_side::served;
-  std::chrono::nanoseconds duration{0};
+  call_kind kind = call_kind::unary;    ///< unary call or stream
+  call_side side = call_side::served;   ///< served here or called from here
+  std::chrono::nanoseconds duration{0}; ///< from the call's start to its end, on the steady clock
   std::error_code status; ///< empty on success; the call's error otherwise
-  std::size_t bytes_in = 0, bytes_out = 0;
+  /// Payload bytes received (requests served, responses of calls made).
+  std::size_t bytes_in = 0, bytes_out = 0; ///< payload bytes sent
 };
 
 /// Called once per finished call and stream, on both sides, on whatever thread finished it; must not

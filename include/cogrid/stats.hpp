@@ -32,14 +32,16 @@ inline const char* to_string(connection_state s) noexcept {
 
 /// A snapshot of one connection's counters. Counters accumulate over every session of the connection.
 struct connection_stats {
-  std::string remote;
-  connection_state state = connection_state::unconnected;
+  std::string remote;                       ///< the remote's host string
+  connection_state state = connection_state::unconnected; ///< the state when the snapshot was taken
   bool dialer = false;                      ///< this side dials (the election)
   std::uint64_t connects = 0;               ///< sessions established
   std::uint64_t reconnects = 0;             ///< sessions established after the first
   std::uint64_t remote_restarts = 0;        ///< reconnects where the remote's node id had changed
-  std::uint64_t dial_failures = 0;
+  std::uint64_t dial_failures = 0;          ///< dial attempts that failed
+  /// Grid messages sent (`messages_in`: received).
   std::uint64_t messages_out = 0, messages_in = 0;  ///< grid messages (items of merged containers counted)
+  /// WebSocket payload bytes sent (`bytes_in`: received).
   std::uint64_t bytes_out = 0, bytes_in = 0;        ///< WebSocket payload bytes
   std::uint64_t socket_writes = 0;          ///< transport write calls (one per merged batch)
   std::uint64_t queue_full = 0;             ///< sends refused because the queue was full
@@ -59,7 +61,7 @@ struct connection_stats {
   std::uint64_t calls_cancelled = 0;        ///< handlers (unary or stream) cancelled because the caller gave up
   std::uint64_t pings_sent = 0;             ///< connection pings this side sent
   std::uint64_t pongs_received = 0;         ///< answers to them (a pong that never came shows as the difference)
-  std::chrono::microseconds last_ping_rtt{0};
+  std::chrono::microseconds last_ping_rtt{0}; ///< round-trip time of the last answered ping; 0 until one
   std::chrono::microseconds max_ping_rtt{0}; ///< the slowest answer to a ping, ever
   std::chrono::system_clock::time_point last_pong{};     ///< zero when never
   std::chrono::system_clock::time_point last_connect{};  ///< zero when never

@@ -201,18 +201,26 @@ struct final_awaiter {
 template <class T>
 class stream_generator {
 public:
+  /// The coroutine's promise: how a handler's `co_yield`, `co_await` and end reach its stream (the
+  /// compiler uses it; user code does not).
   struct promise_type : detail::gen_promise_base {
-    std::optional<T> owned;    // a yielded temporary (or converted value), kept until the next co_yield
-    const T* current = nullptr; // the value being sent
+    std::optional<T> owned;     ///< a yielded temporary (or converted value), kept until the next co_yield
+    const T* current = nullptr; ///< the value being sent
 
     promise_type() noexcept { encode = &encode_current; }
-    // Frames come from a per-thread pool: a stream per call would otherwise allocate one each.
+    /// Frames come from a per-thread pool: a stream per call would otherwise allocate one each.
     static void* operator new(std::size_t n) { return detail::frame_pool::allocate(n); }
+    /// Gives the frame back to the pool.
     static void operator delete(void* p, std::size_t n) noexcept { detail::frame_pool::deallocate(p, n); }
+    /// The generator that owns this coroutine.
     stream_generator get_return_object() noexcept { return stream_generator(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    /// Starts suspended: the stream runs it once it is set up.
     std::suspend_always initial_suspend() const noexcept { return {}; }
+    /// Ends the stream (EOF, or the error below) when the handler returns.
     detail::final_awaiter final_suspend() const noexcept { return {}; }
+    /// Keeps the handler's exception: the caller gets its text as a remote error.
     void unhandled_exception() noexcept { error = std::current_exception(); }
+    /// Returning ends the stream.
     void return_void() const noexcept {}
 
     /// `co_yield value`: an lvalue is sent from where it is (it outlives the suspension), without a copy.
@@ -220,6 +228,7 @@ public:
       current = &v;
       return detail::yield_awaiter(stream.get());
     }
+    /// `co_yield` of a temporary or of a value convertible to `T`: kept in `owned` until the next one.
     template <class U>
       requires(std::constructible_from<T, U &&> && !std::is_same_v<std::remove_cvref_t<U>, T>) || std::is_same_v<U, T>
     detail::yield_awaiter yield_value(U&& v) {
@@ -228,6 +237,8 @@ public:
       return detail::yield_awaiter(stream.get());
     }
 
+    /// What a handler may `co_await`: its stream input and any `asio::awaitable` (run on the stream's
+    /// strand, cancelled with the stream), and `asio::this_coro::executor`.
     template <class A>
     decltype(auto) await_transform(A&& a) {
       using D = std::remove_cvref_t<A>;
@@ -242,6 +253,7 @@ public:
       }
     }
 
+    /// The value being sent, packed into `scratch` (or viewed in place for raw payloads).
     static detail::payload_view encode_current(detail::gen_promise_base& b, std::vector<std::byte>& scratch) {
       auto& self = static_cast<promise_type&>(b);
       if constexpr (std::is_same_v<T, payload>) {
@@ -253,6 +265,7 @@ public:
     }
   };
 
+  /// Move-only: the generator owns its coroutine.
   stream_generator(stream_generator&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
   stream_generator& operator=(stream_generator&&) = delete;
   ~stream_generator() {
@@ -316,7 +329,9 @@ private:
 template <class Req, class Resp>
 class client_stream {
 public:
+  /// Move-only: the object owns its stream.
   client_stream(client_stream&&) noexcept = default;
+  /// Move-only; the stream this object had is cancelled.
   client_stream& operator=(client_stream&& o) noexcept {
     if (this != &o) {
       if (s_) detail::stream_cancel(*s_);
@@ -498,11 +513,15 @@ class server_stream {
 public:
   /// `out`: how many responses may be in flight unacknowledged (the stream's out capacity).
   explicit server_stream(handler_id id, std::uint32_t out = 1) : id_(id), cap_{0, out} {}
+  /// The same on the subroute `route`.
   server_stream(handler_id id, std::string_view route, std::uint32_t out = 1)
       : id_(id), route_(route), sub_(make_subroute_id(id, route)), cap_{0, out} {}
 
+  /// The handler id.
   handler_id id() const noexcept { return id_; }
+  /// The subroute, when one was given.
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
+  /// The capacities this side declares.
   stream_capacity capacity() const noexcept { return cap_; }
 
   /// Registers `fn` on `m`.
@@ -554,11 +573,15 @@ class bidi_stream {
 public:
   /// `cap`: requests (`in`, at least 1) and responses (`out`, at least 1) in flight in each direction.
   explicit bidi_stream(handler_id id, stream_capacity cap = {}) : id_(id), cap_(cap) {}
+  /// The same on the subroute `route`.
   bidi_stream(handler_id id, std::string_view route, stream_capacity cap = {})
       : id_(id), route_(route), sub_(make_subroute_id(id, route)), cap_(cap) {}
 
+  /// The handler id.
   handler_id id() const noexcept { return id_; }
+  /// The subroute, when one was given.
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
+  /// The capacities this side declares.
   stream_capacity capacity() const noexcept { return cap_; }
 
   /// Registers `fn` on `m`.

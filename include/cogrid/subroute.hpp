@@ -20,8 +20,9 @@ enum class handler_id : std::uint8_t {};
 /// The id of a subroute of a handler: SHA-256 of the route text with byte 0 replaced by the handler id
 /// and byte 1 by zero. It travels as a 32-byte trailer after the message.
 struct subroute_id {
-  std::array<std::byte, 32> bytes{};
+  std::array<std::byte, 32> bytes{}; ///< the id as it travels
 
+  /// Equal when all 32 bytes are.
   friend bool operator==(const subroute_id&, const subroute_id&) = default;
 
   /// Lower-case hex of the 32 bytes.

@@ -76,9 +76,13 @@ public:
     }
   }
 
+  /// The number of nodes.
   std::size_t size() const noexcept { return managers_.size(); }
+  /// Node i's host string.
   const std::string& host(std::size_t i) const { return hosts_.at(i); }
+  /// Every node's host string, in node order.
   const std::vector<std::string>& hosts() const noexcept { return hosts_; }
+  /// Node i's manager.
   manager& node(std::size_t i) { return *managers_.at(i); }
   /// Node i's connection to node j.
   std::shared_ptr<connection> link(std::size_t i, std::size_t j) { return managers_.at(i)->connection(hosts_.at(j)); }

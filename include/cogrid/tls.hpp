@@ -30,12 +30,18 @@ std::unique_ptr<transport> make_tls_transport(asio::ssl::stream<asio::basic_stre
 /// when the context's verify mode asks for verification.
 class ssl_context final : public tls_context {
 public:
-  enum class side { client, server };
+  /// Which end of a handshake the context serves.
+  enum class side {
+    client, ///< dials: verifies the server
+    server  ///< accepts: presents the certificate
+  };
 
+  /// Takes `native` for handshakes on side `s` (see `make_client_tls_context`, `make_server_tls_context`).
   ssl_context(asio::ssl::context native, side s) : native_(std::move(native)), side_(s) {}
 
   /// The Asio context, to set ciphers, verification or certificates before the first handshake.
   asio::ssl::context& native() noexcept { return native_; }
+  /// The side the context was made for.
   side role() const noexcept { return side_; }
 
   COGRID_DECL asio::awaitable<std::error_code> handshake(asio::ip::tcp::socket& socket, const std::string& host,

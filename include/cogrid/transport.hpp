@@ -65,6 +65,7 @@ public:
   /// The remote end for logs, e.g. "127.0.0.1:40000", "[::1]:40000" or a name given at creation.
   virtual std::string peer() const = 0;
 
+  /// The executor the transport's operations complete on.
   virtual asio::any_io_executor get_executor() = 0;
 
   /// Moves the stream onto `ex`, the executor of another io_context (an accepted connection goes to the
@@ -81,7 +82,7 @@ public:
 
 protected:
   transport() = default;
-  std::uint64_t writes_ = 0;
+  std::uint64_t writes_ = 0; ///< what writes() returns; an implementation adds one per write_all it hands on
 };
 
 /// Opens a byte stream to `remote` (a host string of the grid) in place of cogrid's TCP/TLS dial, for
@@ -166,6 +167,7 @@ public:
     if (peer_.empty()) peer_ = endpoint_text();
   }
 
+  /// The wrapped stream.
   Stream& stream() noexcept { return stream_; }
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, std::error_code& ec) override {
@@ -258,7 +260,9 @@ public:
 
 protected:
   tls_context() = default;
+  /// Copyable by derived classes only.
   tls_context(const tls_context&) = default;
+  /// Copy-assignable by derived classes only.
   tls_context& operator=(const tls_context&) = default;
 };
 
@@ -267,6 +271,7 @@ protected:
 /// Both descriptors must be on the same executor; close() closes both.
 class fd_transport final : public transport {
 public:
+  /// Reads from `in` and writes to `out`; `peer` names the remote in logs.
   fd_transport(asio::posix::stream_descriptor in, asio::posix::stream_descriptor out, std::string peer)
       : in_(std::move(in)), out_(std::move(out)), peer_(std::move(peer)) {}
 

@@ -143,11 +143,14 @@ asio::awaitable<result<Resp>> call_packed(std::shared_ptr<connection> c, handler
 template <class Req, class Resp>
 class unary {
 public:
+  /// The handler `id` (no subroute).
   explicit unary(handler_id id) : id_(id) {}
   /// A handler on subroute `route` (nested routes: "a/b", see `join_route`).
   unary(handler_id id, std::string_view route) : id_(id), route_(route), sub_(make_subroute_id(id, route)) {}
 
+  /// The handler id.
   handler_id id() const noexcept { return id_; }
+  /// The subroute, when one was given.
   const std::optional<subroute_id>& subroute() const noexcept { return sub_; }
 
   /// Registers `fn` on `m`. `fn` takes `Req` (or `const call_context&, Req`) and returns `Resp`,
@@ -199,10 +202,12 @@ public:
 
   /// The call bound to one connection: `co_await echo.on(conn).call(req)`.
   struct bound {
-    const unary* u;
-    connection* c;
+    const unary* u; ///< the handler declaration
+    connection* c;  ///< the connection calls go to
+    /// `u->call(*c, req, opt)`.
     asio::awaitable<result<Resp>> call(const Req& req, call_options opt = {}) const { return u->call(*c, req, opt); }
   };
+  /// Binds calls to `c` (which must outlive the binding).
   bound on(connection& c) const { return bound{this, &c}; }
 
 private:

@@ -201,8 +201,8 @@ TEST_CASE("handler statistics: served and called, unary and streams, errors, byt
     REQUIRE(sc);
     REQUIRE(ss);
     CHECK(sc->calls == 1);
-    CHECK(ss->p50_us() >= 10'000); // the handler slept 20 ms: its bucket is (10 ms, 25 ms]
-    CHECK(ss->p50_us() <= 25'000);
+    CHECK(ss->p50_us() >= 10'000); // the handler slept 20 ms: its bucket is (10 ms, 25 ms], or the next
+    CHECK(ss->p50_us() <= 50'000); // one, (25 ms, 50 ms], when the timer fires late on a loaded machine
 
     const auto* tc = find(caller, 79, call_kind::stream, call_side::called);
     const auto* ts = find(server, 79, call_kind::stream, call_side::served);

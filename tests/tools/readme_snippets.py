@@ -3,7 +3,8 @@
 builds. A block is compiled as it is, or, when the line before its fence is `<!-- compiled in PATH -->`,
 inside the wrapper PATH (relative to the repository): the block's #include lines go where the wrapper
 says `// @includes`, the rest where it says `// @snippet`. Each block is checked with `CXX -fsyntax-only
-FLAGS` (two at a time); one line per block, then the compiler's errors for the failures.
+FLAGS`, one at a time (the test suites run beside it); one line per block, then the compiler's errors
+for the failures.
 Usage: readme_snippets.py --cxx CXX [--flag F ...] FILE.md [FILE.md ...]"""
 import argparse
 import concurrent.futures
@@ -71,7 +72,7 @@ def main():
         print("no C++ blocks found")
         return 1
     failed = 0
-    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(1) as pool:
         for name, ok, err in pool.map(lambda j: check(a.cxx, a.flag, j[0], j[1], tmp), jobs):
             print(f"{'ok' if ok else 'FAIL'}: {name}")
             if not ok:
