@@ -151,6 +151,13 @@ std::chrono::nanoseconds thread_cpu(asio::any_io_executor ex) {
   return p.get_future().get();
 }
 
+// The CPU time the pool thread of `ex` uses while this thread sleeps for `d`.
+std::chrono::nanoseconds cpu_over(asio::any_io_executor ex, std::chrono::milliseconds d) {
+  const auto before = thread_cpu(ex);
+  std::this_thread::sleep_for(d);
+  return thread_cpu(ex) - before;
+}
+
 } // namespace
 
 TEST_CASE("an io_pool thread polls for its idle-spin window after the grid's activity, then sleeps") {
@@ -159,20 +166,11 @@ TEST_CASE("an io_pool thread polls for its idle-spin window after the grid's act
   // lasts, none once it has passed, and finish() still lets the thread return.
   io_pool pool(1, std::chrono::microseconds(400ms));
   pool.start();
-  const auto idle0 = thread_cpu(pool.executor(0));
-  std::this_thread::sleep_for(150ms);
-  const auto idle1 = thread_cpu(pool.executor(0));
-  CHECK(idle1 - idle0 < 30ms); // no activity yet: asleep
+  CHECK(cpu_over(pool.executor(0), 150ms) < 30ms); // no activity yet: asleep
   asio::post(pool.executor(0), [] { detail::idle_spin::activity(); });
-  const auto spin0 = thread_cpu(pool.executor(0));
-  std::this_thread::sleep_for(200ms);
-  const auto spin1 = thread_cpu(pool.executor(0));
-  CHECK(spin1 - spin0 >= 40ms); // polling (a fraction of the 200 ms even on a loaded machine)
-  std::this_thread::sleep_for(500ms); // the window has passed with no activity
-  const auto after0 = thread_cpu(pool.executor(0));
-  std::this_thread::sleep_for(200ms);
-  const auto after1 = thread_cpu(pool.executor(0));
-  CHECK(after1 - after0 < 30ms);
+  CHECK(cpu_over(pool.executor(0), 200ms) >= 40ms); // polling (a fraction of the 200 ms even on a loaded machine)
+  std::this_thread::sleep_for(500ms);               // the window has passed with no activity
+  CHECK(cpu_over(pool.executor(0), 200ms) < 30ms);
   pool.finish();
   pool.join();
 
@@ -182,10 +180,7 @@ TEST_CASE("an io_pool thread polls for its idle-spin window after the grid's act
   io_pool crowded(std::max(1u, std::thread::hardware_concurrency()) + 1, std::chrono::microseconds(400ms));
   crowded.start();
   asio::post(crowded.executor(0), [] { detail::idle_spin::activity(); });
-  const auto c0 = thread_cpu(crowded.executor(0));
-  std::this_thread::sleep_for(200ms);
-  const auto c1 = thread_cpu(crowded.executor(0));
-  CHECK(c1 - c0 < 30ms);
+  CHECK(cpu_over(crowded.executor(0), 200ms) < 30ms);
   crowded.finish();
   crowded.join();
 }
