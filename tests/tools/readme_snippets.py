@@ -2,12 +2,11 @@
 """Compiles every C++ block of the given Markdown files, so that the code a reader copies from the README
 builds. A block is compiled as it is, or, when the line before its fence is `<!-- compiled in PATH -->`,
 inside the wrapper PATH (relative to the repository): the block's #include lines go where the wrapper
-says `// @includes`, the rest where it says `// @snippet`. Each block is checked with `CXX -fsyntax-only
-FLAGS`, one at a time (the test suites run beside it); one line per block, then the compiler's errors
-for the failures.
+says `// @includes`, the rest where it says `// @snippet`. All blocks are checked in one translation
+unit with `CXX -fsyntax-only FLAGS`: their #include lines first, then each block (in its wrapper) in a
+namespace of its own. Errors are reported at the Markdown file's lines.
 Usage: readme_snippets.py --cxx CXX [--flag F ...] FILE.md [FILE.md ...]"""
 import argparse
-import concurrent.futures
 import os
 import re
 import subprocess
@@ -38,24 +37,20 @@ def blocks(path):
 
 
 def source(path, line, wrapper, body):
-    includes = [l for l in body if l.lstrip().startswith("#include")]
-    rest = [l if not l.lstrip().startswith("#include") else "" for l in body]
+    """(#include lines, the rest) of one block in its wrapper, the rest starting with a #line directive."""
+    def is_include(l):
+        return l.lstrip().startswith("#include")
     here = f'#line {line + 1} "{path}"'
+    includes = [l for l in body if is_include(l)]
+    rest = [l if not is_include(l) else "" for l in body] # blank lines keep the line numbers
     if not wrapper:
-        return "\n".join([here] + body) + "\n"
+        return includes, "\n".join([here] + rest)
     text = open(os.path.join(ROOT, wrapper), encoding="utf-8").read()
     if "// @snippet" not in text:
         raise ValueError(f"{wrapper} has no // @snippet line")
-    text = text.replace("// @includes", "\n".join(includes), 1)
-    return text.replace("// @snippet", "\n".join([here] + rest), 1)
-
-
-def check(cxx, flags, name, code, tmp):
-    src = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name) + ".cpp")
-    with open(src, "w", encoding="utf-8") as f:
-        f.write(code)
-    r = subprocess.run([cxx, "-fsyntax-only", *flags, src], capture_output=True, text=True)
-    return name, r.returncode == 0, r.stderr
+    text = text.replace("// @includes", "", 1).replace("// @snippet", "\n".join([here] + rest), 1)
+    lines = text.split("\n")
+    return includes + [l for l in lines if is_include(l)], "\n".join(l for l in lines if not is_include(l))
 
 
 def main():
@@ -64,22 +59,29 @@ def main():
     ap.add_argument("--flag", action="append", default=[])
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
-    jobs = []
+    includes, parts, names = [], [], []
     for md in a.files:
         for line, wrapper, body in blocks(md):
-            jobs.append((f"{os.path.basename(md)}:{line}", source(md, line, wrapper, body)))
-    if not jobs:
+            inc, rest = source(md, line, wrapper, body)
+            includes += [l.strip() for l in inc if l.strip() not in includes]
+            parts.append(f"namespace readme_block_{len(parts) + 1} {{\n{rest}\n}}")
+            names.append(f"{os.path.basename(md)}:{line}" + (f" (in {wrapper})" if wrapper else ""))
+    if not parts:
         print("no C++ blocks found")
         return 1
-    failed = 0
-    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for name, ok, err in pool.map(lambda j: check(a.cxx, a.flag, j[0], j[1], tmp), jobs):
-            print(f"{'ok' if ok else 'FAIL'}: {name}")
-            if not ok:
-                failed += 1
-                print(err[-4000:])
-    print(f"{len(jobs) - failed} of {len(jobs)} blocks compile")
-    return 1 if failed else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "readme_blocks.cpp")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write("\n".join(includes) + "\n\n" + "\n\n".join(parts) + "\n")
+        r = subprocess.run([a.cxx, "-fsyntax-only", *a.flag, src], capture_output=True, text=True)
+    for name in names:
+        print(f"{'ok' if r.returncode == 0 else 'checked'}: {name}")
+    if r.returncode != 0:
+        print(r.stderr[-8000:])
+        print(f"FAIL: the {len(names)} blocks do not compile")
+        return 1
+    print(f"{len(names)} of {len(names)} blocks compile")
+    return 0
 
 
 if __name__ == "__main__":
