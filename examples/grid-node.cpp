@@ -1,9 +1,10 @@
 // grid-node: run one node of a grid from the shell, or make one call to a node.
 //
-//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve
-//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD
-//   grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]
-//   ... [--stdio HOST] [--exec COMMAND] [--cert PEM --key PEM] [--ca PEM] [--wait MS] ...
+//   grid-node --local URL --hosts URL,URL,... [--route PATH] serve
+//   grid-node --local URL --hosts URL,URL,... [--route PATH] call HOST HANDLER PAYLOAD
+//   grid-node --local URL --hosts URL,URL,... [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]
+//   grid-node --local URL --hosts URL,URL,... [--route PATH] watch HOST ROUNDS INTERVAL_MS
+//   ... [--token-file F] [--stdio HOST] [--exec [HOST=]COMMAND] [--allow ID,ID,...] [--cert PEM --key PEM] [--ca PEM] [--wait MS]
 //
 // `serve` runs until SIGINT/SIGTERM with MinIO's test handlers: unary 78 echoes its payload, unary 79
 // fails with "test error: <payload>"; stream 78 on subroute "echo" (capacities 1/1) echoes each request,
@@ -12,10 +13,18 @@
 // makes one unary call and prints the response payload, or "error: <text>". `stream` opens a stream
 // (input capacity 1 when REQUESTs are given, else none), sends each REQUEST, ends its input and prints
 // each response on its own line, then "error: <text>" if it failed. Exit status: 0 success, 1 remote
-// error, 2 any other failure.
+// error (the handler failed, or refused this caller), 2 any other failure.
+// The token is read from the environment (COGRID_TOKEN) or from --token-file F, never from the
+// command line, where every user of the machine can read it (`--token T` still works, with a warning);
+// without either it is "cogrid".
 // `--stdio HOST` speaks the grid to HOST over stdin/stdout instead of TCP (no listener; the node exits
-// when stdin ends), in the manner of `ssh host grid-node --stdio ...`; `--exec COMMAND` runs COMMAND
-// (with /bin/sh) and speaks the grid to HOST (call/stream's HOST) over the child's stdin/stdout.
+// when stdin ends), in the manner of an ssh forced command: `command="COGRID_IDENTITY=alice grid-node
+// --stdio HOST ..."` in authorized_keys; COGRID_IDENTITY names the caller to the handlers and to --allow.
+// `--exec [HOST=]COMMAND` runs COMMAND (with /bin/sh; repeatable) and speaks the grid to HOST (call's
+// and stream's HOST when not given) over the child's stdin/stdout, started again when it ends
+// (`manager::attach_process`); the child gets the token as COGRID_TOKEN and the remote as
+// COGRID_REMOTE in its environment, and its stderr goes to ours. `--allow ID,...` admits to the
+// handlers only callers whose identity is listed.
 // With https:// hosts, --cert/--key are this node's certificate chain and key (PEM files) and --ca the
 // CA that signed the peers' certificates. `call`/`stream` wait --wait ms (default 10000) for the link.
 #include <cogrid/cogrid.hpp>
@@ -32,7 +41,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <string>
 #include <vector>
@@ -40,17 +48,21 @@
 namespace {
 
 struct args {
-  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute, stdio_host, exec, cert, key, ca;
+  std::string local, route = std::string(cogrid::route_v1), token = "cogrid", subroute, stdio_host, cert, key, ca;
   long wait_ms = 10000;
-  std::vector<std::string> hosts, rest;
+  std::vector<std::string> hosts, rest, execs, allow;
 };
 
 int usage() {
-  std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] serve\n"
-                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] call HOST HANDLER PAYLOAD\n"
-                       "       grid-node --local URL --hosts URL,URL,... [--token T] [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n"
-                       "       options: --stdio HOST (the grid to HOST over stdin/stdout), --exec COMMAND (over a child's stdin/stdout),\n"
-                       "                --cert PEM --key PEM --ca PEM (TLS for https:// hosts), --wait MS (call/stream: wait for the link)\n");
+  std::fprintf(stderr, "usage: grid-node --local URL --hosts URL,URL,... [--route PATH] serve\n"
+                       "       grid-node --local URL --hosts URL,URL,... [--route PATH] call HOST HANDLER PAYLOAD\n"
+                       "       grid-node --local URL --hosts URL,URL,... [--route PATH] stream HOST HANDLER [--subroute S] PAYLOAD [REQUEST...]\n"
+                       "       grid-node --local URL --hosts URL,URL,... [--route PATH] watch HOST ROUNDS INTERVAL_MS\n"
+                       "       the token: COGRID_TOKEN in the environment, or --token-file FILE\n"
+                       "       options: --stdio HOST (the grid to HOST over stdin/stdout; COGRID_IDENTITY names the caller),\n"
+                       "                --exec [HOST=]COMMAND (over a child's stdin/stdout, restarted when it ends),\n"
+                       "                --allow ID,... (only callers with these identities), --cert PEM --key PEM --ca PEM\n"
+                       "                (TLS for https:// hosts), --wait MS (call/stream: wait for the link)\n");
   return 2;
 }
 
@@ -105,23 +117,14 @@ private:
   std::atomic<bool> ended_{false};
 };
 
-// Runs `command` with /bin/sh, its stdin and stdout joined to the returned transport.
-std::unique_ptr<cogrid::transport> spawn(asio::io_context& io, const std::string& command, pid_t& pid) {
-  int to_child[2], from_child[2];
-  if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return nullptr;
-  pid = ::fork();
-  if (pid < 0) return nullptr;
-  if (pid == 0) {
-    ::dup2(to_child[0], 0);
-    ::dup2(from_child[1], 1);
-    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; at <= list.size();) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    if (comma > at) out.push_back(list.substr(at, comma - at));
+    at = comma + 1;
   }
-  ::close(to_child[0]);
-  ::close(from_child[1]);
-  using desc = asio::posix::stream_descriptor;
-  return cogrid::make_fd_transport(desc(io, from_child[0]), desc(io, to_child[1]), "exec: " + command);
+  return out;
 }
 
 asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m) {
@@ -131,7 +134,7 @@ asio::awaitable<void> wait_signal(asio::signal_set& signals, cogrid::manager& m)
 
 int report(const cogrid::error& e) {
   std::printf("error: %s\n", e.message().c_str());
-  return e.code == cogrid::errc::remote_error ? 1 : 2;
+  return e.code == cogrid::errc::remote_error || e.code == cogrid::errc::not_authorized ? 1 : 2;
 }
 
 // Sends every request while printing the responses as they come, then the rest of them.
@@ -247,37 +250,88 @@ asio::awaitable<int> stream_once(cogrid::manager& m, std::string host, int handl
   co_return status;
 }
 
+// `watch HOST ROUNDS INTERVAL_MS`: each round makes one unary echo call (78) and one stream round trip
+// (78/echo, one request), then prints "<ms since start> ok" or "<ms since start> error: <text>"; exits 0
+// when the last round succeeded. For watching a link ride out failures (a killed ssh child).
+asio::awaitable<int> watch(cogrid::manager& m, std::string host, int rounds, int interval_ms) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = m.connection(host);
+  bool last_ok = false;
+  if (auto first = co_await connect_to(m, host); first) {
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    const cogrid::unary_raw echo{cogrid::handler_id{78}};
+    const cogrid::bidi_stream_raw echo_stream(cogrid::handler_id{78}, "echo", cogrid::stream_capacity{1, 1});
+    for (int i = 0; i < rounds; ++i) {
+      std::string why;
+      const cogrid::payload req = bytes("round " + std::to_string(i));
+      cogrid::call_options opt{std::chrono::seconds(2)};
+      auto r = co_await echo.call(*c, req, opt);
+      if (!r) why = "unary: " + r.error().message();
+      else {
+        cogrid::stream_options so{std::chrono::seconds(2)};
+        const cogrid::payload init;
+        auto s = co_await echo_stream.open(*c, init, so);
+        if (!s) why = "stream: " + s.error().message();
+        else {
+          const cogrid::result<void> sent = co_await s->send(req);
+          auto back = co_await s->next();
+          if (!sent) why = "stream send: " + sent.error().message();
+          else if (!back) why = "stream: " + back.error().message();
+          else if (text(*back) != text(req)) why = "stream: wrong echo";
+          (void)s->close_send();
+        }
+      }
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+      if (why.empty()) std::printf("%lld ok\n", static_cast<long long>(ms));
+      else std::printf("%lld error: %s\n", static_cast<long long>(ms), why.c_str());
+      std::fflush(stdout);
+      last_ok = why.empty();
+      pause.expires_after(std::chrono::milliseconds(interval_ms));
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+  }
+  co_await m.shutdown();
+  co_return last_ok ? 0 : 2;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   args a;
+  if (const char* t = std::getenv("COGRID_TOKEN"); t && *t) a.token = t;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : std::string(); };
     if (k == "--local") a.local = next();
-    else if (k == "--token") a.token = next();
+    else if (k == "--token") {
+      a.token = next();
+      std::fprintf(stderr, "warning: --token is visible to every user of this machine (ps); use COGRID_TOKEN or --token-file\n");
+    } else if (k == "--token-file") {
+      const std::string path = next();
+      a.token = read_file(path);
+      while (!a.token.empty() && (a.token.back() == '\n' || a.token.back() == '\r')) a.token.pop_back();
+      if (a.token.empty()) {
+        std::fprintf(stderr, "error: --token-file %s: cannot read a token from it\n", path.c_str());
+        return 2;
+      }
+    } else if (k == "--allow") a.allow = split(next());
     else if (k == "--route") a.route = next();
     else if (k == "--subroute") a.subroute = next();
     else if (k == "--stdio") a.stdio_host = next();
-    else if (k == "--exec") a.exec = next();
+    else if (k == "--exec") a.execs.push_back(next());
     else if (k == "--cert") a.cert = next();
     else if (k == "--key") a.key = next();
     else if (k == "--ca") a.ca = next();
     else if (k == "--wait") a.wait_ms = std::atol(next().c_str());
-    else if (k == "--hosts") {
-      const std::string list = next();
-      for (std::size_t at = 0; at <= list.size();) {
-        const std::size_t comma = std::min(list.find(',', at), list.size());
-        if (comma > at) a.hosts.push_back(list.substr(at, comma - at));
-        at = comma + 1;
-      }
-    } else a.rest.push_back(k);
+    else if (k == "--hosts") a.hosts = split(next());
+    else a.rest.push_back(k);
   }
   if (a.local.empty() || a.hosts.empty() || a.rest.empty()) return usage();
   const bool serve = a.rest[0] == "serve" && a.rest.size() == 1;
   const bool call = a.rest[0] == "call" && a.rest.size() == 4;
   const bool stream = a.rest[0] == "stream" && a.rest.size() >= 4;
-  if (!serve && !call && !stream) return usage();
+  const bool watching = a.rest[0] == "watch" && a.rest.size() == 4;
+  if (!serve && !call && !stream && !watching) return usage();
 
   asio::io_context io;
   cogrid::manager_options o;
@@ -302,21 +356,49 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: registering the test handlers failed\n");
     return 2;
   }
+  if (!a.allow.empty()) {
+    auto allowed = [list = a.allow](const cogrid::caller_info& who) -> cogrid::result<void> {
+      for (const auto& id : list)
+        if (who.identity == id) return {};
+      return cogrid::remote_error(who.identity.empty() ? std::string("the caller has no identity")
+                                                       : "identity " + std::string(who.identity) + " is not allowed");
+    };
+    const cogrid::handler_id ids[] = {cogrid::handler_id{78}, cogrid::handler_id{79}};
+    for (const auto id : ids) (void)m->authorize(id, allowed);
+    (void)m->authorize(cogrid::handler_id{78}, "echo", allowed);
+  }
   std::signal(SIGPIPE, SIG_IGN); // a peer gone while we write is an error code, not a signal
-  pid_t child = -1;
   if (!a.stdio_host.empty()) {
     using desc = asio::posix::stream_descriptor;
-    auto t = cogrid::make_fd_transport(desc(io, ::dup(0)), desc(io, ::dup(1)), "stdio");
+    auto t = std::make_unique<stdio_transport>(cogrid::make_fd_transport(desc(io, ::dup(0)), desc(io, ::dup(1)), "stdio"));
+    if (const char* id = std::getenv("COGRID_IDENTITY")) t->set_identity(id);
     ::dup2(2, 1); // from here on, stdout is the grid's alone: anything printed goes to stderr
-    if (auto r = m->attach(a.stdio_host, std::make_unique<stdio_transport>(std::move(t))); !r) {
+    if (auto r = m->attach(a.stdio_host, std::move(t)); !r) {
       std::fprintf(stderr, "error: --stdio %s: %s\n", a.stdio_host.c_str(), r.error().message().c_str());
       return 2;
     }
-  } else if (!a.exec.empty() && !serve) {
-    auto t = spawn(io, a.exec, child);
-    if (!t || !m->attach(a.rest[1], std::move(t))) {
-      std::fprintf(stderr, "error: cannot run %s for %s\n", a.exec.c_str(), a.rest[1].c_str());
-      return 2;
+  } else if (!a.execs.empty()) {
+    for (const auto& e : a.execs) {
+      // HOST=COMMAND, or COMMAND for call's and stream's HOST.
+      std::string host, command = e;
+      if (const auto eq = e.find('='); eq != std::string::npos && e.compare(0, 4, "http") == 0 && e.find("://") < eq) {
+        host = e.substr(0, eq);
+        command = e.substr(eq + 1);
+      } else if (!serve) {
+        host = a.rest[1];
+      } else {
+        std::fprintf(stderr, "error: serve --exec needs HOST=COMMAND\n");
+        return 2;
+      }
+      cogrid::process_spec spec;
+      spec.argv = {"/bin/sh", "-c", command};
+      spec.token_env = "COGRID_TOKEN";
+      spec.env = {"COGRID_REMOTE=" + host};
+      spec.forward_stderr = true;
+      if (auto r = m->attach_process(host, std::move(spec)); !r) {
+        std::fprintf(stderr, "error: --exec for %s: %s\n", host.c_str(), r.error().message().c_str());
+        return 2;
+      }
     }
   } else {
     if (auto r = m->listen(); !r) {
@@ -330,6 +412,10 @@ int main(int argc, char** argv) {
   if (serve) {
     asio::co_spawn(io, wait_signal(signals, *m), asio::detached);
     std::fprintf(stderr, "grid-node %s serving (unary 78 echo, 79 error; stream 78/echo echo, 79 count)\n", a.local.c_str());
+  } else if (watching) {
+    signals.cancel();
+    asio::co_spawn(io, watch(*m, a.rest[1], std::atoi(a.rest[2].c_str()), std::atoi(a.rest[3].c_str())),
+                   [&](std::exception_ptr e, int s) { status = e ? 2 : s; });
   } else if (stream) {
     signals.cancel();
     std::vector<std::string> requests(a.rest.begin() + 4, a.rest.end());
@@ -341,10 +427,5 @@ int main(int argc, char** argv) {
                    [&](std::exception_ptr e, int s) { status = e ? 2 : s; });
   }
   io.run();
-  if (child > 0) {
-    m.reset(); // closes the child's stdin: it ends
-    int ws = 0;
-    ::waitpid(child, &ws, 0);
-  }
   return status;
 }

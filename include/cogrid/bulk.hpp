@@ -977,7 +977,7 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
   payload_view initial;
   if (!nil) initial = std::span<const std::byte>(init);
   const stream_capacity cap{0, o.window_chunks()};
-  auto opened = co_await open_stream(std::move(c), id, sub, initial, cap, opt);
+  auto opened = co_await open_stream(std::move(c), id, sub, initial, cap, opt, o.chunk_bytes);
   if (!opened) co_return opened.error();
   co_return bulk_reader(std::move(*opened), o.chunk_bytes);
 }

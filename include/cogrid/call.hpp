@@ -36,6 +36,24 @@ struct call_context {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
+/// Who is calling a handler, as its authorization hook (`manager::authorize`) sees it.
+struct caller_info {
+  /// The host string of the calling node: the one it claimed in its handshake and proved with its token
+  /// (`connection::remote()`).
+  std::string_view host;
+  /// What the caller's transport vouched for beyond that (`connection::identity()`): for a link over an
+  /// ssh forced command, the key's name the command was given. Empty for TCP and TLS.
+  std::string_view identity;
+  handler_id handler{};                ///< the handler called
+  std::optional<subroute_id> subroute; ///< its subroute, when it has one
+};
+
+/// Decides whether a caller may call a handler (unary or stream), before the handler runs: success
+/// admits the call; an error refuses it, and the caller gets `errc::not_authorized` with the error's
+/// text (its message when it has none). Runs on the connection's strand for every call of the handler:
+/// it must not block.
+using authorize_hook = std::function<result<void>(const caller_info&)>;
+
 /// A handler of single requests in bytes: the layer typed handlers are built on, and the form for users
 /// with their own serialization. Runs as its own coroutine (never on the connection's reader);
 /// cancelled (Asio terminal cancellation) when the caller cancels or its deadline passes. Returning an

@@ -18,6 +18,7 @@
 #include <cogrid/stats.hpp>
 #include <cogrid/metrics.hpp>
 #include <cogrid/transport.hpp>
+#include <cogrid/process.hpp>
 #include <cogrid/tls.hpp>
 #include <cogrid/connection.hpp>
 #include <cogrid/manager.hpp>

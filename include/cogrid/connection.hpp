@@ -8,6 +8,7 @@
 #include <cogrid/error.hpp>
 #include <cogrid/message.hpp>
 #include <cogrid/options.hpp>
+#include <cogrid/process.hpp>
 #include <cogrid/result.hpp>
 #include <cogrid/stats.hpp>
 #include <cogrid/transport.hpp>
@@ -101,6 +102,10 @@ public:
   std::uint64_t session_id() const noexcept { return session_id_.load(std::memory_order_acquire); }
   /// The remote's node id as of the current (or last) session.
   COGRID_DECL node_id remote_id() const;
+  /// What the transport of the current (or last) session vouched for beyond the remote's host string
+  /// and token (`transport::identity`): for a link over an ssh forced command, the key's name that the
+  /// command was given (`manager::attach`, `manager::attach_process`). Empty for TCP and TLS.
+  COGRID_DECL std::string identity() const;
   /// A snapshot of the link's state and counters.
   COGRID_DECL connection_stats stats() const;
 
@@ -118,7 +123,10 @@ public:
   /// connect exchange), or this node refused a dial that claimed to come from this link's host. Retries
   /// would meet the same refusal until a configuration changes, so a one-shot client should not wait.
   /// (A dial refused at the HTTP upgrade does not say which host it came from: the accepting side learns
-  /// of those through `manager_options::on_rejected`.)
+  /// of those through `manager_options::on_rejected`.) On a link over a process
+  /// (`manager::attach_process`), a process that ends before its link came up counts as a refusal, with
+  /// how it ended and the last line of its stderr ("exited with status 255: Permission denied
+  /// (publickey).").
   /// @par Errors
   /// `errc::shutdown` when the manager shuts down first; with `on_refusal::fail`,
   /// `errc::connection_rejected` whose text says which side refused and why.
@@ -156,6 +164,8 @@ private:
   template <class Tag>
   void adopt(std::unique_ptr<detail::ws_stream> ws, node_id remote_id);
   template <class Tag>
+  static asio::awaitable<void> process_round(std::shared_ptr<connection> self);
+  template <class Tag>
   static asio::awaitable<void> run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s);
   template <class Tag>
   void end_session(detail::session& s);
@@ -181,6 +191,8 @@ private:
   std::shared_ptr<detail::session> current_; // strand
   std::unique_ptr<transport> attached_;      // strand: a stream from attach() for the next attempt
   bool attached_only_ = false;               // strand: attach() was used; never dial TCP
+  std::shared_ptr<const process_spec> process_; // strand: attach_process(): each attempt starts this
+  std::weak_ptr<detail::manager_state> process_home_; // strand: where a process's incoming handshake goes
   asio::steady_timer retry_timer_;           // strand: the dialer's pause between attempts
   asio::steady_timer loop_done_;             // strand: cancelled when the dial loop exits
   asio::steady_timer session_done_;          // strand: cancelled when the current session ends
@@ -201,6 +213,7 @@ private:
   mutable std::mutex st_mu_;
   connection_stats st_;        // fields not kept in atomics below, guarded by st_mu_
   node_id remote_id_;          // guarded by st_mu_
+  std::string identity_;       // guarded by st_mu_
   std::atomic<std::uint64_t> messages_out_{0}, messages_in_{0}, bytes_out_{0}, bytes_in_{0}, writes_{0}, unhandled_{0},
       refused_in_{0};
 };

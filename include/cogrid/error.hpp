@@ -57,6 +57,7 @@ enum class errc : int {
   credit_violation = 207,     ///< The peer sent more stream messages than its credits allowed (the stream is closed).
   end_of_stream = 208,        ///< A stream (or a stream's input) ended cleanly: no more values (like `asio::error::eof`).
   capacity_mismatch = 209,    ///< The two peers declared a stream with different capacities (the stream is closed).
+  not_authorized = 210,       ///< The remote's authorization hook refused this node the handler (`manager::authorize`); the text says why.
 };
 
 /// Coarse classes of cogrid errors, for matching with `==` against any `std::error_code`.

@@ -163,6 +163,20 @@ public:
   /// `errc::unknown_host` when `remote` is not a remote of this grid (`t` is closed).
   COGRID_DECL result<void> attach(std::string_view remote, std::unique_ptr<transport> t);
 
+  /// Runs the connection to `remote` over processes started from `spec`, in zrepl's manner: for example
+  /// `ssh -i key grid@host` whose key the remote's `authorized_keys` forces to run `grid-node --stdio
+  /// <this node's host> ...`. Each attempt starts the process (`spawn_process`) and runs the handshake
+  /// over its stdin and stdout, as the dialer or the acceptor as the election says (the remote attaches
+  /// its end with `attach`); when the process ends, the link's session ends with it, the process is
+  /// reaped, its end is logged and kept as the connection's last error ("exited with status 255:
+  /// Permission denied (publickey)."), and it is started again after the pause of a failed dial
+  /// (`reconnect_min`..`reconnect_max`, counted from the start of the attempt). When the connection
+  /// dialed TCP before, the process takes over from its next attempt. Needs no `start()`.
+  /// @par Errors
+  /// `errc::unknown_host` when `remote` is not a remote of this grid; `errc::invalid_value` for an empty
+  /// `spec.argv`.
+  COGRID_DECL result<void> attach_process(std::string_view remote, process_spec spec);
+
   /// Counters and latency histograms of every handler this node serves and every handler it called,
   /// one entry per handler id, subroute, kind and side.
   COGRID_DECL std::vector<handler_stats> handler_statistics() const;
@@ -187,6 +201,15 @@ public:
   COGRID_DECL result<void> register_unary(handler_id h, sync_unary_handler fn);
   /// The same on subroute `route` under `h`.
   COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
+
+  /// Sets `fn` as the authorization hook of the handlers (unary and stream) registered under `h`: every
+  /// call is put to it before the handler runs, and a refused caller gets `errc::not_authorized` with
+  /// the hook's text (see `authorize_hook`, `caller_info`). Register the handlers first.
+  /// @par Errors
+  /// `errc::unknown_handler` when no handler is registered under `h`.
+  COGRID_DECL result<void> authorize(handler_id h, authorize_hook fn);
+  /// The same for the handlers on subroute `route` under `h`.
+  COGRID_DECL result<void> authorize(handler_id h, std::string_view route, authorize_hook fn);
 
   /// Replaces the receiver of all non-connection-level messages (by default the manager's own call
   /// layer). For tests and for users who bring their own mux layer; set before `start`.

@@ -18,6 +18,7 @@
 #include <cogrid/impl/control.ipp>
 #include <cogrid/impl/auth.ipp>
 #include <cogrid/impl/tls.ipp>
+#include <cogrid/impl/process.ipp>
 #include <cogrid/impl/metrics.ipp>
 #include <cogrid/impl/connection.ipp>
 #include <cogrid/impl/manager.ipp>

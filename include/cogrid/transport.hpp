@@ -80,9 +80,20 @@ public:
   /// Number of write_all calls that were handed to the operating system (a statistic for tests).
   std::uint64_t writes() const noexcept { return writes_; }
 
+  /// What vouches for the remote beyond the host string and token of its handshake: for a stream from
+  /// a process started by an ssh forced command, the name of the key that the command was set for (see
+  /// `manager::attach`). The connection that runs over this transport reports it as
+  /// `connection::identity()`, and handlers' authorization hooks see it. Empty: nothing.
+  const std::string& identity() const noexcept { return identity_; }
+  /// Sets identity(). Before the transport is handed to a manager.
+  void set_identity(std::string id) { identity_ = std::move(id); }
+
 protected:
   transport() = default;
   std::uint64_t writes_ = 0; ///< what writes() returns; an implementation adds one per write_all it hands on
+
+private:
+  std::string identity_;
 };
 
 /// Opens a byte stream to `remote` (a host string of the grid) in place of cogrid's TCP/TLS dial, for

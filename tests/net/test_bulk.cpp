@@ -534,6 +534,56 @@ TEST_CASE("bulk upload: an oversized chunk is refused as it arrives, while the h
   run_async(refused_on_arrival, std::chrono::seconds(20));
 }
 
+// The download side: a handler (raw, on the download's id) that sends a chunk over the reader's size
+// while the reader reads nothing. The chunk is refused as it arrives: the handler is cancelled at once,
+// and the reader's next read says why, naming both sizes; the link stays.
+const bulk_download<download_req> tiny_download{handler_id{96}, "tiny", small_opts};
+
+struct end_mark {
+  std::shared_ptr<std::atomic<int>> ended;
+  ~end_mark() { ++*ended; }
+};
+
+stream_generator<payload> oversized_chunks(std::shared_ptr<std::atomic<int>> ended, payload) {
+  const end_mark mark{ended};
+  payload big = std::vector<std::byte>(small_opts.chunk_bytes + 1, std::byte{3});
+  co_yield std::move(big);
+  for (;;) {
+    payload fits = std::vector<std::byte>(16, std::byte{4});
+    co_yield std::move(fits);
+  }
+}
+
+asio::awaitable<void> download_refused_on_arrival(asio::any_io_executor ex) {
+  testing::grid g(ex, 2, patient);
+  auto ended = std::make_shared<std::atomic<int>>(0);
+  const server_stream_raw raw{tiny_download.id(), "tiny", small_opts.window_chunks()};
+  REQUIRE(raw.serve(g.node(1), [ended](payload p) { return oversized_chunks(ended, std::move(p)); }));
+  REQUIRE(echo.serve(g.node(1), echo_fn{}));
+  g.start();
+  REQUIRE(co_await g.wait_all_connected());
+  auto& c = *g.link(0, 1);
+  const download_req req{"anything"};
+  auto reader = co_await tiny_download.open(c, req);
+  REQUIRE_MESSAGE(reader, reader.error().message());
+  auto handler_ended = [&] { return ended->load() == 1; };
+  CHECK(co_await eventually(handler_ended)); // without a read from here
+  auto r = co_await reader->next();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == errc::bad_payload);
+  CHECK_MESSAGE(r.error().text.find(std::to_string(small_opts.chunk_bytes + 1)) != std::string::npos, r.error().text);
+  CHECK_MESSAGE(r.error().text.find(std::to_string(small_opts.chunk_bytes)) != std::string::npos, r.error().text);
+  const payload hello = cogrid_test::bytes("hello");
+  auto back = co_await echo.call(c, hello);
+  REQUIRE(back);
+  CHECK(reconnects(g) == 0);
+  co_await wait_idle(g);
+  co_await g.shutdown();
+}
+TEST_CASE("bulk download: a chunk over the reader's size is refused as it arrives, while the reader is not reading") {
+  run_async(download_refused_on_arrival, std::chrono::seconds(20));
+}
+
 // The source fails after 1 MiB: the upload returns that error and the handler's input ends aborted.
 asio::awaitable<void> source_fails(asio::any_io_executor ex) {
   testing::grid g(ex, 2, patient);

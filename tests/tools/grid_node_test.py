@@ -3,6 +3,7 @@
 by the OS, in both election directions. Usage: grid_node_test.py PATH_TO_GRID_NODE"""
 import resource
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ def main(tool):
         a, b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
         server, client = (b, a) if swap else (a, b)
         hosts = f"{a},{b}"
-        srv = subprocess.Popen([tool, "--local", server, "--hosts", hosts, "--token", "t0k", "serve"],
+        srv = subprocess.Popen([tool, "--local", server, "--hosts", hosts, "serve"],
                                stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(0.3)
@@ -32,7 +33,7 @@ def main(tool):
                 (["77", "x"], 2, "error: Invalid Handler for type: 77"),
             ]
             for args, want_rc, want_out in cases:
-                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "t0k", "call", server] + args,
+                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "call", server] + args,
                                    capture_output=True, text=True, timeout=30)
                 ok = r.returncode == want_rc and r.stdout.strip() == want_out
                 print(f"{'ok' if ok else 'FAIL'}: call {args} -> rc={r.returncode} out={r.stdout.strip()!r}")
@@ -47,7 +48,7 @@ def main(tool):
                 (["78", "--subroute", "echo", "init"], 2, "error: stream capacities differ"),
             ]
             for args, want_rc, want_out in streams:
-                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "--token", "t0k", "stream", server] + args,
+                r = subprocess.run([tool, "--local", client, "--hosts", hosts, "stream", server] + args,
                                    capture_output=True, text=True, timeout=30)
                 out = r.stdout.strip()
                 ok = r.returncode == want_rc and (out.startswith(want_out) if want_rc else out == want_out)
@@ -82,17 +83,35 @@ def check_exec(tool):
     a, b = "http://node-a:1", "http://node-b:1"
     hosts = f"{a},{b}"
     for me, child in ((a, b), (b, a)):
-        child_cmd = f"'{tool}' --local {child} --hosts {hosts} --token s3 --stdio {me} serve"
+        # The child gets the token in its environment (COGRID_TOKEN), never on its command line.
+        child_cmd = f"'{tool}' --local {child} --hosts {hosts} --stdio {me} serve"
         for mode, args, want in (("call", ["78", "over stdio"], "over stdio"), ("stream", ["79", "2"], "resp-0\nresp-1")):
-            r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--token", "s3", "--exec", child_cmd, mode, child] + args,
+            r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--exec", child_cmd, mode, child] + args,
                                capture_output=True, text=True, timeout=30)
             ok = r.returncode == 0 and r.stdout.strip() == want
             print(f"{'ok' if ok else 'FAIL'}: {mode} over --exec/--stdio ({me} -> {child}) -> rc={r.returncode} out={r.stdout.strip()!r}")
             failures += not ok
+    # serve --exec HOST=COMMAND: the served node starts the child, whose one call comes back over its
+    # pipes (its output goes to the served node's stderr); the child is started again each time it ends.
+    for me, child in ((a, b), (b, a)):
+        srv = subprocess.Popen([tool, "--local", me, "--hosts", hosts, "--exec",
+                                f"{child}='{tool}' --local {child} --hosts {hosts} --stdio {me} call {me} 78 hello-from-child",
+                                "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        srv.send_signal(signal.SIGTERM)
+        try:
+            _, err = srv.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            _, err = srv.communicate()
+        n = err.count("hello-from-child")
+        ok = n >= 2 and srv.returncode == 0
+        print(f"{'ok' if ok else 'FAIL'}: serve --exec ({me} runs {child}): {n} calls back from children started again, rc={srv.returncode}")
+        failures += not ok
     for me, child in ((a, b), (b, a)):
         t0 = time.monotonic()
-        r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--token", "s3", "--wait", "30000", "--exec",
-                            f"'{tool}' --local {child} --hosts {hosts} --token other --stdio {me} serve", "call", child, "78", "x"],
+        r = subprocess.run([tool, "--local", me, "--hosts", hosts, "--wait", "30000", "--exec",
+                            f"COGRID_TOKEN=other '{tool}' --local {child} --hosts {hosts} --stdio {me} serve", "call", child, "78", "x"],
                            capture_output=True, text=True, timeout=60)
         took = time.monotonic() - t0
         ok = r.returncode == 2 and r.stdout.startswith("error: not connected") and "refused" in r.stdout and took < 15
@@ -112,7 +131,7 @@ def check_half_open(tool, count=10000):
     count = min(count, soft - 200)
     a, b = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     hosts = f"{a},{b}"
-    srv = subprocess.Popen([tool, "--local", a, "--hosts", hosts, "--token", "h0", "serve"], stderr=subprocess.DEVNULL)
+    srv = subprocess.Popen([tool, "--local", a, "--hosts", hosts, "serve"], stderr=subprocess.DEVNULL)
     failures = 0
     socks = []
     try:
@@ -124,7 +143,7 @@ def check_half_open(tool, count=10000):
             s.sendall(b"GET /minio/grid/v1 HTTP/1.1\r\nHost: x\r\n")  # and nothing more
             socks.append(s)
         opened = time.monotonic() - t0
-        r = subprocess.run([tool, "--local", b, "--hosts", hosts, "--token", "h0", "call", a, "78", "through"],
+        r = subprocess.run([tool, "--local", b, "--hosts", hosts, "call", a, "78", "through"],
                            capture_output=True, text=True, timeout=30)
         ok = r.returncode == 0 and r.stdout.strip() == "through"
         print(f"{'ok' if ok else 'FAIL'}: a call works while {len(socks)} half-open connections are held "

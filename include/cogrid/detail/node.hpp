@@ -20,6 +20,7 @@
 namespace cogrid {
 class connection;
 class transport;
+struct process_spec;
 struct upgrade_request;
 struct node_id;
 struct message;
@@ -37,6 +38,8 @@ struct node_ops {
   virtual void start(connection& c) const = 0;
   virtual void kill(connection& c) const = 0;
   virtual void attach(connection& c, std::unique_ptr<transport> t) const = 0;
+  virtual void attach_process(connection& c, const std::shared_ptr<manager_state>& st,
+                              std::shared_ptr<const process_spec> spec) const = 0;
   virtual asio::awaitable<void> shutdown(connection& c) const = 0;
   // A manager's listeners and incoming connections.
   virtual void listen(const std::shared_ptr<manager_state>& st, asio::ip::tcp::acceptor a) const = 0;

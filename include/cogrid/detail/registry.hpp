@@ -46,7 +46,12 @@ struct handler_entry {
   raw_stream_start start;
   std::vector<std::byte> ack;         // stream: the OpAckMux payload (our capacities), encoded once
   handler_metrics* metrics = nullptr; // set at registration
+  authorize_hook authorize;           // empty: every caller is admitted
 };
+
+/// The prefix of the error text of a call refused by an authorization hook: a cogrid caller reports
+/// such a refusal as `errc::not_authorized` (MinIO sends no text that begins so).
+inline constexpr std::string_view not_authorized_prefix = "not authorized: ";
 
 /// Handlers by kind and route. Tables are copied on registration (rare, before start) and published
 /// with a release store; a lookup is an acquire load and a hash probe. Entries and the tables of
@@ -69,6 +74,28 @@ public:
     const handler_entry* stored = entries_.emplace_back(std::make_unique<handler_entry>(std::move(e))).get();
     auto next = std::make_unique<table>(now);
     next->emplace(k, stored);
+    current_.store(tables_.emplace_back(std::move(next)).get(), std::memory_order_release);
+    return {};
+  }
+
+  /// Sets the authorization hook of the handlers (unary and stream) registered under `h` (and subroute
+  /// `sub`): each is replaced by a copy with the hook, published as a registration is.
+  /// @par Errors
+  /// `errc::unknown_handler` when no handler is registered there.
+  result<void> authorize(handler_id h, const std::optional<subroute_id>& sub, authorize_hook fn) {
+    std::lock_guard lk(mu_);
+    const table& now = *current_.load(std::memory_order_relaxed);
+    auto next = std::make_unique<table>(now);
+    bool found = false;
+    for (const handler_kind kind : {handler_kind::unary, handler_kind::stream}) {
+      auto it = next->find(make_key(kind, h, sub));
+      if (it == next->end()) continue;
+      auto copy = std::make_unique<handler_entry>(*it->second);
+      copy->authorize = fn;
+      it->second = entries_.emplace_back(std::move(copy)).get();
+      found = true;
+    }
+    if (!found) return error(errc::unknown_handler, "authorize: no handler is registered under this id and subroute");
     current_.store(tables_.emplace_back(std::move(next)).get(), std::memory_order_release);
     return {};
   }

@@ -182,12 +182,13 @@ struct client_stream_state : std::enable_shared_from_this<client_stream_state> {
   std::chrono::steady_clock::time_point last_heard;
   call_meter meter;                           // under mu; ended in client_finish
   std::size_t bytes_in = 0, bytes_out = 0;    // under mu
+  std::size_t max_in_bytes = 0;               // a larger response ends the stream on arrival (0: none)
 };
 
 /// Opens a stream and completes when the remote acknowledged it (or refused it).
 COGRID_DECL asio::awaitable<result<std::shared_ptr<client_stream_state>>> open_stream(
     std::shared_ptr<connection> c, handler_id h, std::optional<subroute_id> sub, payload_view initial,
-    stream_capacity cap, stream_options opt);
+    stream_capacity cap, stream_options opt, std::size_t max_in_bytes = 0);
 /// Sends one request, waiting for a credit when there is none.
 COGRID_DECL asio::awaitable<result<void>> stream_send(std::shared_ptr<client_stream_state> s, payload_view req);
 /// Ends the stream's input (EOF); no credit needed.

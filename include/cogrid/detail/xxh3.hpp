@@ -101,15 +101,6 @@ inline std::uint64_t xxh3_64_parts(std::initializer_list<std::span<const std::by
   return XXH3_64bits_digest(&state);
 }
 
-/// XXH3-64 of the concatenation a+b, without building the concatenated string.
-inline std::uint64_t xxh3_64_concat(std::string_view a, std::string_view b) noexcept {
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
-  XXH3_64bits_update(&state, a.data(), a.size());
-  XXH3_64bits_update(&state, b.data(), b.size());
-  return XXH3_64bits_digest(&state);
-}
-
 } // namespace cogrid::detail
 
 #endif // COGRID_DETAIL_XXH3_HPP

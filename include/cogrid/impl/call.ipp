@@ -341,6 +341,13 @@ inline payload copy_payload(const message& m) {
 
 // Refuses a request or stream for a handler this node does not have. MinIO's answer: the request message
 // re-used as OpMuxConnectError (same mux, seq, handler and deadline; subroute cleared) with the reason.
+// The error a caller reports for a refusal whose text is `text`: `errc::not_authorized` when an
+// authorization hook refused it, else `otherwise`.
+inline error refusal_error(errc otherwise, std::string text) {
+  const bool hook = std::string_view(text).starts_with(not_authorized_prefix);
+  return error(hook ? errc::not_authorized : otherwise, std::move(text));
+}
+
 inline void reply_unknown_handler(connection& c, const message& m, std::string reason = {}) {
   mux_connect_error e;
   if (!reason.empty()) e.error = std::move(reason);
@@ -369,20 +376,48 @@ COGRID_DECL const asio::any_io_executor& mux_core::handler_strand(connection& c)
   return set[connection_access::mux(c).next_strand++ % set.size()];
 }
 
+// Answers request `m` with a failure whose text is `text`, as a failed handler's response.
+inline void reply_failure(connection& c, const message& m, const std::string& text) {
+  message reply;
+  reply.mux_id = m.mux_id;
+  reply.seq = m.seq;
+  reply.handler = m.handler;
+  reply.op = op_code::response;
+  reply.flags = msg_flags::eof | msg_flags::payload_is_err;
+  reply.payload = std::as_bytes(std::span(text.data(), text.size()));
+  (void)connection_access::send(c, reply, true, handoff::continuation);
+}
+
+// Puts the caller of `m` (a request or stream open) to the handler's authorization hook; a refused
+// caller is answered here (and false returned).
+inline bool admitted(connection& c, const message& m, const handler_entry& e) {
+  std::string why;
+  try {
+    const std::string identity = c.identity();
+    caller_info who;
+    who.host = c.remote();
+    who.identity = identity;
+    who.handler = m.handler;
+    who.subroute = m.subroute;
+    const result<void> r = e.authorize(who);
+    if (r) return true;
+    why = r.error().text.empty() ? r.error().code.message() : r.error().text;
+  } catch (const std::exception& ex) {
+    why = ex.what();
+  } catch (...) {
+    why = "the authorization hook failed";
+  }
+  const std::string text = std::string(not_authorized_prefix) + why;
+  if (m.op == op_code::request) reply_failure(c, m, text);
+  else reply_unknown_handler(c, m, text);
+  return false;
+}
+
 COGRID_DECL void mux_core::on_refused(connection& c, const message& m, const std::string& why) {
   switch (m.op) {
-  case op_code::request: { // the caller hears why, as from a failed handler
-    const std::string text = "request refused: " + why;
-    message reply;
-    reply.mux_id = m.mux_id;
-    reply.seq = m.seq;
-    reply.handler = m.handler;
-    reply.op = op_code::response;
-    reply.flags = msg_flags::eof | msg_flags::payload_is_err;
-    reply.payload = std::as_bytes(std::span(text.data(), text.size()));
-    (void)connection_access::send(c, reply, true, handoff::continuation);
+  case op_code::request: // the caller hears why, as from a failed handler
+    reply_failure(c, m, "request refused: " + why);
     return;
-  }
   case op_code::connect_mux:
     reply_unknown_handler(c, m, "stream refused: " + why);
     return;
@@ -423,9 +458,9 @@ COGRID_DECL void mux_core::on_message(connection& c, const message& m) {
     if (m.op == op_code::mux_connect_error) {
       mux_connect_error e;
       if (!m.payload || !decode(*m.payload, e)) e.error = "unknown mux handler";
-      complete(p, error(errc::unknown_handler, e.error), std::nullopt, false, handoff::continuation);
+      complete(p, refusal_error(errc::unknown_handler, std::move(e.error)), std::nullopt, false, handoff::continuation);
     } else if (has(m.flags, msg_flags::payload_is_err)) {
-      complete(p, error(errc::remote_error, text_of(m)), std::nullopt, false, handoff::continuation);
+      complete(p, refusal_error(errc::remote_error, text_of(m)), std::nullopt, false, handoff::continuation);
     } else {
       complete(p, error(), copy_payload(m), false, handoff::continuation);
     }
@@ -573,6 +608,7 @@ COGRID_DECL void mux_core::serve_request(connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
+  if (fn->authorize && !admitted(c, m, *fn)) return;
   conn_mux& mx = connection_access::mux(c);
   mx.calls_served.fetch_add(1, std::memory_order_relaxed);
   if (fn->sync) {

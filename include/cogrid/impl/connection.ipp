@@ -95,6 +95,11 @@ COGRID_DECL node_id connection::remote_id() const {
   return remote_id_;
 }
 
+COGRID_DECL std::string connection::identity() const {
+  std::lock_guard lk(st_mu_);
+  return identity_;
+}
+
 COGRID_DECL connection_stats connection::stats() const {
   connection_stats s;
   {

@@ -8,8 +8,10 @@
 namespace cogrid {
 
 COGRID_DECL bool should_connect(std::string_view local, std::string_view remote) noexcept {
-  const std::uint64_t h0 = detail::xxh3_64_concat(local, remote);
-  const std::uint64_t h1 = detail::xxh3_64_concat(remote, local);
+  const auto l = std::as_bytes(std::span(local.data(), local.size()));
+  const auto r = std::as_bytes(std::span(remote.data(), remote.size()));
+  const std::uint64_t h0 = detail::xxh3_64_parts({l, r});
+  const std::uint64_t h1 = detail::xxh3_64_parts({r, l});
   if (h0 == h1) return local < remote;
   return h0 < h1;
 }

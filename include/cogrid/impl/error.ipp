@@ -53,6 +53,7 @@ public:
     case errc::credit_violation: return "stream flow control violated (message without credit)";
     case errc::end_of_stream: return "end of stream";
     case errc::capacity_mismatch: return "the peers declare the stream with different capacities";
+    case errc::not_authorized: return "the remote does not authorize this caller for the handler";
     }
     return "unknown cogrid error " + std::to_string(ev);
   }

@@ -107,6 +107,14 @@ COGRID_DECL result<void> manager::attach(std::string_view remote, std::unique_pt
   return {};
 }
 
+COGRID_DECL result<void> manager::attach_process(std::string_view remote, process_spec spec) {
+  auto it = state_->conns.find(remote);
+  if (it == state_->conns.end()) return make_error_code(errc::unknown_host);
+  if (spec.argv.empty() || spec.argv[0].empty()) return error(errc::invalid_value, "attach_process: the command is empty");
+  state_->shared->node->attach_process(*it->second, state_, std::make_shared<const process_spec>(std::move(spec)));
+  return {};
+}
+
 COGRID_DECL asio::awaitable<void> manager::shutdown() { return state_->shared->node->shutdown(state_); }
 
 struct memory_network::state {
@@ -236,6 +244,14 @@ COGRID_DECL result<void> manager::register_unary(handler_id h, sync_unary_handle
 
 COGRID_DECL result<void> manager::register_unary(handler_id h, std::string_view route, sync_unary_handler fn) {
   return detail::add_unary(*state_, h, route, {}, std::move(fn));
+}
+
+COGRID_DECL result<void> manager::authorize(handler_id h, authorize_hook fn) {
+  return state_->mux->handlers().authorize(h, std::nullopt, std::move(fn));
+}
+
+COGRID_DECL result<void> manager::authorize(handler_id h, std::string_view route, authorize_hook fn) {
+  return state_->mux->handlers().authorize(h, make_subroute_id(h, route), std::move(fn));
 }
 
 COGRID_DECL std::vector<handler_stats> manager::handler_statistics() const { return state_->shared->metrics.snapshot(); }

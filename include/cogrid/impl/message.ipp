@@ -37,9 +37,8 @@ inline std::size_t encoded_size_with(const message& m, msg_flags f) noexcept {
          (has(f, msg_flags::subroute) ? subroute_trailer_size : 0) + (has(f, msg_flags::crc) ? crc_trailer_size : 0);
 }
 
-// Writes exactly encoded_size_with(m, f) bytes at `out`.
-inline std::byte* encode_unchecked(const message& m, msg_flags f, std::byte* out) noexcept {
-  std::byte* const start = out;
+// Writes the message's fields and its payload's bin header (`len` bytes) at `out`; returns the end.
+inline std::byte* put_head(const message& m, msg_flags f, std::size_t len, std::byte* out) noexcept {
   std::byte* p = mp::put_byte(out, 0x97);
   p = mp::put_uint(p, m.mux_id);
   p = mp::put_uint(p, m.seq);
@@ -47,8 +46,14 @@ inline std::byte* encode_unchecked(const message& m, msg_flags f, std::byte* out
   p = mp::put_uint(p, static_cast<std::uint8_t>(m.handler));
   p = mp::put_uint(p, static_cast<std::uint8_t>(m.op));
   p = mp::put_uint(p, static_cast<std::uint8_t>(f));
+  return mp::put_bin_header(p, len);
+}
+
+// Writes exactly encoded_size_with(m, f) bytes at `out`.
+inline std::byte* encode_unchecked(const message& m, msg_flags f, std::byte* out) noexcept {
+  std::byte* const start = out;
   const std::size_t len = payload_size(m);
-  p = mp::put_bin_header(p, len);
+  std::byte* p = put_head(m, f, len, out);
   if (len != 0) p = mp::put_bytes(p, m.payload->data(), len);
   if (has(f, msg_flags::subroute)) p = mp::put_bytes(p, m.subroute->bytes.data(), subroute_trailer_size);
   if (has(f, msg_flags::crc)) {
@@ -362,14 +367,7 @@ COGRID_DECL split_message encode_split(const message& m) noexcept {
   const msg_flags f = wire_flags(m);
   const std::size_t len = payload_size(m);
   std::byte* const start = out.head.data();
-  std::byte* p = mp::put_byte(start, 0x97);
-  p = mp::put_uint(p, m.mux_id);
-  p = mp::put_uint(p, m.seq);
-  p = mp::put_uint(p, m.deadline_ms);
-  p = mp::put_uint(p, static_cast<std::uint8_t>(m.handler));
-  p = mp::put_uint(p, static_cast<std::uint8_t>(m.op));
-  p = mp::put_uint(p, static_cast<std::uint8_t>(f));
-  p = mp::put_bin_header(p, len);
+  std::byte* const p = put_head(m, f, len, start);
   out.head_size = static_cast<std::size_t>(p - start);
   std::byte* t = out.tail.data();
   if (has(f, msg_flags::subroute)) t = mp::put_bytes(t, m.subroute->bytes.data(), subroute_trailer_size);

@@ -55,6 +55,10 @@ asio::awaitable<void> connection::dial_loop(std::shared_ptr<connection> self) {
   // and the loop's end is marked all the same.
   try {
     while (!self->stopping_) {
+      if (self->process_) {
+        co_await process_round<Tag>(self);
+        continue;
+      }
       if (self->attached_only_ && !self->attached_) {
         // This connection runs over streams handed to attach(): nothing to dial until the next one.
         self->set_state(connection_state::error);
@@ -97,6 +101,73 @@ asio::awaitable<void> connection::dial_loop(std::shared_ptr<connection> self) {
 }
 
 template <class Tag>
+asio::awaitable<void> connection::process_round(std::shared_ptr<connection> self) {
+  // One process: started, its handshake run (as the dialer or the acceptor, as the election says), its
+  // session served, its end awaited and reported; then the pause of a failed dial, counted from the start.
+  const auto started = detail::steady::now();
+  const std::shared_ptr<const process_spec> spec = self->process_;
+  std::uint64_t connects_before;
+  {
+    std::lock_guard lk(self->st_mu_);
+    connects_before = self->st_.connects;
+  }
+  self->set_state(connection_state::connecting);
+  const std::string token = !spec->token_env.empty() && self->shared_->auth.token ? self->shared_->auth.token() : std::string();
+  result<std::unique_ptr<process_transport>> spawned = spawn_process(self->strand_, *spec, token);
+  std::string outcome;
+  if (!spawned) {
+    outcome = spawned.error().message();
+  } else {
+    const std::shared_ptr<detail::child_process> child = (*spawned)->child();
+    if (self->dialer_) {
+      self->attached_ = std::move(*spawned);
+      std::unique_ptr<detail::ws_stream> ws;
+      node_id rid;
+      self->dialing_ = true;
+      const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
+      self->dialing_ = false;
+      if (self->stopping_) { // shutdown cancelled what we awaited: no co_await from here on
+        child->terminate();
+        co_return;
+      }
+      if (dialed) {
+        const std::uint64_t id = self->session_id_.load() + 1;
+        auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
+        co_await run_session<Tag>(self, s);
+      }
+    } else if (const auto home = self->process_home_.lock()) {
+      self->shared_->node->accept(home, std::move(*spawned)); // the remote dials us over its pipes
+    } else {
+      (*spawned)->close();
+    }
+    if (self->stopping_) {
+      child->terminate();
+      co_return;
+    }
+    const result<process_exit> ended = co_await child->wait(); // a session over it ends with it
+    if (self->stopping_ || !ended) {
+      child->terminate();
+      co_return;
+    }
+    outcome = "process " + std::to_string(ended->pid) + " (" + spec->argv[0] + ") " + ended->describe();
+  }
+  bool linked;
+  {
+    std::lock_guard lk(self->st_mu_);
+    linked = self->st_.connects > connects_before;
+    if (!linked) ++self->st_.dial_failures;
+  }
+  self->log(linked ? log_level::info : log_level::warning, outcome);
+  self->set_last_error(outcome);
+  if (!linked) self->note_refusal(outcome);
+  self->set_state(connection_state::error);
+  const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
+  self->retry_timer_.expires_at(started + wait);
+  std::error_code wait_ec;
+  co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+}
+
+template <class Tag>
 asio::awaitable<void> connection::run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s) {
   if (self->stopping_) {
     s->ws->lower().close();
@@ -111,6 +182,7 @@ asio::awaitable<void> connection::run_session(std::shared_ptr<connection> self, 
     if (had) ++self->st_.reconnects;
     if (had && !(self->remote_id_ == s->remote_id)) ++self->st_.remote_restarts;
     self->remote_id_ = s->remote_id;
+    self->identity_ = s->ws->lower().identity();
     self->st_.last_connect = std::chrono::system_clock::now();
     self->st_.last_pong = self->st_.last_connect;
   }
@@ -221,6 +293,21 @@ struct node_impl final : node_ops {
       self->attached_only_ = true;
       if (self->dial_loop_running_) {
         self->retry_timer_.cancel(); // waiting between attempts or for a stream: go now
+        return;
+      }
+      self->started_ = true;
+      self->dial_loop_running_ = true;
+      asio::co_spawn(self->strand_, connection::dial_loop<Tag>(self), asio::bind_cancellation_slot(self->dial_cancel_.slot(), asio::detached));
+    });
+  }
+
+  void attach_process(connection& c, const std::shared_ptr<manager_state>& st, std::shared_ptr<const process_spec> spec) const override {
+    asio::post(c.strand_, [self = c.shared_from_this(), home = std::weak_ptr<manager_state>(st), spec = std::move(spec)] {
+      if (self->stopping_) return;
+      self->process_ = spec;
+      self->process_home_ = home;
+      if (self->dial_loop_running_) {
+        self->retry_timer_.cancel(); // waiting between attempts: go now
         return;
       }
       self->started_ = true;

@@ -268,6 +268,7 @@ inline void server_open(mux_core& core, connection& c, const message& m) {
     reply_unknown_handler(c, m);
     return;
   }
+  if (entry->authorize && !admitted(c, m, *entry)) return;
   conn_mux& mx = connection_access::mux(c);
   auto s = std::allocate_shared<served_stream>(pool_allocator<served_stream>(), c.shared_from_this(), core.handler_strand(c));
   s->mux = m.mux_id;
@@ -591,7 +592,7 @@ COGRID_DECL void client_wait_init::operator()(wait_handler h) const {
 
 COGRID_DECL asio::awaitable<result<std::shared_ptr<client_stream_state>>> open_stream(
     std::shared_ptr<connection> c, handler_id h, std::optional<subroute_id> sub, payload_view initial,
-    stream_capacity cap, stream_options opt) {
+    stream_capacity cap, stream_options opt, std::size_t max_in_bytes) {
   if (static_cast<std::uint8_t>(h) == 0) co_return error(errc::invalid_handler);
   if (cap.out == 0) co_return error(errc::invalid_value, "a stream needs an out capacity of at least 1");
   if (opt.timeout.count() < 0 || (opt.timeout.count() > 0 && opt.timeout < std::chrono::milliseconds(1)))
@@ -606,6 +607,7 @@ COGRID_DECL asio::awaitable<result<std::shared_ptr<client_stream_state>>> open_s
   s->cap = cap;
   s->timeout = opt.timeout;
   s->responses.init(cap.out);
+  s->max_in_bytes = max_in_bytes;
   s->last_heard = steady_clock::now();
   s->meter.begin(connection_access::shared(*c).metrics.called(call_kind::stream, h, sub));
   mx.calls_made.fetch_add(1, std::memory_order_relaxed);
@@ -713,7 +715,7 @@ inline bool client_on_message(connection& c, const message& m) {
   case op_code::mux_connect_error: {
     mux_connect_error e;
     if (!m.payload || !decode(*m.payload, e)) e.error = "unknown mux handler";
-    client_finish(sp, error(errc::unknown_handler, e.error), false, handoff::continuation);
+    client_finish(sp, refusal_error(errc::unknown_handler, std::move(e.error)), false, handoff::continuation);
     return true;
   }
   case op_code::disconnect_client_mux:
@@ -766,6 +768,12 @@ inline bool client_on_message(connection& c, const message& m) {
         end = has(m.flags, msg_flags::payload_is_err) ? error(errc::remote_error, text_of(m)) : error(errc::end_of_stream);
       } else if (s.responses.full()) {
         violation = error(errc::credit_violation, "response without credit (Response was blocked)");
+      } else if (s.max_in_bytes != 0 && m.payload && m.payload->size() > s.max_in_bytes) {
+        // Refused as it arrives, as the handler's side refuses oversized requests (stream.ipp's served
+        // side): a window of oversized chunks must not be buffered first.
+        violation = error(errc::bad_payload, "a bulk chunk of " + std::to_string(m.payload->size()) +
+                                                 " bytes is over the chunk size of " + std::to_string(s.max_in_bytes) +
+                                                 " bytes the reader declares");
       } else {
         s.responses.push(m.payload);
         if (m.payload) s.bytes_in += m.payload->size();
