@@ -47,7 +47,8 @@ using rejection_hook = std::function<void(const std::string& reason, const std::
 struct manager_options {
   /// This node's host string, e.g. "http://10.0.0.1:9000" ("https://" for TLS). Must be in `hosts`.
   std::string local;
-  /// Every host of the grid, this one included. Host strings are matched byte for byte.
+  /// Every host of the grid, this one included. Host strings are matched byte for byte. Hosts can be
+  /// added and removed later (`manager::add_host`, `manager::remove_host`).
   std::vector<std::string> hosts;
   /// The token this node presents and the check of tokens presented to it (required).
   authenticator auth;
@@ -134,6 +135,21 @@ public:
   COGRID_DECL std::shared_ptr<cogrid::connection> connection(std::string_view host) const;
   /// The connections to every remote of the grid.
   COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> connections() const;
+
+  /// Adds `host` to the grid at run time (raft's configuration changes): a link to it is made, and
+  /// started when `start()` was called. Other links are not disturbed. The host must run a node whose
+  /// hosts include this one (or add it too) for the link to come up.
+  /// @par Errors
+  /// `errc::invalid_value` for a malformed host, this node's own host or a host of the grid already;
+  /// `errc::shutdown` after `shutdown()` began.
+  COGRID_DECL result<void> add_host(std::string host);
+  /// Removes `host` from the grid at run time: its link is shut down, its calls and streams in flight
+  /// fail (`errc::disconnected`), and calls made afterwards through a `connection` still held fail with
+  /// `errc::shutdown`; `connection(host)` returns null, and dials from that host are refused as from an
+  /// unknown host. Other links are not disturbed. Completes when the link has ended.
+  /// @par Errors
+  /// `errc::unknown_host` when `host` is not a host of this grid.
+  COGRID_DECL asio::awaitable<result<void>> remove_host(std::string host);
 
   /// Starts the dial loops of the connections this node dials. Idempotent.
   COGRID_DECL void start();
@@ -253,6 +269,22 @@ public:
   /// it is cut at once (both ends see the link fail) and dials to or from it fail with
   /// `errc::disconnected`, as a host whose cable was pulled.
   COGRID_DECL void set_host_up(std::string_view host, bool up);
+  /// Cuts the link between hosts `a` and `b`, both ways, as a network partition between just those
+  /// two would: their pipes fail at once (both ends see the link fail) and dials between them fail with
+  /// `errc::disconnected` until `reconnect(a, b)`. Their links to other hosts are untouched.
+  COGRID_DECL void disconnect(std::string_view a, std::string_view b);
+  /// Cuts one direction: whatever `from` writes to `to` is lost (its writes succeed; nothing arrives),
+  /// while what `to` writes still reaches `from`, as on a link that fails one way. Each end notices as it
+  /// would over TCP: `to` hears no pings, `from` no pongs, calls time out; redials between them time out
+  /// in their handshake until `reconnect(from, to)`.
+  COGRID_DECL void disconnect_one_way(std::string_view from, std::string_view to);
+  /// Cuts every pair of hosts (as `disconnect`) until `reconnect_all()`.
+  COGRID_DECL void disconnect_all();
+  /// Undoes `disconnect` and `disconnect_one_way` between `a` and `b`, both directions. Pipes that were
+  /// losing bytes are cut (a stream that lost bytes cannot go on); links are dialed again as usual.
+  COGRID_DECL void reconnect(std::string_view a, std::string_view b);
+  /// Undoes every cut made by the functions above (not `set_host_up`).
+  COGRID_DECL void reconnect_all();
   /// Pipes made so far (each successful dial makes one).
   COGRID_DECL std::uint64_t dials() const;
 

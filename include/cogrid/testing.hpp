@@ -108,6 +108,12 @@ public:
 
   /// In-memory grids: takes node i off the network (every link to it cut, dials fail) or puts it back.
   void set_host_up(std::size_t i, bool up) { memory_.set_host_up(hosts_.at(i), up); }
+  /// Cuts the link between nodes i and j (memory network; see `memory_network::disconnect`).
+  void disconnect(std::size_t i, std::size_t j) { memory_.disconnect(hosts_.at(i), hosts_.at(j)); }
+  /// Loses what node i sends node j (memory network; see `memory_network::disconnect_one_way`).
+  void disconnect_one_way(std::size_t i, std::size_t j) { memory_.disconnect_one_way(hosts_.at(i), hosts_.at(j)); }
+  /// Undoes the cuts between nodes i and j (memory network; see `memory_network::reconnect`).
+  void reconnect(std::size_t i, std::size_t j) { memory_.reconnect(hosts_.at(i), hosts_.at(j)); }
   /// In-memory grids: the network joining the nodes.
   memory_network& memory() noexcept { return memory_; }
 

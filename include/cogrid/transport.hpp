@@ -322,6 +322,7 @@ struct memory_channel {
   std::size_t off = 0;        // bytes of `buf` already read
   bool closed = false;        // no more bytes will come (the writer's end closed)
   bool reader_gone = false;   // the reading end closed: writes fail
+  bool dropped = false;       // a link cut one way (memory_network): writes succeed, nothing arrives
   waiter reader, writer;
   std::size_t pending() const noexcept { return buf.size() - off; }
 };
@@ -420,6 +421,10 @@ public:
         if (ch.reader_gone) {
           ec = asio::error::broken_pipe;
           co_return 0;
+        }
+        if (ch.dropped) {
+          ++writes_;
+          co_return bytes.size();
         }
         if (ch.pending() < memory_link::high_water) {
           const auto* p = static_cast<const std::byte*>(bytes.data());

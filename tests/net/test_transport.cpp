@@ -254,6 +254,122 @@ TEST_CASE("memory network: a killed link reconnects; a host taken off fails fast
   });
 }
 
+namespace {
+// True when a unary echo from node i to node j fails within `timeout`.
+asio::awaitable<bool> call_fails(testing::grid& g, std::size_t i, std::size_t j, std::chrono::milliseconds timeout) {
+  payload p = bytes("x");
+  call_options opt{timeout};
+  auto r = co_await echo.call(*g.link(i, j), p, opt);
+  co_return !r && (r.error().code == errc::disconnected || r.error().code == errc::timeout);
+}
+} // namespace
+
+TEST_CASE("memory network: partitions of one pair, one way, and of everyone, as raft tests make them") {
+  run_async([](asio::any_io_executor ex) -> asio::awaitable<void> {
+    testing::grid g(ex, 3, {}, testing::grid::network::memory);
+    serve_all(g);
+    g.start();
+    REQUIRE(co_await g.wait_all_connected());
+
+    // 0 and 1 cut from each other, both ways: their calls fail at once, each still reaches 2.
+    g.disconnect(0, 1);
+    auto cut01 = [&] { return g.link(0, 1)->state() != connection_state::connected && g.link(1, 0)->state() != connection_state::connected; };
+    CHECK(co_await eventually(cut01, 2000ms));
+    CHECK(co_await call_fails(g, 0, 1, 1s));
+    CHECK(co_await call_fails(g, 1, 0, 1s));
+    CHECK(co_await round_trip(g, 0, 2, "around"));
+    CHECK(co_await round_trip(g, 2, 1, "around"));
+    co_await sleep_for(100ms); // redials keep failing
+    CHECK(g.link(0, 1)->state() != connection_state::connected);
+    g.reconnect(0, 1);
+    REQUIRE(co_await g.wait_all_connected());
+    CHECK(co_await round_trip(g, 0, 1, "healed"));
+
+    // One way: what 0 sends 1 is lost. 0's calls to 1 and 1's calls to 0 (whose answers are lost) both
+    // time out; the pings notice and the link is dropped; 2 is untouched.
+    const auto drops_before = g.link(0, 1)->stats().connects + g.link(1, 0)->stats().connects;
+    g.disconnect_one_way(0, 1);
+    CHECK(co_await call_fails(g, 0, 1, 300ms));
+    CHECK(co_await call_fails(g, 1, 0, 300ms));
+    CHECK(co_await round_trip(g, 1, 2, "one-way"));
+    CHECK(co_await round_trip(g, 2, 0, "one-way"));
+    auto noticed = [&] { return g.link(1, 0)->state() != connection_state::connected || g.link(0, 1)->state() != connection_state::connected; };
+    CHECK(co_await eventually(noticed, 3000ms));
+    g.reconnect(0, 1);
+    REQUIRE(co_await g.wait_all_connected());
+    CHECK(co_await round_trip(g, 0, 1, "both ways again"));
+    CHECK(co_await round_trip(g, 1, 0, "both ways again"));
+    CHECK(g.link(0, 1)->stats().connects + g.link(1, 0)->stats().connects > drops_before);
+
+    // Everyone cut, then everyone back.
+    g.memory().disconnect_all();
+    for (std::size_t i = 0; i < 3; ++i)
+      for (std::size_t j = 0; j < 3; ++j)
+        if (i != j) CHECK(co_await call_fails(g, i, j, 1s));
+    g.memory().reconnect_all();
+    REQUIRE(co_await g.wait_all_connected());
+    CHECK(co_await round_trip(g, 2, 0, "all back"));
+    CHECK(co_await round_trip(g, 1, 2, "all back"));
+    co_await g.shutdown();
+  });
+}
+
+TEST_CASE("membership: a host removed at run time fails its calls and is refused; added back, it is linked again") {
+  run_async([](asio::any_io_executor ex) -> asio::awaitable<void> {
+    testing::grid g(ex, 3, {}, testing::grid::network::memory);
+    serve_all(g);
+    g.start();
+    REQUIRE(co_await g.wait_all_connected());
+    const std::string h2 = g.host(2);
+    auto old02 = g.link(0, 2);
+    const auto connects01 = g.link(0, 1)->stats().connects;
+    std::uint64_t rejected_before = 0;
+    for (auto& [why, n] : g.node(0).rejections()) rejected_before += n;
+
+    auto removed = co_await g.node(0).remove_host(h2);
+    REQUIRE(removed);
+    CHECK(g.node(0).connection(h2) == nullptr);
+    CHECK(g.node(0).connections().size() == 1);
+    payload p = bytes("x");
+    call_options opt{1s};
+    auto r = co_await echo.call(*old02, p, opt);
+    REQUIRE(!r);
+    CHECK(r.error().code == errc::shutdown);
+    if (g.link(2, 0)->dialer()) { // node 2 still counts node 0 as a host: its dials are refused
+      auto refused = [&] {
+        std::uint64_t n = 0;
+        for (auto& [why, k] : g.node(0).rejections()) n += k;
+        return n > rejected_before;
+      };
+      CHECK(co_await eventually(refused));
+    }
+    co_await sleep_for(100ms);
+    CHECK(g.link(2, 0)->state() != connection_state::connected);
+    // Nothing else was disturbed.
+    CHECK(co_await round_trip(g, 0, 1, "undisturbed"));
+    CHECK(co_await round_trip(g, 1, 2, "undisturbed"));
+    CHECK(g.link(0, 1)->stats().connects == connects01);
+
+    auto again = co_await g.node(0).remove_host(h2);
+    CHECK(again == errc::unknown_host);
+    CHECK(g.node(0).add_host(g.host(0)) == errc::invalid_value); // this node
+    CHECK(g.node(0).add_host(g.host(1)) == errc::invalid_value); // a host already
+    CHECK(g.node(0).add_host("no scheme") == errc::invalid_value);
+
+    // Added back: a new link, which comes up and carries calls both ways.
+    REQUIRE(g.node(0).add_host(h2));
+    auto new02 = g.node(0).connection(h2);
+    REQUIRE(new02);
+    CHECK(new02 != old02);
+    const result<void> up = co_await new02->wait_for_connect();
+    REQUIRE(up);
+    CHECK(co_await round_trip(g, 0, 2, "added"));
+    CHECK(co_await round_trip(g, 2, 0, "added"));
+    co_await g.shutdown();
+    CHECK(g.node(0).add_host("http://127.0.0.9:1") == errc::shutdown);
+  });
+}
+
 TEST_CASE("memory network: a wrong token is refused as over TCP") {
   run_async([](asio::any_io_executor ex) -> asio::awaitable<void> {
     auto configure = [](std::size_t i, manager_options& o) {

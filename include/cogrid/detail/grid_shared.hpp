@@ -37,6 +37,14 @@ struct grid_shared {
 
 /// The call and stream layers' way into a connection.
 struct connection_access {
+  /// A new connection to `remote`, running on `ex` (the manager's `index`-th executor), enrolled for
+  /// its io_context's shutdown.
+  static std::shared_ptr<connection> create(std::shared_ptr<grid_shared> shared, std::string remote, asio::any_io_executor ex,
+                                            std::size_t index) {
+    std::shared_ptr<connection> c(new connection(std::move(shared), std::move(remote), std::move(ex), index));
+    c->enroll();
+    return c;
+  }
   static conn_mux& mux(connection& c) noexcept { return *c.mux_; }
   static grid_shared& shared(connection& c) noexcept { return *c.shared_; }
   static const connection_options& options(connection& c) noexcept { return c.shared_->opt; }

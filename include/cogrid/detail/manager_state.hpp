@@ -26,8 +26,29 @@ struct manager_state : std::enable_shared_from_this<manager_state> {
   std::shared_ptr<tls_context> tls_server;
   std::chrono::milliseconds max_http_time_skew{};
   rejection_hook on_rejected; // set once, before anything is accepted
-  std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
   std::shared_ptr<mux_core> mux; // the manager's message sink: unary calls and streams
+
+  // The links, one per remote host: fixed at construction, changed by add_host and remove_host.
+  mutable std::mutex conns_mu; // guards the members below
+  std::map<std::string, std::shared_ptr<cogrid::connection>, std::less<>> conns;
+  bool started = false;        // start() was called: links added later start at once
+  std::size_t local_index = 0; // the local host's position in manager_options::hosts
+  std::size_t placed = 0;      // remotes given an executor so far
+
+  /// The link to `host`, or null.
+  std::shared_ptr<cogrid::connection> find(std::string_view host) const {
+    std::lock_guard lk(conns_mu);
+    auto it = conns.find(host);
+    return it == conns.end() ? nullptr : it->second;
+  }
+  /// Every link, at this moment.
+  std::vector<std::shared_ptr<cogrid::connection>> all() const {
+    std::lock_guard lk(conns_mu);
+    std::vector<std::shared_ptr<cogrid::connection>> out;
+    out.reserve(conns.size());
+    for (const auto& [h, c] : conns) out.push_back(c);
+    return out;
+  }
 
   mutable std::mutex mu; // guards the members below
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors;

@@ -199,19 +199,19 @@ asio::awaitable<void> serve_upgrade(std::shared_ptr<manager_state> st, std::uniq
       why = make_error_code(errc::unexpected_message);
     } else if (auto decoded = decode(*first->payload, creq); !decoded) {
       why = decoded.error().code;
-    } else if (auto it = st->conns.find(creq.host); it == st->conns.end()) {
+    } else if (auto found = st->find(creq.host); !found) {
       why = make_error_code(errc::unknown_host);
     } else {
-      claimed = it->second;
+      claimed = found;
       const std::uint64_t diff = abs_diff(wire_time::now().unix_nanos(), creq.time.unix_nanos());
       if (diff > static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(opt.max_clock_skew).count())) {
         why = make_error_code(errc::clock_skew);
       } else if (auto valid = st->shared->auth.validate(creq.token); !valid) {
         why = valid.error().code;
-      } else if (it->second->dialer()) {
+      } else if (found->dialer()) {
         why = make_error_code(errc::wrong_dial_direction);
       } else {
-        conn = it->second;
+        conn = found;
         remote_id = creq.id;
       }
     }

@@ -22,6 +22,15 @@
 
 namespace cogrid {
 
+namespace detail {
+// A new link to `host`. The k-th remote runs on executors[(k + local_index) % n], so that in a process
+// holding several nodes the two ends of a link run on different executors.
+inline std::shared_ptr<cogrid::connection> make_link(manager_state& st, const std::string& host) {
+  const std::size_t at = (st.placed++ + st.local_index) % st.executors.size();
+  return connection_access::create(st.shared, host, st.executors[at], at);
+}
+} // namespace detail
+
 COGRID_DECL manager::manager(const detail::node_ops& node, std::vector<asio::any_io_executor> executors, manager_options o)
     : state_(std::make_shared<detail::manager_state>()) {
   auto invalid = [](const std::string& what) { throw exception(error(errc::invalid_value, what)); };
@@ -60,27 +69,53 @@ COGRID_DECL manager::manager(const detail::node_ops& node, std::vector<asio::any
   st.on_rejected = std::move(o.on_rejected);
   st.mux = std::make_shared<detail::mux_core>(st.executors, st.shared->metrics);
   st.shared->sink.store(st.mux.get(), std::memory_order_release);
-  const std::size_t n = st.executors.size();
-  std::size_t k = 0; // the remote's position among the remotes
+  st.local_index = local_index;
   for (const auto& h : o.hosts) {
     if (h == o.local || st.conns.count(h)) continue;
-    const std::size_t at = (k++ + local_index) % n;
-    std::shared_ptr<cogrid::connection> c(new cogrid::connection(st.shared, h, st.executors[at], at));
-    c->enroll();
-    st.conns.emplace(h, std::move(c));
+    st.conns.emplace(h, detail::make_link(st, h));
   }
 }
 
 
+COGRID_DECL result<void> manager::add_host(std::string host) {
+  detail::host_url u;
+  if (detail::parse_host_url(host, u)) return error(errc::invalid_value, "add_host: malformed host: " + host);
+  if (host == state_->shared->local) return error(errc::invalid_value, "add_host: " + host + " is this node");
+  std::shared_ptr<cogrid::connection> c;
+  bool start_now = false;
+  {
+    // Checked under the lock: shutdown() sets `stopping` before it takes the links to end them, so a
+    // link added here is either among those or refused.
+    std::lock_guard lk(state_->conns_mu);
+    if (state_->stopping.load()) return error(errc::shutdown);
+    if (state_->conns.count(host)) return error(errc::invalid_value, "add_host: " + host + " is a host of this grid already");
+    c = detail::make_link(*state_, host);
+    state_->conns.emplace(host, c);
+    start_now = state_->started;
+  }
+  if (start_now) state_->shared->node->start(*c);
+  return {};
+}
 
-
-
-
-
-
+COGRID_DECL asio::awaitable<result<void>> manager::remove_host(std::string host) {
+  std::shared_ptr<cogrid::connection> c;
+  {
+    std::lock_guard lk(state_->conns_mu);
+    auto it = state_->conns.find(host);
+    if (it == state_->conns.end()) co_return error(errc::unknown_host, "remove_host: " + host + " is not a host of this grid");
+    c = std::move(it->second);
+    state_->conns.erase(it);
+  }
+  co_await state_->shared->node->shutdown(*c);
+  co_return result<void>();
+}
 
 COGRID_DECL void manager::start() {
-  for (const auto& [h, c] : state_->conns) state_->shared->node->start(*c);
+  {
+    std::lock_guard lk(state_->conns_mu);
+    state_->started = true;
+  }
+  for (const auto& c : state_->all()) state_->shared->node->start(*c);
 }
 
 COGRID_DECL void manager::listen(asio::ip::tcp::acceptor acceptor) { state_->shared->node->listen(state_, std::move(acceptor)); }
@@ -96,22 +131,22 @@ COGRID_DECL void manager::accept(asio::ip::tcp::socket socket, upgrade_request r
 COGRID_DECL void manager::accept(std::unique_ptr<transport> t) { state_->shared->node->accept(state_, std::move(t)); }
 
 COGRID_DECL result<void> manager::attach(std::string_view remote, std::unique_ptr<transport> t) {
-  auto it = state_->conns.find(remote);
-  if (it == state_->conns.end()) {
+  auto c = state_->find(remote);
+  if (!c) {
     if (t) t->close();
     return make_error_code(errc::unknown_host);
   }
   if (!t) return make_error_code(errc::invalid_value);
-  if (it->second->dialer()) state_->shared->node->attach(*it->second, std::move(t));
+  if (c->dialer()) state_->shared->node->attach(*c, std::move(t));
   else accept(std::move(t));
   return {};
 }
 
 COGRID_DECL result<void> manager::attach_process(std::string_view remote, process_spec spec) {
-  auto it = state_->conns.find(remote);
-  if (it == state_->conns.end()) return make_error_code(errc::unknown_host);
+  auto c = state_->find(remote);
+  if (!c) return make_error_code(errc::unknown_host);
   if (spec.argv.empty() || spec.argv[0].empty()) return error(errc::invalid_value, "attach_process: the command is empty");
-  state_->shared->node->attach_process(*it->second, state_, std::make_shared<const process_spec>(std::move(spec)));
+  state_->shared->node->attach_process(*c, state_, std::make_shared<const process_spec>(std::move(spec)));
   return {};
 }
 
@@ -121,6 +156,9 @@ struct memory_network::state {
   mutable std::mutex mu;
   std::map<std::string, std::weak_ptr<detail::manager_state>, std::less<>> nodes;
   std::set<std::string, std::less<>> down;
+  std::set<std::pair<std::string, std::string>> cut;     // {a, b}, a < b: no link between them
+  std::set<std::pair<std::string, std::string>> one_way; // {from, to}: from's bytes to `to` are lost
+  bool all_cut = false;
   struct link {
     std::string a, b;
     std::weak_ptr<detail::memory_link> pipe;
@@ -134,11 +172,34 @@ struct memory_network::state {
     std::lock_guard lk(mu);
     std::shared_ptr<detail::manager_state> target;
     if (auto it = nodes.find(remote); it != nodes.end()) target = it->second.lock();
-    if (!target || down.count(remote) || down.count(local)) return nullptr;
+    if (!target || down.count(remote) || down.count(local) || all_cut || cut.count(pair(local, remote))) return nullptr;
+    // End 0 (the dialer's) reads dir[0] and writes dir[1].
+    pipe->dir[1].dropped = one_way.count({local, remote}) != 0;
+    pipe->dir[0].dropped = one_way.count({remote, local}) != 0;
     std::erase_if(links, [](const link& l) { return l.pipe.expired(); });
     links.push_back({local, remote, pipe});
     ++dials;
     return target;
+  }
+
+  static std::pair<std::string, std::string> pair(std::string_view a, std::string_view b) {
+    return a < b ? std::pair{std::string(a), std::string(b)} : std::pair{std::string(b), std::string(a)};
+  }
+
+  // Under mu: the live pipes between a and b (every pipe when `any`); only those losing bytes one way
+  // when `lossy`.
+  std::vector<std::shared_ptr<detail::memory_link>> pipes(std::string_view a, std::string_view b, bool any, bool lossy) {
+    std::vector<std::shared_ptr<detail::memory_link>> out;
+    for (auto& l : links)
+      if (any || (l.a == a && l.b == b) || (l.a == b && l.b == a))
+        if (auto p = l.pipe.lock()) {
+          if (lossy) {
+            std::lock_guard plk(p->mu);
+            if (!p->dir[0].dropped && !p->dir[1].dropped) continue;
+          }
+          out.push_back(std::move(p));
+        }
+    return out;
   }
 };
 
@@ -192,6 +253,61 @@ COGRID_DECL void memory_network::set_host_up(std::string_view host, bool up) {
   for (auto& p : cut) detail::sever(*p);
 }
 
+COGRID_DECL void memory_network::disconnect(std::string_view a, std::string_view b) {
+  std::vector<std::shared_ptr<detail::memory_link>> cut;
+  {
+    std::lock_guard lk(st_->mu);
+    st_->cut.insert(state::pair(a, b));
+    cut = st_->pipes(a, b, false, false);
+  }
+  for (auto& p : cut) detail::sever(*p);
+}
+
+COGRID_DECL void memory_network::disconnect_one_way(std::string_view from, std::string_view to) {
+  std::lock_guard lk(st_->mu);
+  st_->one_way.emplace(std::string(from), std::string(to));
+  for (auto& l : st_->links)
+    if (auto p = l.pipe.lock()) {
+      std::lock_guard plk(p->mu);
+      if (l.a == from && l.b == to) p->dir[1].dropped = true;
+      else if (l.a == to && l.b == from) p->dir[0].dropped = true;
+    }
+}
+
+COGRID_DECL void memory_network::disconnect_all() {
+  std::vector<std::shared_ptr<detail::memory_link>> cut;
+  {
+    std::lock_guard lk(st_->mu);
+    st_->all_cut = true;
+    cut = st_->pipes({}, {}, true, false);
+  }
+  for (auto& p : cut) detail::sever(*p);
+}
+
+COGRID_DECL void memory_network::reconnect(std::string_view a, std::string_view b) {
+  std::vector<std::shared_ptr<detail::memory_link>> lossy;
+  {
+    std::lock_guard lk(st_->mu);
+    st_->cut.erase(state::pair(a, b));
+    st_->one_way.erase({std::string(a), std::string(b)});
+    st_->one_way.erase({std::string(b), std::string(a)});
+    lossy = st_->pipes(a, b, false, true);
+  }
+  for (auto& p : lossy) detail::sever(*p);
+}
+
+COGRID_DECL void memory_network::reconnect_all() {
+  std::vector<std::shared_ptr<detail::memory_link>> lossy;
+  {
+    std::lock_guard lk(st_->mu);
+    st_->all_cut = false;
+    st_->cut.clear();
+    st_->one_way.clear();
+    lossy = st_->pipes({}, {}, true, true);
+  }
+  for (auto& p : lossy) detail::sever(*p);
+}
+
 COGRID_DECL std::uint64_t memory_network::dials() const {
   std::lock_guard lk(st_->mu);
   return st_->dials;
@@ -203,15 +319,10 @@ COGRID_DECL const node_id& manager::id() const noexcept { return state_->shared-
 COGRID_DECL const std::string& manager::local() const noexcept { return state_->shared->local; }
 
 COGRID_DECL std::shared_ptr<cogrid::connection> manager::connection(std::string_view host) const {
-  auto it = state_->conns.find(host);
-  return it == state_->conns.end() ? nullptr : it->second;
+  return state_->find(host);
 }
 
-COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> manager::connections() const {
-  std::vector<std::shared_ptr<cogrid::connection>> out;
-  for (const auto& [h, c] : state_->conns) out.push_back(c);
-  return out;
-}
+COGRID_DECL std::vector<std::shared_ptr<cogrid::connection>> manager::connections() const { return state_->all(); }
 
 COGRID_DECL rejection_counts manager::rejections() const {
   std::lock_guard lk(state_->mu);
@@ -258,8 +369,7 @@ COGRID_DECL std::vector<handler_stats> manager::handler_statistics() const { ret
 
 COGRID_DECL std::vector<connection_stats> manager::connection_statistics() const {
   std::vector<connection_stats> out;
-  out.reserve(state_->conns.size());
-  for (const auto& [h, c] : state_->conns) out.push_back(c->stats());
+  for (const auto& c : state_->all()) out.push_back(c->stats());
   return out;
 }
 

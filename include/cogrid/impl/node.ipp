@@ -401,7 +401,7 @@ struct node_impl final : node_ops {
       }
     }
     for (auto& a : accs) asio::post(a->get_executor(), [a] { std::error_code ec; a->close(ec); });
-    for (auto& [h, c] : st->conns) co_await shutdown(*c);
+    for (auto& c : st->all()) co_await shutdown(*c);
     if (drained) {
       std::error_code ec;
       co_await drained->async_receive(asio::redirect_error(asio::use_awaitable, ec));
