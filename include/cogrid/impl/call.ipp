@@ -339,8 +339,6 @@ inline payload copy_payload(const message& m) {
   return buffer_cache::copy(m.payload->data(), m.payload->size());
 }
 
-// Refuses a request or stream for a handler this node does not have. MinIO's answer: the request message
-// re-used as OpMuxConnectError (same mux, seq, handler and deadline; subroute cleared) with the reason.
 // The error a caller reports for a refusal whose text is `text`: `errc::not_authorized` when an
 // authorization hook refused it, else `otherwise`.
 inline error refusal_error(errc otherwise, std::string text) {
@@ -348,6 +346,8 @@ inline error refusal_error(errc otherwise, std::string text) {
   return error(hook ? errc::not_authorized : otherwise, std::move(text));
 }
 
+// Refuses a request or stream for a handler this node does not have. MinIO's answer: the request message
+// re-used as OpMuxConnectError (same mux, seq, handler and deadline; subroute cleared) with the reason.
 inline void reply_unknown_handler(connection& c, const message& m, std::string reason = {}) {
   mux_connect_error e;
   if (!reason.empty()) e.error = std::move(reason);
