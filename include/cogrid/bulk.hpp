@@ -563,6 +563,13 @@ namespace detail {
 template <class Meta, class Resp, class F>
 struct bulk_upload_fn;
 
+/// The buffer holding a `bulk_input`'s current chunk, for a handler that takes the chunk's bytes over
+/// instead of copying them (raft's snapshot hands them to another executor). What is put back in its
+/// place is reused for a later chunk.
+struct bulk_input_access {
+  static inline payload& buffer(bulk_input& in) noexcept;
+};
+
 /// `co_await in.next()` in a bulk handler: the next chunk, or why there is none.
 struct bulk_input_awaiter : gen_awaiter_tag {
   explicit bulk_input_awaiter(bulk_input* in) noexcept : in_(in) {}
@@ -610,6 +617,7 @@ private:
   friend struct detail::bulk_input_awaiter;
   template <class, class, class>
   friend struct detail::bulk_upload_fn;
+  friend struct detail::bulk_input_access;
 
   bulk_input(std::shared_ptr<detail::served_stream> s, std::size_t chunk_bytes) : s_(std::move(s)), chunk_bytes_(chunk_bytes) {}
 
@@ -640,6 +648,7 @@ private:
 
 namespace detail {
 
+inline payload& bulk_input_access::buffer(bulk_input& in) noexcept { return in.buf_; }
 inline bool bulk_input_awaiter::await_suspend(std::coroutine_handle<> h) { return server_on_next(*in_->s_, h); }
 inline result<std::span<const std::byte>> bulk_input_awaiter::await_resume() { return in_->take(); }
 

@@ -27,5 +27,6 @@
 #include <cogrid/unary.hpp>
 #include <cogrid/stream.hpp>
 #include <cogrid/bulk.hpp>
+#include <cogrid/raft.hpp>
 
 #endif // COGRID_COGRID_HPP

@@ -25,6 +25,7 @@
 #include <cogrid/impl/call.ipp>
 #include <cogrid/impl/stream.ipp>
 #include <cogrid/impl/node.ipp>
+#include <cogrid/impl/raft.ipp>
 
 // A node's life, compiled here once (the headers declare it extern).
 template struct cogrid::detail::node_impl<void>;
