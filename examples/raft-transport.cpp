@@ -4,8 +4,11 @@
 // thread pool of their own (a raft library's disk). Before that, a plain bulk_upload of the same size
 // on the same link gives the bulk rate the snapshot is compared with.
 //
-//   raft-transport [--snapshot-mib N] [--threads T] [--depth D] [--json]
+//   raft-transport [--snapshot-mib N] [--threads T] [--depth D] [--load snapshot,heartbeats,pipeline]
+//                  [--seconds S] [--json]
 //
+// --load runs only some of the three loads (all three by default), to see what each costs alone; without
+// the snapshot, the others run for --seconds (2 by default).
 // Prints (or with --json emits one JSON object): pipeline entries/s, snapshot MiB/s against the bulk
 // rate, heartbeat p50/p99/max during the snapshot. Exit status 0 when every check holds: the snapshot
 // and the bulk data arrive whole and in order, the followers see the entries in log order and the
@@ -169,6 +172,8 @@ struct config {
   std::uint64_t snapshot_mib = 256;
   unsigned threads = 1;
   std::uint32_t depth = 8;
+  bool snapshot = true, heartbeats = true, pipeline = true;
+  double seconds = 2;
   bool json = false;
 };
 
@@ -269,7 +274,7 @@ asio::awaitable<void> take_answers(raft::append_pipeline* p, std::shared_ptr<run
 
 asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr<follower> f1, std::shared_ptr<follower> f2,
                            figures* out) {
-  const std::uint64_t bytes = cfg.snapshot_mib << 20;
+  std::uint64_t bytes = cfg.snapshot_mib << 20;
   {
     generated_source src{bytes};
     blob_meta m{bytes};
@@ -292,10 +297,21 @@ asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr
   const asio::any_io_executor ex = co_await asio::this_coro::executor;
   auto st = std::make_shared<run_state>(ex);
   const auto t0 = clock_type::now();
-  asio::co_spawn(ex, heartbeats(g, st), asio::detached);
-  asio::co_spawn(ex, append_batches(&*pipe, st), asio::detached);
-  asio::co_spawn(ex, take_answers(&*pipe, st), asio::detached);
+  if (cfg.heartbeats) asio::co_spawn(ex, heartbeats(g, st), asio::detached);
+  else st->task_done();
+  if (cfg.pipeline) {
+    asio::co_spawn(ex, append_batches(&*pipe, st), asio::detached);
+    asio::co_spawn(ex, take_answers(&*pipe, st), asio::detached);
+  } else {
+    pipe->close();
+    st->task_done();
+    st->task_done();
+  }
 
+  if (!cfg.snapshot) {
+    co_await sleep_for(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(cfg.seconds)));
+    bytes = 0; // an empty snapshot ends the run
+  }
   generated_source src{bytes};
   raft::install_snapshot_request meta;
   meta.header = header_of("leader");
@@ -314,7 +330,7 @@ asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr
 
   if (!r) out->failure = "snapshot: " + r.error().message();
   out->snapshot_intact = r && r->success && f1->snapshot_intact && f1->snapshot_bytes == bytes;
-  out->snapshot_mib_s = static_cast<double>(cfg.snapshot_mib) / s;
+  out->snapshot_mib_s = cfg.snapshot ? static_cast<double>(cfg.snapshot_mib) / s : 0;
   out->entries = st->entries_answered;
   out->pipeline_entries_s = static_cast<double>(st->entries_answered) / s;
   out->log_in_order = f2->in_order && f2->last_index == st->entries_answered;
@@ -332,7 +348,8 @@ asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: raft-transport [--snapshot-mib N] [--threads T] [--depth D] [--json]\n");
+  std::fprintf(stderr, "usage: raft-transport [--snapshot-mib N] [--threads T] [--depth D] "
+                       "[--load snapshot,heartbeats,pipeline] [--seconds S] [--json]\n");
   return 2;
 }
 
@@ -346,13 +363,21 @@ int main(int argc, char** argv) {
     if (k == "--snapshot-mib") cfg.snapshot_mib = std::strtoull(val(), nullptr, 10);
     else if (k == "--threads") cfg.threads = static_cast<unsigned>(std::strtoul(val(), nullptr, 10));
     else if (k == "--depth") cfg.depth = static_cast<std::uint32_t>(std::strtoul(val(), nullptr, 10));
-    else if (k == "--json") cfg.json = true;
+    else if (k == "--seconds") cfg.seconds = std::strtod(val(), nullptr);
+    else if (k == "--load") {
+      const std::string l = std::string(",") + val() + ",";
+      cfg.snapshot = l.find(",snapshot,") != std::string::npos;
+      cfg.heartbeats = l.find(",heartbeats,") != std::string::npos;
+      cfg.pipeline = l.find(",pipeline,") != std::string::npos;
+    } else if (k == "--json") cfg.json = true;
     else return usage();
   }
-  if (cfg.snapshot_mib == 0 || cfg.threads == 0 || cfg.depth == 0) return usage();
+  if (cfg.snapshot_mib == 0 || cfg.threads == 0 || cfg.depth == 0 || cfg.seconds <= 0 ||
+      !(cfg.snapshot || cfg.heartbeats || cfg.pipeline))
+    return usage();
 
   cogrid::io_pool io(cfg.threads);
-  asio::thread_pool disk(1); // the followers' consumers
+  asio::thread_pool disks[3] = {asio::thread_pool(1), asio::thread_pool(1), asio::thread_pool(1)}; // each node's consumer
   std::vector<asio::any_io_executor> executors;
   for (std::size_t i = 0; i < io.size(); ++i) executors.push_back(io.executor(i));
   cogrid::testing::grid g(executors, 3);
@@ -360,7 +385,7 @@ int main(int argc, char** argv) {
   auto leader = std::make_shared<follower>("node0");
   const std::shared_ptr<follower> consumers[] = {leader, f1, f2};
   for (std::size_t i = 0; i < 3; ++i) {
-    if (auto r = raft_net.serve(g.node(i), consumers[i], disk.get_executor()); !r) {
+    if (auto r = raft_net.serve(g.node(i), consumers[i], disks[i].get_executor()); !r) {
       std::fprintf(stderr, "serve: %s\n", r.error().message().c_str());
       return 1;
     }
@@ -387,22 +412,25 @@ int main(int argc, char** argv) {
       });
   io.start();
   io.join();
-  disk.join();
+  for (auto& d : disks) d.join();
 
   const double ratio = fig.bulk_mib_s > 0 ? fig.snapshot_mib_s / fig.bulk_mib_s : 0;
   const bool ok = fig.failure.empty() && fig.bulk_intact && fig.snapshot_intact && fig.log_in_order && fig.answers_in_order &&
-                  fig.heartbeats > 0 && fig.heartbeats_failed == 0 && fig.entries > 0;
+                  (!cfg.heartbeats || (fig.heartbeats > 0 && fig.heartbeats_failed == 0)) && (!cfg.pipeline || fig.entries > 0);
+  std::string load;
+  for (const auto& [on, name] : {std::pair{cfg.snapshot, "snapshot"}, std::pair{cfg.heartbeats, "heartbeats"}, std::pair{cfg.pipeline, "pipeline"}})
+    if (on) load += (load.empty() ? "" : ",") + std::string(name);
   if (cfg.json) {
-    std::printf("{\"threads\":%u,\"depth\":%u,\"snapshot_mib\":%llu,\"bulk_mib_s\":%.1f,\"snapshot_mib_s\":%.1f,"
+    std::printf("{\"threads\":%u,\"depth\":%u,\"load\":\"%s\",\"snapshot_mib\":%llu,\"bulk_mib_s\":%.1f,\"snapshot_mib_s\":%.1f,"
                 "\"snapshot_vs_bulk\":%.3f,\"pipeline_entries_s\":%.0f,\"entries\":%llu,\"heartbeats\":%zu,"
                 "\"heartbeats_failed\":%zu,\"heartbeat_p50_ms\":%.3f,\"heartbeat_p99_ms\":%.3f,\"heartbeat_max_ms\":%.3f,"
                 "\"ok\":%s}\n",
-                cfg.threads, cfg.depth, static_cast<unsigned long long>(cfg.snapshot_mib), fig.bulk_mib_s, fig.snapshot_mib_s, ratio,
+                cfg.threads, cfg.depth, load.c_str(), static_cast<unsigned long long>(cfg.snapshot_mib), fig.bulk_mib_s, fig.snapshot_mib_s, ratio,
                 fig.pipeline_entries_s, static_cast<unsigned long long>(fig.entries), fig.heartbeats, fig.heartbeats_failed,
                 fig.hb_p50_ms, fig.hb_p99_ms, fig.hb_max_ms, ok ? "true" : "false");
   } else {
-    std::printf("io threads %u, pipeline depth %u, snapshot %llu MiB\n", cfg.threads, cfg.depth,
-                static_cast<unsigned long long>(cfg.snapshot_mib));
+    std::printf("io threads %u, pipeline depth %u, snapshot %llu MiB, load %s\n", cfg.threads, cfg.depth,
+                static_cast<unsigned long long>(cfg.snapshot_mib), load.c_str());
     std::printf("bulk upload (reference)  %8.1f MiB/s  %s\n", fig.bulk_mib_s, fig.bulk_intact ? "intact" : "CORRUPT");
     std::printf("snapshot                 %8.1f MiB/s  %.0f %% of the bulk rate  %s\n", fig.snapshot_mib_s, ratio * 100,
                 fig.snapshot_intact ? "intact" : "NOT INSTALLED");

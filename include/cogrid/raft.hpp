@@ -38,6 +38,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -186,6 +187,76 @@ struct install_snapshot_response {
   /// Equal when every field is.
   friend bool operator==(const install_snapshot_response&, const install_snapshot_response&) = default;
 };
+
+} // namespace cogrid::raft
+
+// AppendEntries is the hot path of raft's traffic: its request, its entries and its response are decoded
+// by a walk over the map's keys, not through msgpack-cxx's MSGPACK_DEFINE_MAP (which builds a std::map of
+// the keys for every struct: for a batch of entries, most of the decoding time). Same encoding, same
+// rules: unknown keys are skipped, absent ones leave the field as it was.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+namespace adaptor {
+
+template <>
+struct convert<cogrid::raft::log_entry> {
+  const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::log_entry& v) const {
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
+      if (kv.key.type != msgpack::type::STR) continue;
+      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
+      if (k == "Index") kv.val.convert(v.index);
+      else if (k == "Term") kv.val.convert(v.term);
+      else if (k == "Type") kv.val.convert(v.type);
+      else if (k == "Data") kv.val.convert(v.data);
+      else if (k == "Extensions") kv.val.convert(v.extensions);
+      else if (k == "AppendedAt") kv.val.convert(v.appended_at);
+    }
+    return o;
+  }
+};
+
+template <>
+struct convert<cogrid::raft::append_entries_request> {
+  const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::append_entries_request& v) const {
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
+      if (kv.key.type != msgpack::type::STR) continue;
+      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
+      if (k == "RPCHeader") kv.val.convert(v.header);
+      else if (k == "Term") kv.val.convert(v.term);
+      else if (k == "Leader") kv.val.convert(v.leader);
+      else if (k == "PrevLogEntry") kv.val.convert(v.prev_log_entry);
+      else if (k == "PrevLogTerm") kv.val.convert(v.prev_log_term);
+      else if (k == "Entries") kv.val.convert(v.entries);
+      else if (k == "LeaderCommitIndex") kv.val.convert(v.leader_commit_index);
+    }
+    return o;
+  }
+};
+
+template <>
+struct convert<cogrid::raft::append_entries_response> {
+  const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::append_entries_response& v) const {
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
+      if (kv.key.type != msgpack::type::STR) continue;
+      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
+      if (k == "RPCHeader") kv.val.convert(v.header);
+      else if (k == "Term") kv.val.convert(v.term);
+      else if (k == "LastLog") kv.val.convert(v.last_log);
+      else if (k == "Success") kv.val.convert(v.success);
+      else if (k == "NoRetryBackoff") kv.val.convert(v.no_retry_backoff);
+    }
+    return o;
+  }
+};
+
+} // namespace adaptor
+} // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
+} // namespace msgpack
+
+namespace cogrid::raft {
 
 /// True for the AppendEntries raft sends as a heartbeat (a term and a leader, and nothing else: no
 /// entries, no previous entry, no commit index). `transport::append_entries` sends these on the
@@ -405,19 +476,16 @@ struct heartbeat_fn {
   }
 };
 
-/// The pipeline's handler: each request in turn to the consumer, each answer back in order.
+/// The pipeline's handler: the requests go to one coroutine on the consumer's executor, which takes them
+/// one after another while more are queued (no hop between executors per request under load); the
+/// answers come back in order.
+COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_ptr<consumer_binding> b, peer_info from,
+                                                                  stream_input<append_entries_request> in);
+
 struct pipeline_fn {
   std::shared_ptr<consumer_binding> b;
   stream_generator<append_entries_response> operator()(call_context ctx, stream_input<append_entries_request> in) const {
-    return run(b, peer_of(ctx), std::move(in));
-  }
-  static stream_generator<append_entries_response> run(std::shared_ptr<consumer_binding> b, peer_info from,
-                                                       stream_input<append_entries_request> in) {
-    while (auto r = co_await in.next()) {
-      result<append_entries_response> resp = co_await run_on(b->ex, b->c->append_entries(from, std::move(*r)));
-      if (!resp) throw cogrid::exception(resp.error());
-      co_yield *resp;
-    }
+    return pipeline_run(b, peer_of(ctx), std::move(in));
   }
 };
 

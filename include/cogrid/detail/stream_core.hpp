@@ -143,6 +143,9 @@ struct served_stream : std::enable_shared_from_this<served_stream> {
 COGRID_DECL bool server_on_yield(served_stream& s, std::coroutine_handle<> h);
 /// The generator asks for the next request. True: suspend until one (or the end of input) arrives.
 COGRID_DECL bool server_on_next(served_stream& s, std::coroutine_handle<> h);
+/// True when the generator's next `in.next()` would not wait: a request is there, or the input ended, or
+/// the stream was cancelled.
+COGRID_DECL bool server_input_ready(served_stream& s);
 /// Takes the next request into `out` (returning one credit to the caller): no error when it did;
 /// `errc::end_of_stream` at the end of input; `operation_aborted` when the stream was cancelled.
 COGRID_DECL std::error_code server_take_input(served_stream& s, payload& out);

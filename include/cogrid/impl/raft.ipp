@@ -8,6 +8,7 @@
 #include <asio/this_coro.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <cstring>
 #include <exception>
 
@@ -186,6 +187,120 @@ COGRID_DECL asio::awaitable<result<append_pipeline>> transport::pipeline(connect
   append_pipeline p(std::move(*s), depth, ex);
   co_return std::move(p);
 }
+
+// -- the pipeline's receiving side ---------------------------------------------------------------------
+
+namespace detail {
+
+/// A pipeline's requests on their way to the consumer's coroutine, and its answers on their way back.
+struct pipeline_queue {
+  explicit pipeline_queue(const asio::any_io_executor& ex) : to_consumer(ex, 1), to_producer(ex, 1) {}
+  std::mutex mu;
+  std::deque<append_entries_request> requests;
+  std::deque<result<append_entries_response>> answers;
+  bool closed = false;      // the handler has gone: the consumer stops
+  wait_channel to_consumer; // a request is queued, or closed
+  wait_channel to_producer; // an answer is queued
+};
+
+/// On every way out of the handler: the consumer's coroutine drops what is queued and ends.
+struct pipeline_close_guard {
+  std::shared_ptr<pipeline_queue> q;
+  explicit pipeline_close_guard(std::shared_ptr<pipeline_queue> queue) noexcept : q(std::move(queue)) {}
+  pipeline_close_guard(const pipeline_close_guard&) = delete;
+  pipeline_close_guard& operator=(const pipeline_close_guard&) = delete;
+  ~pipeline_close_guard() {
+    {
+      std::lock_guard lk(q->mu);
+      q->closed = true;
+      q->requests.clear();
+    }
+    notify(q->to_consumer);
+  }
+};
+
+inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_info from, std::shared_ptr<pipeline_queue> q) {
+  for (;;) {
+    std::optional<append_entries_request> req;
+    bool closed = false;
+    {
+      std::lock_guard lk(q->mu);
+      if (q->closed) {
+        closed = true;
+      } else if (!q->requests.empty()) {
+        req.emplace(std::move(q->requests.front()));
+        q->requests.pop_front();
+      }
+    }
+    if (closed) co_return;
+    if (!req) {
+      const std::error_code ec = co_await wait_notified(q->to_consumer);
+      if (ec) co_return;
+      continue;
+    }
+    result<append_entries_response> answer = error(errc::remote_error, "the consumer failed");
+    try {
+      auto r = co_await c->append_entries(from, std::move(*req));
+      answer = std::move(r);
+    } catch (const cogrid::exception& e) {
+      answer = e.error();
+    } catch (const std::exception& e) {
+      answer = remote_error(e.what());
+    }
+    {
+      std::lock_guard lk(q->mu);
+      q->answers.push_back(std::move(answer));
+    }
+    notify(q->to_producer);
+  }
+}
+
+COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_ptr<consumer_binding> b, peer_info from,
+                                                                  stream_input<append_entries_request> in) {
+  const auto q = std::make_shared<pipeline_queue>(b->ex);
+  const pipeline_close_guard guard(q);
+  asio::co_spawn(b->ex, pipeline_consume(b->c, std::move(from), q), asio::detached);
+  cogrid::detail::served_stream& s = *cogrid::detail::stream_input_access::state(in);
+  std::size_t outstanding = 0;
+  bool input_open = true;
+  for (;;) {
+    // Every request already here goes to the consumer; wait for one only when no answer is due.
+    while (input_open && (outstanding == 0 || cogrid::detail::server_input_ready(s))) {
+      auto r = co_await in.next();
+      if (!r) {
+        if (r.error() != errc::end_of_stream) throw cogrid::exception(r.error()); // cancelled, or undecodable
+        input_open = false;
+        break;
+      }
+      {
+        std::lock_guard lk(q->mu);
+        q->requests.push_back(std::move(*r));
+      }
+      notify(q->to_consumer);
+      ++outstanding;
+    }
+    if (outstanding == 0) break; // the input ended and every answer was sent
+    std::optional<result<append_entries_response>> answer;
+    {
+      std::lock_guard lk(q->mu);
+      if (!q->answers.empty()) {
+        answer.emplace(std::move(q->answers.front()));
+        q->answers.pop_front();
+      }
+    }
+    if (!answer) {
+      const std::error_code ec = co_await wait_notified(q->to_producer);
+      if (ec) co_return;
+      continue;
+    }
+    --outstanding;
+    if (!*answer) throw cogrid::exception(answer->error());
+    const append_entries_response& resp = **answer;
+    co_yield resp;
+  }
+}
+
+} // namespace detail
 
 // -- the snapshot ----------------------------------------------------------------------------------------
 

@@ -168,6 +168,11 @@ COGRID_DECL bool server_on_next(served_stream& s, std::coroutine_handle<> h) {
   return true;
 }
 
+COGRID_DECL bool server_input_ready(served_stream& s) {
+  std::lock_guard lk(s.mu);
+  return s.cancelled || !s.input.empty() || s.input_closed;
+}
+
 COGRID_DECL void server_check_cancelled(served_stream& s) {
   std::lock_guard lk(s.mu);
   if (s.cancelled) throw std::system_error(asio::error::operation_aborted);
