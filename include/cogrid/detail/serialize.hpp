@@ -30,8 +30,10 @@ struct byte_sink {
 
 /// The msgpack zone a decode builds its object tree in: a per-thread zone, cleared after each decode,
 /// so that decoding a small value allocates nothing (msgpack-cxx's `unpack` without a zone allocates a
-/// zone and its first 8 KiB chunk per call). Clearing keeps the zone's first chunk and frees the rest.
-/// A decode nested in another (a user's adaptor decoding) gets a zone of its own.
+/// zone and its first 8 KiB chunk per call). Clearing keeps the zone's first chunk and frees the rest:
+/// the shared zone's first chunk is 64 KiB, so that a value of a few hundred fields (a raft batch of
+/// entries) decodes without a malloc and free of further chunks each time. A decode nested in another
+/// (a user's adaptor decoding) gets a zone of its own.
 class zone_lease {
 public:
   zone_lease() : shared_(acquire()) {
@@ -46,7 +48,7 @@ public:
 
 private:
   struct slot {
-    msgpack::zone zone;
+    msgpack::zone zone{std::size_t{64} << 10};
     bool busy = false;
   };
   // Not inlined: clang 16 may keep a thread_local's address across a co_await (see pool.hpp).
