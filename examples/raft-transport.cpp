@@ -25,6 +25,9 @@
 #include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <malloc.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -182,6 +185,7 @@ struct figures {
   double hb_p50_ms = 0, hb_p99_ms = 0, hb_max_ms = 0;
   std::size_t heartbeats = 0, heartbeats_failed = 0;
   std::uint64_t entries = 0;
+  double rss_growth_mib = 0; // the peak live RSS during the snapshot, over the RSS before it
   bool bulk_intact = false, snapshot_intact = false, log_in_order = true, answers_in_order = true;
   std::string failure;
 };
@@ -195,7 +199,7 @@ struct run_state {
   std::uint64_t entries_answered = 0;
   bool answers_in_order = true;
   std::string failure;
-  int tasks_left = 3;
+  int tasks_left = 4;
   asio::steady_timer finished; // cancelled when the last task is done
   void task_done() {
     if (--tasks_left == 0) finished.cancel();
@@ -205,6 +209,26 @@ struct run_state {
 asio::awaitable<void> sleep_for(std::chrono::microseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);
   co_await t.async_wait(asio::use_awaitable);
+}
+
+// The process's resident memory in MiB, freed heap handed back to the system first.
+double live_rss_mib() {
+  malloc_trim(0);
+  long pages = 0, resident = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+// Samples the live RSS every 10 ms until the snapshot is done, keeping its peak.
+asio::awaitable<void> sample_rss(std::shared_ptr<run_state> st, double* peak) {
+  while (!st->snapshot_done) {
+    *peak = std::max(*peak, live_rss_mib());
+    co_await sleep_for(10ms);
+  }
+  st->task_done();
 }
 
 asio::awaitable<void> heartbeats(cogrid::testing::grid& g, std::shared_ptr<run_state> st) {
@@ -296,6 +320,9 @@ asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr
   }
   const asio::any_io_executor ex = co_await asio::this_coro::executor;
   auto st = std::make_shared<run_state>(ex);
+  const double rss_before = live_rss_mib();
+  double rss_peak = rss_before;
+  asio::co_spawn(ex, sample_rss(st, &rss_peak), asio::detached);
   const auto t0 = clock_type::now();
   if (cfg.heartbeats) asio::co_spawn(ex, heartbeats(g, st), asio::detached);
   else st->task_done();
@@ -331,6 +358,7 @@ asio::awaitable<void> lead(cogrid::testing::grid& g, config cfg, std::shared_ptr
   if (!r) out->failure = "snapshot: " + r.error().message();
   out->snapshot_intact = r && r->success && f1->snapshot_intact && f1->snapshot_bytes == bytes;
   out->snapshot_mib_s = cfg.snapshot ? static_cast<double>(cfg.snapshot_mib) / s : 0;
+  out->rss_growth_mib = rss_peak - rss_before;
   out->entries = st->entries_answered;
   out->pipeline_entries_s = static_cast<double>(st->entries_answered) / s;
   out->log_in_order = f2->in_order && f2->last_index == st->entries_answered;
@@ -423,11 +451,11 @@ int main(int argc, char** argv) {
   if (cfg.json) {
     std::printf("{\"threads\":%u,\"depth\":%u,\"load\":\"%s\",\"snapshot_mib\":%llu,\"bulk_mib_s\":%.1f,\"snapshot_mib_s\":%.1f,"
                 "\"snapshot_vs_bulk\":%.3f,\"pipeline_entries_s\":%.0f,\"entries\":%llu,\"heartbeats\":%zu,"
-                "\"heartbeats_failed\":%zu,\"heartbeat_p50_ms\":%.3f,\"heartbeat_p99_ms\":%.3f,\"heartbeat_max_ms\":%.3f,"
+                "\"heartbeats_failed\":%zu,\"heartbeat_p50_ms\":%.3f,\"heartbeat_p99_ms\":%.3f,\"heartbeat_max_ms\":%.3f,\"peak_rss_growth_mib\":%.1f,"
                 "\"ok\":%s}\n",
                 cfg.threads, cfg.depth, load.c_str(), static_cast<unsigned long long>(cfg.snapshot_mib), fig.bulk_mib_s, fig.snapshot_mib_s, ratio,
                 fig.pipeline_entries_s, static_cast<unsigned long long>(fig.entries), fig.heartbeats, fig.heartbeats_failed,
-                fig.hb_p50_ms, fig.hb_p99_ms, fig.hb_max_ms, ok ? "true" : "false");
+                fig.hb_p50_ms, fig.hb_p99_ms, fig.hb_max_ms, fig.rss_growth_mib, ok ? "true" : "false");
   } else {
     std::printf("io threads %u, pipeline depth %u, snapshot %llu MiB, load %s\n", cfg.threads, cfg.depth,
                 static_cast<unsigned long long>(cfg.snapshot_mib), load.c_str());
@@ -438,6 +466,7 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(fig.entries), fig.log_in_order && fig.answers_in_order ? "in order" : "OUT OF ORDER");
     std::printf("heartbeats               %zu answered, %zu failed: p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", fig.heartbeats,
                 fig.heartbeats_failed, fig.hb_p50_ms, fig.hb_p99_ms, fig.hb_max_ms);
+    std::printf("memory                   peak live RSS %.1f MiB over the start, during the snapshot\n", fig.rss_growth_mib);
     if (!fig.failure.empty()) std::printf("failure: %s\n", fig.failure.c_str());
     std::printf("%s\n", ok ? "every check holds" : "CHECKS FAILED");
   }

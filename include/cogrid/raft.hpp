@@ -194,6 +194,18 @@ struct install_snapshot_response {
 // by a walk over the map's keys, not through msgpack-cxx's MSGPACK_DEFINE_MAP (which builds a std::map of
 // the keys for every struct: for a batch of entries, most of the decoding time). Same encoding, same
 // rules: unknown keys are skipped, absent ones leave the field as it was.
+namespace cogrid::raft::detail {
+
+/// Calls `field(key, value)` for each entry of the msgpack map `o` whose key is a string.
+template <class F>
+void for_each_field(const msgpack::object& o, F&& field) {
+  if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+  for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size))
+    if (kv.key.type == msgpack::type::STR) field(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size), kv.val);
+}
+
+} // namespace cogrid::raft::detail
+
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 namespace adaptor {
@@ -201,17 +213,14 @@ namespace adaptor {
 template <>
 struct convert<cogrid::raft::log_entry> {
   const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::log_entry& v) const {
-    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
-    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
-      if (kv.key.type != msgpack::type::STR) continue;
-      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
-      if (k == "Index") kv.val.convert(v.index);
-      else if (k == "Term") kv.val.convert(v.term);
-      else if (k == "Type") kv.val.convert(v.type);
-      else if (k == "Data") kv.val.convert(v.data);
-      else if (k == "Extensions") kv.val.convert(v.extensions);
-      else if (k == "AppendedAt") kv.val.convert(v.appended_at);
-    }
+    cogrid::raft::detail::for_each_field(o, [&v](std::string_view k, const msgpack::object& val) {
+      if (k == "Index") val.convert(v.index);
+      else if (k == "Term") val.convert(v.term);
+      else if (k == "Type") val.convert(v.type);
+      else if (k == "Data") val.convert(v.data);
+      else if (k == "Extensions") val.convert(v.extensions);
+      else if (k == "AppendedAt") val.convert(v.appended_at);
+    });
     return o;
   }
 };
@@ -219,18 +228,15 @@ struct convert<cogrid::raft::log_entry> {
 template <>
 struct convert<cogrid::raft::append_entries_request> {
   const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::append_entries_request& v) const {
-    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
-    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
-      if (kv.key.type != msgpack::type::STR) continue;
-      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
-      if (k == "RPCHeader") kv.val.convert(v.header);
-      else if (k == "Term") kv.val.convert(v.term);
-      else if (k == "Leader") kv.val.convert(v.leader);
-      else if (k == "PrevLogEntry") kv.val.convert(v.prev_log_entry);
-      else if (k == "PrevLogTerm") kv.val.convert(v.prev_log_term);
-      else if (k == "Entries") kv.val.convert(v.entries);
-      else if (k == "LeaderCommitIndex") kv.val.convert(v.leader_commit_index);
-    }
+    cogrid::raft::detail::for_each_field(o, [&v](std::string_view k, const msgpack::object& val) {
+      if (k == "RPCHeader") val.convert(v.header);
+      else if (k == "Term") val.convert(v.term);
+      else if (k == "Leader") val.convert(v.leader);
+      else if (k == "PrevLogEntry") val.convert(v.prev_log_entry);
+      else if (k == "PrevLogTerm") val.convert(v.prev_log_term);
+      else if (k == "Entries") val.convert(v.entries);
+      else if (k == "LeaderCommitIndex") val.convert(v.leader_commit_index);
+    });
     return o;
   }
 };
@@ -238,16 +244,13 @@ struct convert<cogrid::raft::append_entries_request> {
 template <>
 struct convert<cogrid::raft::append_entries_response> {
   const msgpack::object& operator()(const msgpack::object& o, cogrid::raft::append_entries_response& v) const {
-    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
-    for (const msgpack::object_kv& kv : std::span(o.via.map.ptr, o.via.map.size)) {
-      if (kv.key.type != msgpack::type::STR) continue;
-      const std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
-      if (k == "RPCHeader") kv.val.convert(v.header);
-      else if (k == "Term") kv.val.convert(v.term);
-      else if (k == "LastLog") kv.val.convert(v.last_log);
-      else if (k == "Success") kv.val.convert(v.success);
-      else if (k == "NoRetryBackoff") kv.val.convert(v.no_retry_backoff);
-    }
+    cogrid::raft::detail::for_each_field(o, [&v](std::string_view k, const msgpack::object& val) {
+      if (k == "RPCHeader") val.convert(v.header);
+      else if (k == "Term") val.convert(v.term);
+      else if (k == "LastLog") val.convert(v.last_log);
+      else if (k == "Success") val.convert(v.success);
+      else if (k == "NoRetryBackoff") val.convert(v.no_retry_backoff);
+    });
     return o;
   }
 };
@@ -394,7 +397,7 @@ public:
   COGRID_DECL ~append_pipeline();
 
   /// Sends `req`, first waiting while `depth()` requests are in flight (sent, their answer not yet taken
-  /// by `next()`).
+  /// by `next()`). `req` is read when it is sent: it must stay as it is until `append` completes.
   /// @par Errors
   /// `errc::stream_closed` after `close()`; the pipeline's error once it has failed; `errc::bad_payload`
   /// for a request that cannot be encoded.
@@ -480,12 +483,14 @@ struct heartbeat_fn {
 /// one after another while more are queued (no hop between executors per request under load); the
 /// answers come back in order.
 COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_ptr<consumer_binding> b, peer_info from,
-                                                                  stream_input<append_entries_request> in);
+                                                                  stream_input<append_entries_request> in,
+                                                                  std::uint32_t max_in_flight);
 
 struct pipeline_fn {
   std::shared_ptr<consumer_binding> b;
+  std::uint32_t max_in_flight = 0;
   stream_generator<append_entries_response> operator()(call_context ctx, stream_input<append_entries_request> in) const {
-    return pipeline_run(b, peer_of(ctx), std::move(in));
+    return pipeline_run(b, peer_of(ctx), std::move(in), max_in_flight);
   }
 };
 
@@ -546,15 +551,17 @@ public:
   const transport_options& options() const noexcept { return opts_; }
 
   /// Registers the six handlers on `m`, each call of `c` to run on `ex` (heartbeats excepted: see
-  /// `consumer`). Once per manager.
+  /// `consumer`), which must outlive `m`'s shutdown. Once per manager.
   /// @par Errors
-  /// `errc::invalid_value` (the base, the options, a null consumer), `errc::handler_exists`.
+  /// `errc::invalid_value` (the base, the options, a null consumer: nothing is registered),
+  /// `errc::handler_exists` (an id of the six is taken: those before it in the order above stay
+  /// registered, as a manager has no way to take a handler back).
   [[nodiscard]] result<void> serve(manager& m, std::shared_ptr<consumer> c, asio::any_io_executor ex) const {
     if (auto v = validate(); !v) return v;
     if (!c) return error(errc::invalid_value, "raft transport: no consumer");
     auto b = std::make_shared<detail::consumer_binding>(detail::consumer_binding{std::move(c), std::move(ex)});
     if (auto r = append_.serve(m, detail::append_fn{b}); !r) return r;
-    if (auto r = pipeline_.serve(m, detail::pipeline_fn{b}); !r) return r;
+    if (auto r = pipeline_.serve(m, detail::pipeline_fn{b, opts_.max_pipeline}); !r) return r;
     if (auto r = heartbeat_.serve(m, detail::heartbeat_fn{b}); !r) return r;
     if (auto r = vote_.serve(m, detail::vote_fn{b}); !r) return r;
     if (auto r = timeout_now_.serve(m, detail::timeout_now_fn{b}); !r) return r;

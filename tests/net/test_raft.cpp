@@ -67,6 +67,14 @@ struct pattern_source {
   }
 };
 
+// Runs `body(io, pool)` with a thread pool of two for the consumers that outlives the io_context, so
+// that a failed check's early exit never leaves a consumer's wake-up to a destroyed pool.
+template <class Body>
+void run_async_with_pool(Body body, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  asio::thread_pool pool(2);
+  run_async([&pool, body](asio::any_io_executor ex) { return body(ex, pool.get_executor()); }, limit);
+}
+
 raft::rpc_header header_of(std::string id) {
   raft::rpc_header h;
   h.protocol_version = 3;
@@ -216,26 +224,39 @@ struct test_consumer : raft::consumer {
   }
 };
 
+// Liveness at its usual pace: the snapshot tests move megabytes on the one io thread of both nodes,
+// which a sanitizer slows past the test options' 200 ms pong timeout.
+void patient(std::size_t, manager_options& o) {
+  o.connection.pong_timeout = 5s;
+  o.connection.write_timeout = 5s;
+  o.connection.stream_pong_timeout = 10s;
+  o.connection.stream_ping_timeout = 20s;
+}
+
 // A grid of `n` with raft served on each node by its own consumer, on `pool`.
 struct raft_grid {
   testing::grid g;
   std::vector<std::shared_ptr<test_consumer>> consumers;
   raft_grid(asio::any_io_executor ex, asio::any_io_executor pool, std::size_t n = 2,
             testing::grid::network net_kind = testing::grid::network::loopback)
-      : g(ex, n, {}, net_kind) {
+      : g(ex, n, patient, net_kind) {
     for (std::size_t i = 0; i < n; ++i) {
       consumers.push_back(std::make_shared<test_consumer>());
       REQUIRE(net.serve(g.node(i), consumers.back(), pool));
       REQUIRE(echo.serve(g.node(i), echo_fn{}));
     }
   }
+  // Starts the nodes and waits for every link.
+  asio::awaitable<void> start() {
+    g.start();
+    auto up = co_await g.wait_all_connected();
+    REQUIRE(up);
+  }
 };
 
-asio::awaitable<void> each_rpc(asio::any_io_executor ex) {
-  asio::thread_pool pool(2);
-  raft_grid rg(ex, pool.get_executor());
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> each_rpc(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool);
+  co_await rg.start();
   auto& link = *rg.g.link(0, 1);
   test_consumer& follower = *rg.consumers[1];
 
@@ -333,15 +354,13 @@ asio::awaitable<void> each_rpc(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: AppendEntries, RequestVote, PreVote, TimeoutNow and a heartbeat round trip with every field") {
-  run_async(each_rpc);
+  run_async_with_pool(each_rpc);
 }
 
 // The pipeline: in order, never more than its depth in flight, and the appender held at the depth.
-asio::awaitable<void> pipeline_order(asio::any_io_executor ex) {
-  asio::thread_pool pool(1);
-  raft_grid rg(ex, pool.get_executor());
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> pipeline_order(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool);
+  co_await rg.start();
   test_consumer& follower = *rg.consumers[1];
   auto p = co_await net.pipeline(*rg.g.link(0, 1), 3);
   REQUIRE(p);
@@ -441,15 +460,13 @@ asio::awaitable<void> pipeline_order(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: a pipeline answers in order, holds the appender at its depth, and ends cleanly when closed") {
-  run_async(pipeline_order);
+  run_async_with_pool(pipeline_order);
 }
 
 // An error ends the pipeline: what is in flight fails, and so does the next append.
-asio::awaitable<void> pipeline_failure(asio::any_io_executor ex) {
-  asio::thread_pool pool(1);
-  raft_grid rg(ex, pool.get_executor());
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> pipeline_failure(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool);
+  co_await rg.start();
   test_consumer& follower = *rg.consumers[1];
   {
     // The link dies with three in flight.
@@ -518,14 +535,12 @@ asio::awaitable<void> pipeline_failure(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: an error ends a pipeline, failing what is in flight and later appends") {
-  run_async(pipeline_failure);
+  run_async_with_pool(pipeline_failure);
 }
 
-asio::awaitable<void> snapshot_intact(asio::any_io_executor ex) {
-  asio::thread_pool pool(2);
-  raft_grid rg(ex, pool.get_executor());
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> snapshot_intact(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool);
+  co_await rg.start();
   test_consumer& follower = *rg.consumers[1];
   const bulk_options& o = net.options().snapshot;
 
@@ -590,7 +605,7 @@ asio::awaitable<void> snapshot_intact(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: InstallSnapshot arrives intact within the window; refused early or cut off, both ends know") {
-  run_async(snapshot_intact, std::chrono::seconds(60));
+  run_async_with_pool(snapshot_intact, std::chrono::seconds(60));
 }
 
 struct snapshot_outcome {
@@ -607,11 +622,9 @@ asio::awaitable<void> send_snapshot(connection* c, raft::install_snapshot_reques
 
 // The heartbeat is answered at once while a snapshot is in flight on the same link, pipelined appends
 // wait before it, and the consumer is stuck.
-asio::awaitable<void> heartbeat_fast_path(asio::any_io_executor ex) {
-  asio::thread_pool pool(1);
-  raft_grid rg(ex, pool.get_executor());
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> heartbeat_fast_path(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool);
+  co_await rg.start();
   test_consumer& follower = *rg.consumers[1];
   connection& link = *rg.g.link(0, 1);
   const raft::append_entries_request hb = heartbeat_req();
@@ -667,15 +680,13 @@ asio::awaitable<void> heartbeat_fast_path(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: a heartbeat is answered while a snapshot is in flight on its link and the consumer is stuck") {
-  run_async(heartbeat_fast_path, std::chrono::seconds(60));
+  run_async_with_pool(heartbeat_fast_path, std::chrono::seconds(60));
 }
 
 // The test transport: partitions and membership changes as raft's tests make them.
-asio::awaitable<void> partitions(asio::any_io_executor ex) {
-  asio::thread_pool pool(1);
-  raft_grid rg(ex, pool.get_executor(), 3, testing::grid::network::memory);
-  rg.g.start();
-  REQUIRE(co_await rg.g.wait_all_connected());
+asio::awaitable<void> partitions(asio::any_io_executor ex, asio::any_io_executor pool) {
+  raft_grid rg(ex, pool, 3, testing::grid::network::memory);
+  co_await rg.start();
   raft::request_vote_request rv;
   rv.term = 3;
   rv.last_log_index = 20;
@@ -718,23 +729,22 @@ asio::awaitable<void> partitions(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: partitions and membership changes on the in-memory test transport") {
-  run_async(partitions);
+  run_async_with_pool(partitions);
 }
 
-asio::awaitable<void> bad_declarations(asio::any_io_executor ex) {
-  asio::thread_pool pool(1);
+asio::awaitable<void> bad_declarations(asio::any_io_executor ex, asio::any_io_executor pool) {
   testing::grid g(ex, 2);
   auto c = std::make_shared<test_consumer>();
   const raft::transport too_high{handler_id{251}};
-  auto bad = too_high.serve(g.node(0), c, pool.get_executor());
+  auto bad = too_high.serve(g.node(0), c, pool);
   REQUIRE(!bad);
   CHECK(bad.error() == errc::invalid_value);
-  CHECK(!net.serve(g.node(0), nullptr, pool.get_executor()));
+  CHECK(!net.serve(g.node(0), nullptr, pool));
   raft::transport_options other;
   other.max_pipeline = 64;
   const raft::transport narrow{handler_id{200}, other};
-  REQUIRE(narrow.serve(g.node(1), c, pool.get_executor()));
-  auto twice = narrow.serve(g.node(1), c, pool.get_executor());
+  REQUIRE(narrow.serve(g.node(1), c, pool));
+  auto twice = narrow.serve(g.node(1), c, pool);
   REQUIRE(!twice);
   CHECK(twice.error() == errc::handler_exists);
   g.start();
@@ -761,7 +771,7 @@ asio::awaitable<void> bad_declarations(asio::any_io_executor ex) {
 }
 
 TEST_CASE("raft: bad declarations and unserved peers are clear errors") {
-  run_async(bad_declarations);
+  run_async_with_pool(bad_declarations);
 }
 
 } // namespace

@@ -166,6 +166,10 @@ COGRID_DECL void append_pipeline::close() {
 }
 
 COGRID_DECL void append_pipeline::cancel() {
+  {
+    std::lock_guard lk(st_->mu);
+    if (st_->failed || (st_->closed && st_->count == 0)) return; // it has ended already
+  }
   st_->stream.cancel();
   st_->fail(error(asio::error::operation_aborted, "the raft pipeline was cancelled"));
 }
@@ -198,7 +202,8 @@ struct pipeline_queue {
   std::mutex mu;
   std::deque<append_entries_request> requests;
   std::deque<result<append_entries_response>> answers;
-  bool closed = false;      // the handler has gone: the consumer stops
+  bool closed = false;        // the handler has gone: the consumer stops
+  bool consumer_gone = false; // the consumer's coroutine has ended (its executor stopped): no more answers
   wait_channel to_consumer; // a request is queued, or closed
   wait_channel to_producer; // an answer is queued
 };
@@ -219,7 +224,24 @@ struct pipeline_close_guard {
   }
 };
 
+/// On every way out of the consumer's coroutine (its frame destroyed with a stopped executor included):
+/// the handler stops waiting for answers.
+struct pipeline_consumer_guard {
+  std::shared_ptr<pipeline_queue> q;
+  explicit pipeline_consumer_guard(std::shared_ptr<pipeline_queue> queue) noexcept : q(std::move(queue)) {}
+  pipeline_consumer_guard(const pipeline_consumer_guard&) = delete;
+  pipeline_consumer_guard& operator=(const pipeline_consumer_guard&) = delete;
+  ~pipeline_consumer_guard() {
+    {
+      std::lock_guard lk(q->mu);
+      q->consumer_gone = true;
+    }
+    notify(q->to_producer);
+  }
+};
+
 inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_info from, std::shared_ptr<pipeline_queue> q) {
+  const pipeline_consumer_guard gone(q);
   for (;;) {
     std::optional<append_entries_request> req;
     bool closed = false;
@@ -246,6 +268,8 @@ inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_
       answer = e.error();
     } catch (const std::exception& e) {
       answer = remote_error(e.what());
+    } catch (...) {
+      answer = remote_error("the consumer threw an exception that is not a std::exception");
     }
     {
       std::lock_guard lk(q->mu);
@@ -256,16 +280,21 @@ inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_
 }
 
 COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_ptr<consumer_binding> b, peer_info from,
-                                                                  stream_input<append_entries_request> in) {
-  const auto q = std::make_shared<pipeline_queue>(b->ex);
+                                                                  stream_input<append_entries_request> in,
+                                                                  std::uint32_t max_in_flight) {
+  // The hand-off's channels live in the connection's io_context, which outlives this frame; the
+  // consumer's executor is the user's and may go first.
+  const asio::any_io_executor io = co_await asio::this_coro::executor;
+  const auto q = std::make_shared<pipeline_queue>(io);
   const pipeline_close_guard guard(q);
   asio::co_spawn(b->ex, pipeline_consume(b->c, std::move(from), q), asio::detached);
   cogrid::detail::served_stream& s = *cogrid::detail::stream_input_access::state(in);
   std::size_t outstanding = 0;
   bool input_open = true;
   for (;;) {
-    // Every request already here goes to the consumer; wait for one only when no answer is due.
-    while (input_open && (outstanding == 0 || cogrid::detail::server_input_ready(s))) {
+    // Every request already here goes to the consumer (up to the pipeline's capacity: a peer that sends
+    // more without taking answers waits for them); wait for one only when no answer is due.
+    while (input_open && (outstanding == 0 || (outstanding < max_in_flight && cogrid::detail::server_input_ready(s)))) {
       auto r = co_await in.next();
       if (!r) {
         if (r.error() != errc::end_of_stream) throw cogrid::exception(r.error()); // cancelled, or undecodable
@@ -286,6 +315,8 @@ COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_p
       if (!q->answers.empty()) {
         answer.emplace(std::move(q->answers.front()));
         q->answers.pop_front();
+      } else if (q->consumer_gone) {
+        answer.emplace(error(errc::remote_error, "the raft consumer stopped with requests unanswered"));
       }
     }
     if (!answer) {
@@ -320,7 +351,7 @@ struct snapshot_pipe {
   std::size_t size = 0;  // its size
   std::optional<error> input_end;   // why no more chunks will come
   bool consumer_done = false;       // the consumer has returned: `outcome` holds its answer
-  result<install_snapshot_response> outcome = error(errc::end_of_stream);
+  result<install_snapshot_response> outcome = error(errc::remote_error, "the snapshot's consumer stopped without an answer");
   wait_channel to_consumer; // a chunk or the end is there
   wait_channel to_producer; // the slot is free again, or the consumer is done
 };
@@ -340,8 +371,25 @@ struct snapshot_end_guard {
   }
 };
 
+/// On every way out of the snapshot's consumer (its frame destroyed with a stopped executor included):
+/// the handler stops waiting, with the consumer's answer or, when it has none, an error.
+struct snapshot_consumer_guard {
+  std::shared_ptr<snapshot_pipe> p;
+  explicit snapshot_consumer_guard(std::shared_ptr<snapshot_pipe> pipe) noexcept : p(std::move(pipe)) {}
+  snapshot_consumer_guard(const snapshot_consumer_guard&) = delete;
+  snapshot_consumer_guard& operator=(const snapshot_consumer_guard&) = delete;
+  ~snapshot_consumer_guard() {
+    {
+      std::lock_guard lk(p->mu);
+      p->consumer_done = true;
+    }
+    notify(p->to_producer);
+  }
+};
+
 inline asio::awaitable<void> snapshot_consume(std::shared_ptr<consumer> c, peer_info from, install_snapshot_request req,
                                               std::shared_ptr<snapshot_pipe> p) {
+  const snapshot_consumer_guard done(p);
   result<install_snapshot_response> out = error(errc::remote_error, "the snapshot's consumer failed");
   {
     snapshot_reader reader(p);
@@ -352,19 +400,18 @@ inline asio::awaitable<void> snapshot_consume(std::shared_ptr<consumer> c, peer_
       out = e.error();
     } catch (const std::exception& e) {
       out = remote_error(e.what());
+    } catch (...) {
+      out = remote_error("the snapshot's consumer threw an exception that is not a std::exception");
     }
   }
-  {
-    std::lock_guard lk(p->mu);
-    p->outcome = std::move(out);
-    p->consumer_done = true;
-  }
-  notify(p->to_producer);
+  std::lock_guard lk(p->mu);
+  p->outcome = std::move(out);
 }
 
 COGRID_DECL stream_generator<install_snapshot_response> snapshot_run(std::shared_ptr<consumer_binding> b, peer_info from,
                                                                      install_snapshot_request req, bulk_input in) {
-  const auto p = std::make_shared<snapshot_pipe>(b->ex);
+  const asio::any_io_executor io = co_await asio::this_coro::executor; // see pipeline_run
+  const auto p = std::make_shared<snapshot_pipe>(io);
   const snapshot_end_guard guard(p);
   asio::co_spawn(b->ex, snapshot_consume(b->c, std::move(from), std::move(req), p), asio::detached);
   for (bool more = true; more;) {
