@@ -264,12 +264,8 @@ inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_
     try {
       auto r = co_await c->append_entries(from, std::move(*req));
       answer = std::move(r);
-    } catch (const cogrid::exception& e) {
-      answer = e.error();
-    } catch (const std::exception& e) {
-      answer = remote_error(e.what());
-    } catch (...) {
-      answer = remote_error("the consumer threw an exception that is not a std::exception");
+    } catch (...) { // told as the unary handlers' failures are
+      answer = remote_error(cogrid::detail::describe_failure(std::current_exception()));
     }
     {
       std::lock_guard lk(q->mu);
@@ -396,12 +392,8 @@ inline asio::awaitable<void> snapshot_consume(std::shared_ptr<consumer> c, peer_
     try {
       auto r = co_await c->install_snapshot(std::move(from), std::move(req), reader);
       out = std::move(r);
-    } catch (const cogrid::exception& e) {
-      out = e.error();
-    } catch (const std::exception& e) {
-      out = remote_error(e.what());
-    } catch (...) {
-      out = remote_error("the snapshot's consumer threw an exception that is not a std::exception");
+    } catch (...) { // told as the unary handlers' failures are
+      out = remote_error(cogrid::detail::describe_failure(std::current_exception()));
     }
   }
   std::lock_guard lk(p->mu);
