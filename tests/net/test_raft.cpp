@@ -774,4 +774,88 @@ TEST_CASE("raft: bad declarations and unserved peers are clear errors") {
   run_async_with_pool(bad_declarations);
 }
 
+// A consumer that never answers: its appends and snapshots wait on a timer of an hour, in the
+// io_context (raft's log store stuck, and then the process torn down).
+struct parked_consumer : test_consumer {
+  std::atomic<int> snapshots_started{0};
+  asio::awaitable<result<raft::append_entries_response>> append_entries(raft::peer_info, raft::append_entries_request) override {
+    appends_started.fetch_add(1);
+    co_await sleep_for(std::chrono::hours(1));
+    co_return remote_error("the log store never answered");
+  }
+  asio::awaitable<result<raft::install_snapshot_response>> install_snapshot(raft::peer_info, raft::install_snapshot_request,
+                                                                            raft::snapshot_reader&) override {
+    snapshots_started.fetch_add(1);
+    co_await sleep_for(std::chrono::hours(1));
+    co_return remote_error("the log store never answered");
+  }
+};
+
+asio::awaitable<void> wait_for_pipeline(connection* c) {
+  auto p = co_await net.pipeline(*c, 4);
+  if (!p) co_return;
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    const raft::append_entries_request req = batch(i * 8, 8);
+    auto ok_ = co_await p->append(req);
+    if (!ok_) co_return;
+  }
+  (void)co_await p->next(); // parked: the follower's consumer never answers
+}
+
+asio::awaitable<void> park_raft(testing::grid& g, parked_consumer& follower, pattern_source& src, asio::io_context& io,
+                                bool& parked) {
+  REQUIRE(co_await g.wait_all_connected());
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, wait_for_pipeline(g.link(0, 1).get()), asio::detached);
+  raft::install_snapshot_request meta;
+  meta.term = 7;
+  meta.size = static_cast<std::int64_t>(src.total);
+  auto out = std::make_shared<snapshot_outcome>();
+  asio::co_spawn(ex, send_snapshot(g.link(0, 1).get(), meta, &src, out), asio::detached);
+  auto all_parked = [&] {
+    return follower.appends_started.load() == 1 && follower.snapshots_started.load() == 1 &&
+           src.produced >= net.options().snapshot.window_bytes / 2;
+  };
+  REQUIRE(co_await eventually(all_parked));
+  co_await sleep_for(50ms); // the window fills, the writers park
+  CHECK_FALSE(out->done.load());
+  parked = true;
+  io.stop();
+}
+
+// Torn down without manager::shutdown() while a pipeline and a snapshot wait for a consumer that never
+// answers (its coroutines, the receiving generators parked on their hand-offs, the leader's pipeline
+// reader and snapshot sender): everything is freed with the io_context, nothing keeps the connections.
+void destroy_raft_without_shutdown(testing::grid::network kind) {
+  std::weak_ptr<connection> a, b;
+  std::weak_ptr<parked_consumer> consumer;
+  pattern_source src;
+  src.total = 64u << 20;
+  {
+    asio::io_context io;
+    auto g = std::make_unique<testing::grid>(io.get_executor(), 2, patient, kind);
+    auto follower = std::make_shared<parked_consumer>();
+    consumer = follower;
+    REQUIRE(net.serve(g->node(1), follower, io.get_executor()));
+    g->start();
+    bool parked = false;
+    asio::co_spawn(io, park_raft(*g, *follower, src, io, parked), asio::detached);
+    io.run_for(30s);
+    REQUIRE(parked);
+    a = g->link(0, 1);
+    b = g->link(1, 0);
+    g.reset(); // the managers go first, without shutdown()
+    follower.reset();
+    CHECK_FALSE(a.expired()); // still held by the coroutines parked in them
+  } // then the io_context
+  CHECK(a.expired());
+  CHECK(b.expired());
+  CHECK(consumer.expired());
+}
+
+TEST_CASE("raft: an io_context destroyed without shutdown() frees a pipeline and a snapshot parked on their consumer") {
+  SUBCASE("loopback TCP") { destroy_raft_without_shutdown(testing::grid::network::loopback); }
+  SUBCASE("in-memory pipes") { destroy_raft_without_shutdown(testing::grid::network::memory); }
+}
+
 } // namespace

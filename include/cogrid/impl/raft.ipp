@@ -4,10 +4,14 @@
 
 #include <cogrid/raft.hpp>
 
+#include <asio/execution/context.hpp>
+#include <asio/execution_context.hpp>
+#include <asio/query.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/this_coro.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <cstring>
 #include <exception>
@@ -15,25 +19,53 @@
 namespace cogrid::raft {
 namespace detail {
 
-using cogrid::detail::wait_channel;
+/// Tells the hand-offs of one io_context that it is shutting down. Created right after the first
+/// hand-off's channel, so that Asio, which shuts services down newest first, shuts it down before the
+/// channels' own service: once that service has let the channels' waiters go, a channel must not be
+/// sent to, and the frames destroyed after it (a consumer's, whose guard tells the other side it is
+/// gone) find this flag set instead.
+class handoff_service final : public asio::execution_context::service {
+public:
+  inline static asio::execution_context::id id;
+  explicit handoff_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+  bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
 
-/// A wake-up that is never lost: `notify` leaves one pending when nobody waits (capacity 1), and a
-/// waiter checks its condition under the lock before waiting, and again after.
-inline void notify(wait_channel& ch) { ch.try_send(std::error_code(), 0); }
+private:
+  void shutdown() override { closing_.store(true, std::memory_order_release); }
+  std::atomic<bool> closing_{false};
+};
 
-/// Waits for `notify` (on the awaiting coroutine's executor); an error when the wait is cancelled.
-inline asio::awaitable<std::error_code> wait_notified(wait_channel& ch) {
-  std::error_code ec;
-  co_await ch.async_receive(asio::redirect_error(asio::use_awaitable, ec));
-  co_return ec;
-}
+/// A wake-up that is never lost: `notify` leaves one pending when nobody waits (a channel of capacity
+/// 1), and a waiter checks its condition under the lock before waiting, and again after. It lives in
+/// the connection's io_context; from that context's shutdown on, `notify` does nothing.
+class wakeup {
+public:
+  explicit wakeup(const asio::any_io_executor& ex)
+      : ch_(ex, 1), svc_(asio::use_service<handoff_service>(asio::query(ex, asio::execution::context))) {}
+  void notify() {
+    if (!svc_.closing()) ch_.try_send(std::error_code(), 0);
+  }
+  /// Waits for `notify` (on the awaiting coroutine's executor); an error when the wait is cancelled.
+  asio::awaitable<std::error_code> wait() {
+    std::error_code ec;
+    co_await ch_.async_receive(asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  }
+
+private:
+  cogrid::detail::wait_channel ch_;
+  handoff_service& svc_;
+};
+
+inline void notify(wakeup& w) { w.notify(); }
+inline asio::awaitable<std::error_code> wait_notified(wakeup& w) { return w.wait(); }
 
 // -- the pipeline ---------------------------------------------------------------------------------------
 
 struct pipeline_state {
   pipeline_state(client_stream<append_entries_request, append_entries_response> s, std::uint32_t depth,
                  asio::any_io_executor ex)
-      : stream(std::move(s)), ring(depth), room(ex, 1), ready(ex, 1) {}
+      : stream(std::move(s)), ring(depth), room(ex), ready(ex) {}
 
   client_stream<append_entries_request, append_entries_response> stream;
   std::mutex mu;
@@ -41,8 +73,8 @@ struct pipeline_state {
   std::size_t head = 0, count = 0;
   std::optional<error> failed;
   bool closed = false;
-  wait_channel room;  // the appender waits here for a slot
-  wait_channel ready; // the taker waits here for a request to answer
+  wakeup room;        // the appender waits here for a slot
+  wakeup ready;       // the taker waits here for a request to answer
 
   void fail(error e) {
     {
@@ -198,14 +230,14 @@ namespace detail {
 
 /// A pipeline's requests on their way to the consumer's coroutine, and its answers on their way back.
 struct pipeline_queue {
-  explicit pipeline_queue(const asio::any_io_executor& ex) : to_consumer(ex, 1), to_producer(ex, 1) {}
+  explicit pipeline_queue(const asio::any_io_executor& ex) : to_consumer(ex), to_producer(ex) {}
   std::mutex mu;
   std::deque<append_entries_request> requests;
   std::deque<result<append_entries_response>> answers;
   bool closed = false;        // the handler has gone: the consumer stops
   bool consumer_gone = false; // the consumer's coroutine has ended (its executor stopped): no more answers
-  wait_channel to_consumer; // a request is queued, or closed
-  wait_channel to_producer; // an answer is queued
+  wakeup to_consumer; // a request is queued, or closed
+  wakeup to_producer; // an answer is queued
 };
 
 /// On every way out of the handler: the consumer's coroutine drops what is queued and ends.
@@ -337,7 +369,7 @@ namespace detail {
 /// to the consumer's reader (on the consumer's executor). One chunk at a time is lent to the reader; its
 /// buffer belongs to the pipe, so the reader never sees memory the stream has reused.
 struct snapshot_pipe {
-  explicit snapshot_pipe(const asio::any_io_executor& ex) : to_consumer(ex, 1), to_producer(ex, 1) {}
+  explicit snapshot_pipe(const asio::any_io_executor& ex) : to_consumer(ex), to_producer(ex) {}
 
   enum class slot_state { empty, full, lent };
 
@@ -348,8 +380,8 @@ struct snapshot_pipe {
   std::optional<error> input_end;   // why no more chunks will come
   bool consumer_done = false;       // the consumer has returned: `outcome` holds its answer
   result<install_snapshot_response> outcome = error(errc::remote_error, "the snapshot's consumer stopped without an answer");
-  wait_channel to_consumer; // a chunk or the end is there
-  wait_channel to_producer; // the slot is free again, or the consumer is done
+  wakeup to_consumer; // a chunk or the end is there
+  wakeup to_producer; // the slot is free again, or the consumer is done
 };
 
 /// On every way out of the producer: the reader learns that no more chunks will come.
