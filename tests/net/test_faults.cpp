@@ -596,3 +596,35 @@ TEST_CASE("an io_context destroyed without shutdown() frees its connections and 
   SUBCASE("loopback TCP") { destroy_without_shutdown(testing::grid::network::loopback); }
   SUBCASE("in-memory pipes") { destroy_without_shutdown(testing::grid::network::memory); }
 }
+
+namespace {
+asio::awaitable<void> park_in_wait_for_connect(std::shared_ptr<connection> c, int& parked, int& woken) {
+  ++parked;
+  auto r = co_await c->wait_for_connect();
+  (void)r;
+  ++woken;
+}
+} // namespace
+
+// A coroutine waiting for a link that never comes up (partitioned, the dialer retrying), torn down with
+// its io_context: its wait is let go with the context, and nothing keeps the connection.
+TEST_CASE("an io_context destroyed without shutdown() frees a coroutine waiting for a link to connect") {
+  std::weak_ptr<connection> a;
+  int parked = 0, woken = 0;
+  {
+    asio::io_context io;
+    auto g = std::make_unique<testing::grid>(io.get_executor(), 2, testing::grid::configure_fn{},
+                                             testing::grid::network::memory);
+    g->disconnect(0, 1); // both directions, before the first dial
+    g->start();
+    for (int i = 0; i < 2; ++i) asio::co_spawn(io, park_in_wait_for_connect(g->link(0, 1), parked, woken), asio::detached);
+    io.run_for(300ms); // dials fail and are retried
+    REQUIRE(parked == 2);
+    CHECK(woken == 0);
+    CHECK(g->link(0, 1)->state() != connection_state::connected);
+    a = g->link(0, 1);
+    g.reset(); // the managers go first, without shutdown()
+  } // then the io_context
+  CHECK(woken == 0); // let go, never resumed
+  CHECK(a.expired());
+}
