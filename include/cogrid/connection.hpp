@@ -166,6 +166,9 @@ private:
   template <class Tag>
   static asio::awaitable<void> process_round(std::shared_ptr<connection> self);
   template <class Tag>
+  static asio::awaitable<result<void>> dial_and_serve(std::shared_ptr<connection> self);
+  static asio::awaitable<void> retry_pause(std::shared_ptr<connection> self, std::chrono::steady_clock::time_point started);
+  template <class Tag>
   static asio::awaitable<void> run_session(std::shared_ptr<connection> self, std::shared_ptr<detail::session> s);
   template <class Tag>
   void end_session(detail::session& s);

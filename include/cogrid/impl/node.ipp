@@ -68,29 +68,16 @@ asio::awaitable<void> connection::dial_loop(std::shared_ptr<connection> self) {
         continue;
       }
       self->set_state(connection_state::connecting);
-      std::unique_ptr<detail::ws_stream> ws;
-      node_id rid;
       const auto started = detail::steady::now();
-      self->dialing_ = true;
-      const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
-      self->dialing_ = false;
+      const result<void> dialed = co_await dial_and_serve<Tag>(self);
       if (self->stopping_) break; // (shutdown cancelled the dial: no co_await from here on)
-      if (dialed) {
-        const std::uint64_t id = self->session_id_.load() + 1;
-        auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
-        co_await run_session<Tag>(self, s);
-        continue; // redial at once after a session ends, as MinIO does
-      }
+      if (dialed) continue;       // redial at once after a session ends, as MinIO does
       {
         std::lock_guard lk(self->st_mu_);
         ++self->st_.dial_failures;
       }
       self->set_state(connection_state::error);
-      // Wait a random 1-2 s (by default) counted from the start of the attempt.
-      const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
-      self->retry_timer_.expires_at(started + wait);
-      std::error_code wait_ec;
-      co_await self->retry_timer_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+      co_await retry_pause(self, started);
     }
   } catch (const std::exception& e) {
     self->dialing_ = false;
@@ -121,20 +108,7 @@ asio::awaitable<void> connection::process_round(std::shared_ptr<connection> self
     const std::shared_ptr<detail::child_process> child = (*spawned)->child();
     if (self->dialer_) {
       self->attached_ = std::move(*spawned);
-      std::unique_ptr<detail::ws_stream> ws;
-      node_id rid;
-      self->dialing_ = true;
-      const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
-      self->dialing_ = false;
-      if (self->stopping_) { // shutdown cancelled what we awaited: no co_await from here on
-        child->terminate();
-        co_return;
-      }
-      if (dialed) {
-        const std::uint64_t id = self->session_id_.load() + 1;
-        auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
-        co_await run_session<Tag>(self, s);
-      }
+      (void)co_await dial_and_serve<Tag>(self); // a failed handshake is told by the process's end below
     } else if (const auto home = self->process_home_.lock()) {
       self->shared_->node->accept(home, std::move(*spawned)); // the remote dials us over its pipes
     } else {
@@ -161,6 +135,27 @@ asio::awaitable<void> connection::process_round(std::shared_ptr<connection> self
   self->set_last_error(outcome);
   if (!linked) self->note_refusal(outcome);
   self->set_state(connection_state::error);
+  co_await retry_pause(self, started);
+}
+
+template <class Tag>
+asio::awaitable<result<void>> connection::dial_and_serve(std::shared_ptr<connection> self) {
+  // One handshake over a new transport and, when it succeeds, the session it opens, to its end. After
+  // shutdown cancelled the dial, nothing more is awaited.
+  std::unique_ptr<detail::ws_stream> ws;
+  node_id rid;
+  self->dialing_ = true;
+  const result<void> dialed = co_await self->template dial_once<Tag>(ws, rid);
+  self->dialing_ = false;
+  if (self->stopping_ || !dialed) co_return dialed;
+  const std::uint64_t id = self->session_id_.load() + 1;
+  auto s = std::make_shared<detail::session>(*self, id, std::move(ws), rid);
+  co_await run_session<Tag>(self, s);
+  co_return dialed;
+}
+
+inline asio::awaitable<void> connection::retry_pause(std::shared_ptr<connection> self, std::chrono::steady_clock::time_point started) {
+  // A random 1-2 s (by default), counted from the start of the failed attempt; shutdown cancels it.
   const auto wait = detail::jitter(self->rng_, self->shared_->opt.reconnect_min, self->shared_->opt.reconnect_max);
   self->retry_timer_.expires_at(started + wait);
   std::error_code wait_ec;
