@@ -57,9 +57,6 @@ private:
   handoff_service& svc_;
 };
 
-inline void notify(wakeup& w) { w.notify(); }
-inline asio::awaitable<std::error_code> wait_notified(wakeup& w) { return w.wait(); }
-
 // -- the pipeline ---------------------------------------------------------------------------------------
 
 struct pipeline_state {
@@ -81,8 +78,8 @@ struct pipeline_state {
       std::lock_guard lk(mu);
       if (!failed) failed = std::move(e);
     }
-    notify(room);
-    notify(ready);
+    room.notify();
+    ready.notify();
   }
 };
 
@@ -132,10 +129,10 @@ COGRID_DECL asio::awaitable<result<void>> append_pipeline::append(const append_e
     }
     if (refused) co_return *refused;
     if (placed) break;
-    const std::error_code ec = co_await detail::wait_notified(st->room);
+    const std::error_code ec = co_await st->room.wait();
     if (ec) co_return error(asio::error::operation_aborted, "a raft pipeline append was cancelled");
   }
-  detail::notify(st->ready);
+  st->ready.notify();
   auto sent = co_await st->stream.send(req);
   if (!sent) {
     st->fail(sent.error());
@@ -163,7 +160,7 @@ COGRID_DECL asio::awaitable<result<append_completion>> append_pipeline::next() {
     }
     if (out) co_return *out;
     if (have) break;
-    const std::error_code ec = co_await detail::wait_notified(st->ready);
+    const std::error_code ec = co_await st->ready.wait();
     if (ec) co_return error(asio::error::operation_aborted, "waiting on a raft pipeline was cancelled");
   }
   auto r = co_await st->stream.next();
@@ -179,7 +176,7 @@ COGRID_DECL asio::awaitable<result<append_completion>> append_pipeline::next() {
     st->head = (st->head + 1) % st->ring.size();
     --st->count;
   }
-  detail::notify(st->room);
+  st->room.notify();
   append_completion done;
   done.request = rec;
   done.response = std::move(*r);
@@ -193,8 +190,8 @@ COGRID_DECL void append_pipeline::close() {
     st_->closed = true;
   }
   (void)st_->stream.close_send();
-  detail::notify(st_->ready);
-  detail::notify(st_->room);
+  st_->ready.notify();
+  st_->room.notify();
 }
 
 COGRID_DECL void append_pipeline::cancel() {
@@ -252,7 +249,7 @@ struct pipeline_close_guard {
       q->closed = true;
       q->requests.clear();
     }
-    notify(q->to_consumer);
+    q->to_consumer.notify();
   }
 };
 
@@ -268,7 +265,7 @@ struct pipeline_consumer_guard {
       std::lock_guard lk(q->mu);
       q->consumer_gone = true;
     }
-    notify(q->to_producer);
+    q->to_producer.notify();
   }
 };
 
@@ -288,7 +285,7 @@ inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_
     }
     if (closed) co_return;
     if (!req) {
-      const std::error_code ec = co_await wait_notified(q->to_consumer);
+      const std::error_code ec = co_await q->to_consumer.wait();
       if (ec) co_return;
       continue;
     }
@@ -303,7 +300,7 @@ inline asio::awaitable<void> pipeline_consume(std::shared_ptr<consumer> c, peer_
       std::lock_guard lk(q->mu);
       q->answers.push_back(std::move(answer));
     }
-    notify(q->to_producer);
+    q->to_producer.notify();
   }
 }
 
@@ -333,7 +330,7 @@ COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_p
         std::lock_guard lk(q->mu);
         q->requests.push_back(std::move(*r));
       }
-      notify(q->to_consumer);
+      q->to_consumer.notify();
       ++outstanding;
     }
     if (outstanding == 0) break; // the input ended and every answer was sent
@@ -348,7 +345,7 @@ COGRID_DECL stream_generator<append_entries_response> pipeline_run(std::shared_p
       }
     }
     if (!answer) {
-      const std::error_code ec = co_await wait_notified(q->to_producer);
+      const std::error_code ec = co_await q->to_producer.wait();
       if (ec) co_return;
       continue;
     }
@@ -395,7 +392,7 @@ struct snapshot_end_guard {
       std::lock_guard lk(p->mu);
       if (!p->input_end) p->input_end = error(asio::error::operation_aborted, "the snapshot's transfer was cut off");
     }
-    notify(p->to_consumer);
+    p->to_consumer.notify();
   }
 };
 
@@ -411,7 +408,7 @@ struct snapshot_consumer_guard {
       std::lock_guard lk(p->mu);
       p->consumer_done = true;
     }
-    notify(p->to_producer);
+    p->to_producer.notify();
   }
 };
 
@@ -461,17 +458,17 @@ COGRID_DECL stream_generator<install_snapshot_response> snapshot_run(std::shared
         }
       }
       if (placed) break;
-      const std::error_code ec = co_await wait_notified(p->to_producer);
+      const std::error_code ec = co_await p->to_producer.wait();
       if (ec) co_return; // the stream was cancelled: the guard tells the reader
     }
-    notify(p->to_consumer);
+    p->to_consumer.notify();
   }
   for (;;) {
     {
       std::lock_guard lk(p->mu);
       if (p->consumer_done) break;
     }
-    const std::error_code ec = co_await wait_notified(p->to_producer);
+    const std::error_code ec = co_await p->to_producer.wait();
     if (ec) co_return;
   }
   result<install_snapshot_response> out = error(errc::end_of_stream);
@@ -502,7 +499,7 @@ COGRID_DECL asio::awaitable<result<std::span<const std::byte>>> snapshot_reader:
       returned = true;
     }
   }
-  if (returned) detail::notify(p.to_producer);
+  if (returned) p.to_producer.notify();
   for (;;) {
     std::optional<error> end;
     bool have = false;
@@ -525,7 +522,7 @@ COGRID_DECL asio::awaitable<result<std::span<const std::byte>>> snapshot_reader:
       if (*end == errc::end_of_stream) complete_ = true;
       co_return *end;
     }
-    const std::error_code ec = co_await detail::wait_notified(p.to_consumer);
+    const std::error_code ec = co_await p.to_consumer.wait();
     if (ec) co_return error(asio::error::operation_aborted, "reading the snapshot was cancelled");
   }
 }
