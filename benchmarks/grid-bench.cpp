@@ -45,11 +45,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -476,9 +478,12 @@ asio::awaitable<int> soak(shared_state& st) {
 
 // A plain TCP echo on 127.0.0.1, one connection, one payload outstanding: the client writes `size` bytes,
 // the server reads them all and writes them back, the client reads them all; repeated for `seconds`.
-// What the kernel costs for the bulk mode's traffic with no framing, CRC or copies of ours. Returns
-// bytes moved per second (both directions), or a negative value when a socket call failed.
-double tcp_echo_floor(std::size_t size, double seconds) {
+// What the kernel costs for the bulk mode's traffic with no framing, CRC or copies of ours. The client and
+// the server each have a thread of their own (blocking calls), or with `one_thread` they take turns on one
+// thread (non-blocking calls: the writing end fills the socket as far as it takes, the reading end drains
+// it), the CPU that cogrid has with one io thread for both nodes. Returns bytes moved per second (both
+// directions), or a negative value when a socket call failed.
+double tcp_echo_floor(std::size_t size, double seconds, bool one_thread) {
   const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -507,32 +512,61 @@ double tcp_echo_floor(std::size_t size, double seconds) {
     }
     return true;
   };
-  std::thread server([&] {
-    const int fd = ::accept(lfd, nullptr, nullptr);
-    if (fd < 0) return;
-    std::vector<std::byte> buf(size);
-    while (read_all(fd, buf.data(), size) && write_all(fd, buf.data(), size)) {
+  // One end writes `n` bytes to the other, both non-blocking, on this thread: what the socket takes, then
+  // what the other end can read, until all arrived (on loopback a write's bytes can be read at once).
+  auto pass = [](int from, const std::byte* out, int to, std::byte* in, std::size_t n) {
+    std::size_t sent = 0, got = 0;
+    while (got < n) {
+      if (sent < n) {
+        const ssize_t k = ::write(from, out + sent, n - sent);
+        if (k > 0) sent += static_cast<std::size_t>(k);
+        else if (k < 0 && errno != EAGAIN) return false;
+      }
+      const ssize_t k = ::read(to, in + got, n - got);
+      if (k > 0) got += static_cast<std::size_t>(k);
+      else if (k == 0 || errno != EAGAIN) return false;
     }
-    ::close(fd);
-  });
+    return true;
+  };
+  std::thread server;
+  int sfd = -1;
+  if (!one_thread) {
+    server = std::thread([&] {
+      const int fd = ::accept(lfd, nullptr, nullptr);
+      if (fd < 0) return;
+      std::vector<std::byte> buf(size);
+      while (read_all(fd, buf.data(), size) && write_all(fd, buf.data(), size)) {
+      }
+      ::close(fd);
+    });
+  }
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   double rate = -1;
   if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    std::vector<std::byte> out(size, std::byte{0x5a}), in(size);
+    std::vector<std::byte> out(size, std::byte{0x5a}), in(size), buf;
+    std::function<bool()> echo = [&] { return write_all(fd, out.data(), size) && read_all(fd, in.data(), size); };
+    if (one_thread) { // connected already (the listen backlog): the server's end is accepted here
+      sfd = ::accept(lfd, nullptr, nullptr);
+      buf.resize(size);
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+      ::fcntl(sfd, F_SETFL, ::fcntl(sfd, F_GETFL) | O_NONBLOCK);
+      echo = [&] { return sfd >= 0 && pass(fd, out.data(), sfd, buf.data(), size) && pass(sfd, buf.data(), fd, in.data(), size); };
+    }
     std::uint64_t moved = 0;
-    bool ok = write_all(fd, out.data(), size) && read_all(fd, in.data(), size); // warm-up
+    bool ok = echo(); // warm-up
     const auto t0 = clock_type::now();
     const auto end = t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds));
     while (ok && clock_type::now() < end) {
-      ok = write_all(fd, out.data(), size) && read_all(fd, in.data(), size);
+      ok = echo();
       if (ok) moved += 2 * size;
     }
     if (ok) rate = static_cast<double>(moved) / std::chrono::duration<double>(clock_type::now() - t0).count();
   }
   if (fd >= 0) ::shutdown(fd, SHUT_RDWR), ::close(fd);
-  server.join();
+  if (sfd >= 0) ::close(sfd);
+  if (server.joinable()) server.join();
   ::close(lfd);
   return rate;
 }
@@ -594,11 +628,14 @@ asio::awaitable<void> small_probe(bulk_state& b, cogrid::connection& c) {
 
 asio::awaitable<int> bulk(shared_state& st) {
   const config& cfg = st.cfg;
-  // The floor first, with the nodes not started yet (nothing else runs), on a thread of its own.
+  // The floor first, with the nodes not started yet (nothing else runs), on a thread of its own; with one
+  // io thread, also the floor on one thread.
   std::atomic<bool> floor_done{false};
-  double floor_rate = -1;
+  double floor_rate = -1, floor1_rate = -1;
+  const bool floor1 = cfg.threads == 1 && !cfg.shared_context;
   std::thread floor_thread([&] {
-    floor_rate = tcp_echo_floor(cfg.payload, cfg.seconds);
+    floor_rate = tcp_echo_floor(cfg.payload, cfg.seconds, false);
+    if (floor1) floor1_rate = tcp_echo_floor(cfg.payload, cfg.seconds, true);
     floor_done = true;
   });
   while (!floor_done.load()) co_await sleep_for(10ms);
@@ -610,8 +647,21 @@ asio::awaitable<int> bulk(shared_state& st) {
     std::fprintf(stderr, "error: not connected: %s\n", r.error().message().c_str());
     co_return 2;
   }
-  const auto s0 = c->stats();
   const double rss0 = live_rss_mb();
+  // One echo first, not counted, as the floor has one: the first payload at each end is put together in
+  // fresh memory, faulted in piece by piece (some milliseconds of page zeroing on the reader's thread), a
+  // cost a link pays once. Its time is reported on its own.
+  const auto w0 = clock_type::now();
+  cogrid::payload warm(std::vector<std::byte>(cfg.payload, std::byte{1}));
+  const cogrid::call_options warm_opt{std::chrono::seconds(60)};
+  auto warmed = co_await echo.call(*c, std::move(warm), warm_opt);
+  if (!warmed || !warmed->has_value() || (*warmed)->size() != cfg.payload) {
+    std::fprintf(stderr, "error: the warm-up echo failed: %s\n", warmed ? "wrong echo" : warmed.error().message().c_str());
+    co_return 2;
+  }
+  const double warmup_ms = std::chrono::duration<double, std::milli>(clock_type::now() - w0).count();
+  { const auto done = std::move(warmed); } // its buffer goes: the echoes below make their own
+  const auto s0 = c->stats();
   bulk_state b;
   b.running = 2;
   const auto t0 = clock_type::now();
@@ -640,30 +690,39 @@ asio::awaitable<int> bulk(shared_state& st) {
   const double p50 = b.small.percentile_us(0.50), p99 = b.small.percentile_us(0.99), pmax = b.small.percentile_us(1.0);
   std::printf("bulk: %zu B echoes, %u threads%s: %.3f GiB/s (%llu echoes in %.2f s), plain TCP echo %.3f GiB/s (%.0f %%); "
               "small calls p50 %.1f us, p99 %.1f us, max %.1f us (%llu failed); pings %llu, missed %llu, slowest pong %.1f ms; "
-              "reconnects %llu; %llu errors; peak RSS +%.1f MB\n",
+              "reconnects %llu; %llu errors; peak RSS +%.1f MB; warm-up echo %.1f ms (not counted)\n",
               cfg.payload, cfg.threads, cfg.shared_context ? " (one shared io_context)" : "", rate / gib,
               static_cast<unsigned long long>(b.echoes.load()), secs, floor_rate / gib,
               floor_rate > 0 ? 100.0 * rate / floor_rate : 0.0, p50, p99, pmax,
               static_cast<unsigned long long>(b.small_errors.load()), static_cast<unsigned long long>(pings),
               static_cast<unsigned long long>(missed),
               static_cast<double>(std::max(s1.max_ping_rtt, sr.max_ping_rtt).count()) / 1000.0,
-              static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0);
+              static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0,
+              warmup_ms);
+  if (floor1)
+    std::printf("plain TCP echo on one thread %.3f GiB/s: cogrid at %.0f %% of it\n", floor1_rate / gib,
+                floor1_rate > 0 ? 100.0 * rate / floor1_rate : 0.0);
   if (b.errors.load()) std::printf("first error: %s\n", b.first_error.c_str());
+  char floor1_json[128] = "";
+  if (floor1)
+    std::snprintf(floor1_json, sizeof floor1_json, ", \"floor_one_thread_bytes_per_sec\": %.0f, \"ratio_to_one_thread_floor\": %.3f",
+                  floor1_rate, floor1_rate > 0 ? rate / floor1_rate : 0.0);
   if (cfg.json)
     std::printf("{\"mode\": \"bulk\", \"payload\": %zu, \"piece_bytes\": %zu, \"piece_window_bytes\": %zu, \"threads\": %u, "
                 "\"shared_context\": %s, \"seconds\": %.3f, "
                 "\"echoes\": %llu, \"bytes_per_sec\": %.0f, \"floor_bytes_per_sec\": %.0f, \"ratio_to_floor\": %.3f, "
                 "\"small_calls\": %llu, \"small_p50_us\": %.1f, \"small_p99_us\": %.1f, \"small_max_us\": %.1f, \"small_errors\": %llu, "
                 "\"pings\": %llu, \"pings_missed\": %llu, \"max_ping_rtt_ms\": %.1f, \"reconnects\": %llu, \"errors\": %llu, "
-                "\"peak_rss_growth_mb\": %.1f}\n",
+                "\"peak_rss_growth_mb\": %.1f, \"warmup_echo_ms\": %.1f%s}\n",
                 cfg.payload, cfg.piece_bytes, cfg.piece_window_bytes, cfg.threads, cfg.shared_context ? "true" : "false", secs,
                 static_cast<unsigned long long>(b.echoes.load()), rate, floor_rate, floor_rate > 0 ? rate / floor_rate : 0.0,
                 static_cast<unsigned long long>(std::accumulate(b.small.counts.begin(), b.small.counts.end(), std::uint64_t{0})),
                 p50, p99, pmax, static_cast<unsigned long long>(b.small_errors.load()),
                 static_cast<unsigned long long>(pings), static_cast<unsigned long long>(missed),
                 static_cast<double>(std::max(s1.max_ping_rtt, sr.max_ping_rtt).count()) / 1000.0,
-                static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0);
-  co_return b.errors.load() || b.echoes.load() == 0 || floor_rate < 0 ? 1 : 0;
+                static_cast<unsigned long long>(reconnects), static_cast<unsigned long long>(b.errors.load()), peak_rss - rss0,
+                warmup_ms, floor1_json);
+  co_return b.errors.load() || b.echoes.load() == 0 || floor_rate < 0 || (floor1 && floor1_rate < 0) ? 1 : 0;
 }
 
 // -- bulk-file: a file larger than the window sent through cogrid::bulk_upload to a handler that writes
