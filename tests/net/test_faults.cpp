@@ -2,6 +2,7 @@
 // thousand callers and a hundred streams run; a peer that passes the handshake and then sends every kind
 // of bad frame; a restarted remote; a stalled stream consumer during a disconnect. Each test also checks
 // that the calls of the bystanders are never lost.
+#include <cogrid/election.hpp>
 #include <cogrid/stream.hpp>
 #include <cogrid/testing.hpp>
 #include <cogrid/transport.hpp>

@@ -6,6 +6,7 @@
 // forced command) instead of the tests.
 #include <cogrid/process.hpp>
 
+#include <cogrid/election.hpp>
 #include <cogrid/stream.hpp>
 #include <cogrid/testing.hpp>
 #include <cogrid/unary.hpp>
