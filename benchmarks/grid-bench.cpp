@@ -51,7 +51,6 @@
 #include <unistd.h>
 #include <cstring>
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -545,15 +544,16 @@ double tcp_echo_floor(std::size_t size, double seconds, bool one_thread) {
   if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    std::vector<std::byte> out(size, std::byte{0x5a}), in(size), buf;
-    std::function<bool()> echo = [&] { return write_all(fd, out.data(), size) && read_all(fd, in.data(), size); };
+    std::vector<std::byte> out(size, std::byte{0x5a}), in(size), buf(one_thread ? size : 0);
     if (one_thread) { // connected already (the listen backlog): the server's end is accepted here
       sfd = ::accept(lfd, nullptr, nullptr);
-      buf.resize(size);
       ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-      ::fcntl(sfd, F_SETFL, ::fcntl(sfd, F_GETFL) | O_NONBLOCK);
-      echo = [&] { return sfd >= 0 && pass(fd, out.data(), sfd, buf.data(), size) && pass(sfd, buf.data(), fd, in.data(), size); };
+      if (sfd >= 0) ::fcntl(sfd, F_SETFL, ::fcntl(sfd, F_GETFL) | O_NONBLOCK);
     }
+    auto echo = [&] {
+      if (!one_thread) return write_all(fd, out.data(), size) && read_all(fd, in.data(), size);
+      return sfd >= 0 && pass(fd, out.data(), sfd, buf.data(), size) && pass(sfd, buf.data(), fd, in.data(), size);
+    };
     std::uint64_t moved = 0;
     bool ok = echo(); // warm-up
     const auto t0 = clock_type::now();
