@@ -626,14 +626,8 @@ private:
       if (ec == errc::end_of_stream) complete_ = true;
       return ec;
     }
-    const std::size_t n = buf_ ? buf_->size() : 0;
-    if (n > chunk_bytes_) {
-      std::string text = "a bulk chunk of " + std::to_string(n) + " bytes is over the chunk size of " +
-                         std::to_string(chunk_bytes_) + " bytes the handler declares";
-      detail::server_fail(*s_, text);
-      return error(errc::bad_payload, std::move(text));
-    }
-    bytes_ += n;
+    // A chunk over chunk_bytes_ never gets here: it ended the stream on arrival (max_in_bytes).
+    bytes_ += buf_ ? buf_->size() : 0;
     ++chunks_;
     if (!buf_) return std::span<const std::byte>();
     return std::span<const std::byte>(*buf_);
@@ -961,13 +955,7 @@ private:
       co_return detail::stream_error(*s_);
     }
     if (!buf_) buf_.emplace(); // a nil chunk: no bytes
-    if (buf_->size() > chunk_bytes_) {
-      const error e(errc::bad_payload, "a bulk chunk of " + std::to_string(buf_->size()) + " bytes is over the chunk size of " +
-                                           std::to_string(chunk_bytes_) + " bytes the reader declares");
-      buf_->clear();
-      detail::stream_fail(*s_, e);
-      co_return e;
-    }
+    // A chunk over chunk_bytes_ never gets here: it ended the stream on arrival (max_in_bytes).
     bytes_ += buf_->size();
     co_return result<void>();
   }

@@ -218,6 +218,9 @@ public:
   /// The same on subroute `route` under `h`.
   COGRID_DECL result<void> register_unary(handler_id h, std::string_view route, sync_unary_handler fn);
 
+  /// Whether a handler, unary or stream, is registered under `h` itself (subroutes under `h` aside).
+  [[nodiscard]] COGRID_DECL bool serves(handler_id h) const noexcept;
+
   /// Sets `fn` as the authorization hook of the handlers (unary and stream) registered under `h`: every
   /// call is put to it before the handler runs, and a refused caller gets `errc::not_authorized` with
   /// the hook's text (see `authorize_hook`, `caller_info`). Register the handlers first.

@@ -553,12 +553,15 @@ public:
   /// Registers the six handlers on `m`, each call of `c` to run on `ex` (heartbeats excepted: see
   /// `consumer`), which must outlive `m`'s shutdown. Once per manager.
   /// @par Errors
-  /// `errc::invalid_value` (the base, the options, a null consumer: nothing is registered),
-  /// `errc::handler_exists` (an id of the six is taken: those before it in the order above stay
-  /// registered, as a manager has no way to take a handler back).
+  /// `errc::invalid_value` (the base, the options, a null consumer), `errc::handler_exists` (a handler
+  /// of either kind is registered on one of the six ids). On an error nothing is registered.
   [[nodiscard]] result<void> serve(manager& m, std::shared_ptr<consumer> c, asio::any_io_executor ex) const {
     if (auto v = validate(); !v) return v;
     if (!c) return error(errc::invalid_value, "raft transport: no consumer");
+    for (unsigned i = 0; i < handler_count; ++i)
+      if (m.serves(at(i)))
+        return error(errc::handler_exists, "raft transport: handler id " + std::to_string(static_cast<unsigned>(at(i))) +
+                                               " is taken; none of the six was registered");
     auto b = std::make_shared<detail::consumer_binding>(detail::consumer_binding{std::move(c), std::move(ex)});
     if (auto r = append_.serve(m, detail::append_fn{b}); !r) return r;
     if (auto r = pipeline_.serve(m, detail::pipeline_fn{b, opts_.max_pipeline}); !r) return r;

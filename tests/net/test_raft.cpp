@@ -747,6 +747,18 @@ asio::awaitable<void> bad_declarations(asio::any_io_executor ex, asio::any_io_ex
   auto twice = narrow.serve(g.node(1), c, pool);
   REQUIRE(!twice);
   CHECK(twice.error() == errc::handler_exists);
+  // One id of the six taken by another handler: the transport registers none of them.
+  REQUIRE(g.node(0).register_unary(handler_id{213}, [](const call_context&, payload p) -> result<payload> { return p; }));
+  const raft::transport clash{handler_id{210}};
+  auto clashed = clash.serve(g.node(0), c, pool);
+  REQUIRE(!clashed);
+  CHECK(clashed.error() == errc::handler_exists);
+  CHECK(clashed.error().message().find("213") != std::string::npos);
+  for (unsigned i = 0; i < raft::transport::handler_count; ++i)
+    CHECK(g.node(0).serves(handler_id{static_cast<std::uint8_t>(210 + i)}) == (i == 3));
+  const raft::transport beside{handler_id{220}};
+  CHECK(beside.serve(g.node(0), c, pool));
+  CHECK(g.node(0).serves(handler_id{225}));
   g.start();
   REQUIRE(co_await g.wait_all_connected());
   auto& link = *g.link(0, 1);

@@ -100,6 +100,14 @@ public:
     return {};
   }
 
+  /// Whether a handler of either kind is registered under `h` itself (not under a subroute).
+  bool contains(handler_id h) const noexcept {
+    const table& t = *current_.load(std::memory_order_acquire);
+    for (const handler_kind kind : {handler_kind::unary, handler_kind::stream})
+      if (t.count(make_key(kind, h, std::nullopt))) return true;
+    return false;
+  }
+
   /// The handler of `kind` that `m` (a request or stream open) addresses, or null.
   const handler_entry* find(handler_kind kind, const message& m) const noexcept {
     if (static_cast<std::uint8_t>(m.handler) == 0) return nullptr;

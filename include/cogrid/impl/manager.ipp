@@ -357,6 +357,8 @@ COGRID_DECL result<void> manager::register_unary(handler_id h, std::string_view 
   return detail::add_unary(*state_, h, route, {}, std::move(fn));
 }
 
+COGRID_DECL bool manager::serves(handler_id h) const noexcept { return state_->mux->handlers().contains(h); }
+
 COGRID_DECL result<void> manager::authorize(handler_id h, authorize_hook fn) {
   return state_->mux->handlers().authorize(h, std::nullopt, std::move(fn));
 }
