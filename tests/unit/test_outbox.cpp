@@ -102,6 +102,58 @@ TEST_SUITE("outbox") {
     }
   }
 
+  TEST_CASE("pieces go without the CRC trailer unless piece_crc says so; a whole large message keeps it") {
+    for (const bool piece_crc : {false, true}) {
+      CAPTURE(piece_crc);
+      outbox out(100);
+      out.open(1, send_limits{64u << 20, 16u << 10, 0, piece_crc}, "of this node"); // pieces encoded into the queue
+      std::vector<std::byte> body = pattern(40u << 10);
+      const std::vector<std::byte> want = body;
+      REQUIRE(out.push(request(3, body), false, cogrid::detail::handoff::continuation, &body));
+      std::vector<std::byte> buf, got;
+      std::vector<std::size_t> ends;
+      outbox::piece p;
+      for (int i = 0; i < 3; ++i) { // 16 + 16 + 8 KiB
+        buf.clear();
+        ends.clear();
+        out.take(buf, ends, false, p);
+        REQUIRE(ends.size() == 1);
+        const auto m = cogrid::decode(std::span<const std::byte>(buf.data(), ends[0]));
+        REQUIRE(m);
+        CHECK(cogrid::has(m->flags, msg_flags::crc) == piece_crc);
+        CHECK(cogrid::has(m->flags, msg_flags::more) == (i < 2));
+        got.insert(got.end(), m->payload->begin(), m->payload->end());
+      }
+      CHECK(got == want);
+
+      // In place (pieces of piece_in_place_min bytes or more): the frame's trailer follows the flags too.
+      outbox big(100);
+      big.open(1, send_limits{64u << 20, 256u << 10, 0, piece_crc}, "of this node");
+      std::vector<std::byte> large = pattern(1u << 20);
+      REQUIRE(big.push(request(4, large), false, cogrid::detail::handoff::continuation, &large));
+      big.take(buf, ends, false, p);
+      REQUIRE(p);
+      CHECK(cogrid::has(p.head.flags, msg_flags::crc) == piece_crc);
+      big.written(p);
+    }
+    // A peer that takes no pieces (a MinIO node): a large payload goes whole, with the link's CRC.
+    outbox whole(100);
+    whole.open(1, send_limits{64u << 20, 0, 0, false}, "of this node");
+    std::vector<std::byte> body = pattern(1u << 20);
+    REQUIRE(whole.push(request(6, body), false, cogrid::detail::handoff::continuation, &body));
+    std::vector<std::byte> buf;
+    std::vector<std::size_t> ends;
+    outbox::piece p;
+    whole.take(buf, ends, false, p);
+    CHECK(!p);
+    REQUIRE(ends.size() == 1);
+    const auto m = cogrid::decode(std::span<const std::byte>(buf.data(), ends[0]));
+    REQUIRE(m);
+    CHECK(cogrid::has(m->flags, msg_flags::crc));
+    CHECK(!cogrid::has(m->flags, msg_flags::more));
+    CHECK(m->payload->size() == (1u << 20));
+  }
+
   TEST_CASE("a payload given up half way is not kept; small pieces are encoded into the queue") {
     outbox out(100);
     out.open(1, send_limits{64u << 20, 16u << 10, 0}, "of this node"); // pieces under the in-place size

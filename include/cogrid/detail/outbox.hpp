@@ -28,6 +28,7 @@ struct send_limits {
   std::size_t max_payload = 0;
   std::size_t piece = 0;
   std::size_t window = 0; ///< bytes of pieces sent and not yet acknowledged by the peer; 0: no limit
+  bool piece_crc = false; ///< pieces keep the CRC trailer of their message's flags (connection_options::piece_crc)
 };
 
 /// Which side of a call or stream sent a message: its caller (request, stream open, stream requests,
@@ -178,6 +179,7 @@ public:
   void take(std::vector<std::byte>& buf, std::vector<std::size_t>& ends, bool may_sleep, piece& p) {
     bulk_item* item = nullptr;
     std::size_t n = 0;
+    bool crc = false;
     {
       std::lock_guard lk(mu_);
       buf.swap(buf_);
@@ -189,6 +191,7 @@ public:
         const std::size_t left = item->data.size() - item->sent;
         n = item->cut ? std::min(left, limits_.piece) : left;
         if (item->cut) unacked_ += n; // a piece: the peer acknowledges it once it has it
+        crc = !item->cut || limits_.piece_crc;
       } else if (ends.empty() && may_sleep) {
         writer_idle_ = true;
       }
@@ -199,6 +202,7 @@ public:
     if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
     if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
     else m.flags &= ~msg_flags::more;
+    if (!crc) m.flags &= ~msg_flags::crc; // a piece, checked by TCP's checksum or TLS's MAC alone
     if (n >= piece_in_place_min) {
       p.head = m;
       p.data = item->data.data() + item->sent;
