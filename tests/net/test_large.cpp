@@ -112,12 +112,12 @@ TEST_CASE("the limits header is parsed and formatted") {
 }
 
 // Payloads around and across the piece size, both directions, calls and a stream; the contents and
-// their order survive. Node 0 sends its pieces with the CRC trailer (piece_crc), node 1 without.
+// their order survive. Node 0 sends large data with the CRC trailer (large_payload_crc), node 1 without.
 asio::awaitable<void> pieces_round_trip(asio::any_io_executor ex) {
   testing::grid g(ex, 2, [](std::size_t i, manager_options& o) {
     patient(o);
     o.connection.piece_bytes = 4096;
-    o.connection.piece_crc = i == 0;
+    o.connection.large_payload_crc = i == 0;
   });
   serve_all(g);
   g.start();

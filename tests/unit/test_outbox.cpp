@@ -102,56 +102,70 @@ TEST_SUITE("outbox") {
     }
   }
 
-  TEST_CASE("pieces go without the CRC trailer unless piece_crc says so; a whole large message keeps it") {
-    for (const bool piece_crc : {false, true}) {
-      CAPTURE(piece_crc);
+  TEST_CASE("large data to a cogrid node goes without the CRC trailer unless large_crc says so") {
+    std::vector<std::byte> buf;
+    std::vector<std::size_t> ends;
+    outbox::piece p;
+    // The one message queued in `out`, decoded: its flags and payload.
+    auto take_one = [&](outbox& out) {
+      buf.clear();
+      ends.clear();
+      out.take(buf, ends, false, p);
+      REQUIRE(!p);
+      REQUIRE(ends.size() == 1);
+      auto m = cogrid::decode(std::span<const std::byte>(buf.data(), ends[0]));
+      REQUIRE(m);
+      return *m;
+    };
+    for (const bool large_crc : {false, true}) {
+      CAPTURE(large_crc);
+      // Pieces encoded into the queue (16 KiB, under the in-place size) of a 72 KiB payload.
       outbox out(100);
-      out.open(1, send_limits{64u << 20, 16u << 10, 0, piece_crc}, "of this node"); // pieces encoded into the queue
-      std::vector<std::byte> body = pattern(40u << 10);
+      out.open(1, send_limits{64u << 20, 16u << 10, 0, large_crc}, "of this node");
+      std::vector<std::byte> body = pattern(72u << 10);
       const std::vector<std::byte> want = body;
       REQUIRE(out.push(request(3, body), false, cogrid::detail::handoff::continuation, &body));
-      std::vector<std::byte> buf, got;
-      std::vector<std::size_t> ends;
-      outbox::piece p;
-      for (int i = 0; i < 3; ++i) { // 16 + 16 + 8 KiB
-        buf.clear();
-        ends.clear();
-        out.take(buf, ends, false, p);
-        REQUIRE(ends.size() == 1);
-        const auto m = cogrid::decode(std::span<const std::byte>(buf.data(), ends[0]));
-        REQUIRE(m);
-        CHECK(cogrid::has(m->flags, msg_flags::crc) == piece_crc);
-        CHECK(cogrid::has(m->flags, msg_flags::more) == (i < 2));
-        got.insert(got.end(), m->payload->begin(), m->payload->end());
+      std::vector<std::byte> got;
+      for (int i = 0; i < 5; ++i) { // 4 x 16 KiB + 8 KiB
+        const message m = take_one(out);
+        CHECK(cogrid::has(m.flags, msg_flags::crc) == large_crc);
+        CHECK(cogrid::has(m.flags, msg_flags::more) == (i < 4));
+        got.insert(got.end(), m.payload->begin(), m.payload->end());
       }
       CHECK(got == want);
 
-      // In place (pieces of piece_in_place_min bytes or more): the frame's trailer follows the flags too.
+      // Pieces written in place (256 KiB): the frame's trailer follows the same flags.
       outbox big(100);
-      big.open(1, send_limits{64u << 20, 256u << 10, 0, piece_crc}, "of this node");
+      big.open(1, send_limits{64u << 20, 256u << 10, 0, large_crc}, "of this node");
       std::vector<std::byte> large = pattern(1u << 20);
       REQUIRE(big.push(request(4, large), false, cogrid::detail::handoff::continuation, &large));
-      big.take(buf, ends, false, p);
-      REQUIRE(p);
-      CHECK(cogrid::has(p.head.flags, msg_flags::crc) == piece_crc);
-      big.written(p);
+      for (int i = 0; i < 4; ++i) {
+        buf.clear();
+        ends.clear();
+        big.take(buf, ends, false, p);
+        REQUIRE(p);
+        CHECK(cogrid::has(p.head.flags, msg_flags::crc) == large_crc);
+        big.written(p);
+      }
+
+      // Whole messages under the piece size: from 64 KiB on they are large data, below they keep the CRC.
+      const std::vector<std::byte> chunk = pattern(64u << 10), small = pattern((64u << 10) - 1);
+      REQUIRE(big.push(request(8, chunk), false, cogrid::detail::handoff::continuation));
+      const message c = take_one(big);
+      CHECK(cogrid::has(c.flags, msg_flags::crc) == large_crc);
+      CHECK(std::equal(c.payload->begin(), c.payload->end(), chunk.begin(), chunk.end()));
+      REQUIRE(big.push(request(9, small), false, cogrid::detail::handoff::continuation));
+      CHECK(cogrid::has(take_one(big).flags, msg_flags::crc));
     }
-    // A peer that takes no pieces (a MinIO node): a large payload goes whole, with the link's CRC.
+    // A peer that takes no pieces (a MinIO node): large payloads go whole, with the link's CRC.
     outbox whole(100);
     whole.open(1, send_limits{64u << 20, 0, 0, false}, "of this node");
     std::vector<std::byte> body = pattern(1u << 20);
     REQUIRE(whole.push(request(6, body), false, cogrid::detail::handoff::continuation, &body));
-    std::vector<std::byte> buf;
-    std::vector<std::size_t> ends;
-    outbox::piece p;
-    whole.take(buf, ends, false, p);
-    CHECK(!p);
-    REQUIRE(ends.size() == 1);
-    const auto m = cogrid::decode(std::span<const std::byte>(buf.data(), ends[0]));
-    REQUIRE(m);
-    CHECK(cogrid::has(m->flags, msg_flags::crc));
-    CHECK(!cogrid::has(m->flags, msg_flags::more));
-    CHECK(m->payload->size() == (1u << 20));
+    const message m = take_one(whole);
+    CHECK(cogrid::has(m.flags, msg_flags::crc));
+    CHECK(!cogrid::has(m.flags, msg_flags::more));
+    CHECK(m.payload->size() == (1u << 20));
   }
 
   TEST_CASE("a payload given up half way is not kept; small pieces are encoded into the queue") {

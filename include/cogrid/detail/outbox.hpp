@@ -28,7 +28,9 @@ struct send_limits {
   std::size_t max_payload = 0;
   std::size_t piece = 0;
   std::size_t window = 0; ///< bytes of pieces sent and not yet acknowledged by the peer; 0: no limit
-  bool piece_crc = false; ///< pieces keep the CRC trailer of their message's flags (connection_options::piece_crc)
+  /// Payloads of `large_min` bytes or more, pieces included, keep the CRC trailer of their message's flags
+  /// (connection_options::large_payload_crc); a peer that takes no pieces (a MinIO node) always gets it.
+  bool large_crc = false;
 };
 
 /// Which side of a call or stream sent a message: its caller (request, stream open, stream requests,
@@ -72,6 +74,9 @@ public:
   };
   /// Pieces from this size on are taken as `piece`s, not copied into the queue.
   static constexpr std::size_t piece_in_place_min = std::size_t{64} << 10;
+  /// Payloads from this size on are large data: sent to a cogrid node, they go without the CRC trailer
+  /// unless `send_limits::large_crc`.
+  static constexpr std::size_t large_min = std::size_t{64} << 10;
 
   /// Encodes `m` at the end of the queue for the current session and wakes the writer if it is parked
   /// (a hand-off as `how` says: see handoff.hpp). A `control` message (a reply to something the peer
@@ -107,6 +112,11 @@ public:
         if (movable && m.payload && movable->data() == m.payload->data() && movable->size() == n) item->data = std::move(*movable);
         else if (m.payload) item->data.assign(m.payload->begin(), m.payload->end());
         bulk_.push_back(std::move(item));
+      } else if (n >= large_min && !keeps_crc() && has(m.flags, msg_flags::crc)) {
+        message bare = m;
+        bare.flags &= ~msg_flags::crc;
+        if (auto r = encode_append(bare, buf_); !r) return r;
+        ends_.push_back(buf_.size());
       } else {
         if (auto r = encode_append(m, buf_); !r) return r;
         ends_.push_back(buf_.size());
@@ -191,7 +201,7 @@ public:
         const std::size_t left = item->data.size() - item->sent;
         n = item->cut ? std::min(left, limits_.piece) : left;
         if (item->cut) unacked_ += n; // a piece: the peer acknowledges it once it has it
-        crc = !item->cut || limits_.piece_crc;
+        crc = item->data.size() < large_min || keeps_crc();
       } else if (ends.empty() && may_sleep) {
         writer_idle_ = true;
       }
@@ -202,7 +212,7 @@ public:
     if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
     if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
     else m.flags &= ~msg_flags::more;
-    if (!crc) m.flags &= ~msg_flags::crc; // a piece, checked by TCP's checksum or TLS's MAC alone
+    if (!crc) m.flags &= ~msg_flags::crc; // large data, checked by TCP's checksum or TLS's MAC alone
     if (n >= piece_in_place_min) {
       p.head = m;
       p.data = item->data.data() + item->sent;
@@ -326,6 +336,10 @@ private:
     std::size_t sent = 0;
     std::uint64_t key = 0; // flow_key of its call or stream
   };
+  // Under mu_: whether large data keeps its CRC trailer: when asked to, and always to a peer that takes no
+  // pieces (a MinIO node, or a cogrid node with piece_bytes 0).
+  bool keeps_crc() const noexcept { return limits_.large_crc || limits_.piece == 0; }
+
   // Under mu_: a message of the large lane may go now (a piece only within the window; a whole message
   // of the lane, or any piece when nothing is outstanding, always).
   bool bulk_ready() const noexcept {

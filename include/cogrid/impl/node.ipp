@@ -190,7 +190,7 @@ asio::awaitable<void> connection::run_session(std::shared_ptr<connection> self, 
     limits.max_payload = told.max_message != 0 ? told.max_message : opt.max_message_bytes;
     limits.piece = told.piece != 0 && opt.piece_bytes != 0 ? std::min(told.piece, opt.piece_bytes) : 0;
     limits.window = opt.piece_window_bytes;
-    limits.piece_crc = opt.piece_crc;
+    limits.large_crc = opt.large_payload_crc;
     self->out_.open(s->id, limits, told.max_message != 0 ? "of the remote" : "of this node (the remote did not say its own)");
     if (opt.piece_bytes != 0) s->ws->keep_bytes = std::max(s->ws->keep_bytes, opt.piece_bytes + (64u << 10));
   }
