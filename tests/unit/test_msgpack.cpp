@@ -1,12 +1,15 @@
 // Cross-checks cogrid's own msgpack against msgpack-cxx, an independent implementation: what cogrid
 // writes, msgpack-cxx reads as the protocol's types; what msgpack-cxx writes, cogrid reads.
 #include <cogrid/control.hpp>
+#include <cogrid/detail/serialize.hpp>
 #include <cogrid/message.hpp>
 
 #include <doctest/doctest.h>
 
 #include <msgpack.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -112,3 +115,39 @@ TEST_CASE("cogrid reads a pong map msgpack-cxx packed, keys reordered, timestamp
 }
 
 TEST_SUITE_END();
+
+namespace {
+struct sample_value {
+  std::string name;
+  std::vector<std::uint64_t> numbers;
+  std::vector<std::uint8_t> blob;
+  MSGPACK_DEFINE_MAP(name, numbers, blob)
+};
+} // namespace
+
+TEST_CASE("typed values append to a vector exactly as msgpack-cxx's own buffer packs them") {
+  for (const std::size_t blob : {std::size_t{0}, std::size_t{5}, std::size_t{1023}, std::size_t{1024}, std::size_t{300000}}) {
+    CAPTURE(blob);
+    sample_value v;
+    v.name = std::string(blob % 97, 'n');
+    for (std::uint64_t i = 0; i < 700; ++i) v.numbers.push_back(i * 0x9E3779B97F4A7C15ULL >> (i % 64));
+    v.blob.assign(blob, 0xab);
+    msgpack::sbuffer want;
+    msgpack::pack(want, v);
+
+    for (const std::size_t already : {std::size_t{0}, std::size_t{3}, std::size_t{5000}}) {
+      CAPTURE(already);
+      std::vector<std::byte> out(already, std::byte{0x11});
+      if (already == 5000) out.reserve(1u << 20); // room to spare: the vector is cut back to what was written
+      REQUIRE(cogrid::detail::codec<sample_value>::pack(v, out));
+      REQUIRE(out.size() == already + want.size());
+      CHECK(std::all_of(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(already), [](std::byte b) { return b == std::byte{0x11}; }));
+      CHECK(std::memcmp(out.data() + already, want.data(), want.size()) == 0);
+      sample_value back;
+      REQUIRE(cogrid::detail::codec<sample_value>::unpack(std::span<const std::byte>(out).subspan(already), back));
+      CHECK(back.name == v.name);
+      CHECK(back.numbers == v.numbers);
+      CHECK(back.blob == v.blob);
+    }
+  }
+}

@@ -11,7 +11,9 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,13 +21,41 @@
 
 namespace cogrid::detail {
 
-/// msgpack-cxx's output stream concept over a byte vector.
-struct byte_sink {
-  std::vector<std::byte>& out;
+/// msgpack-cxx's output stream concept over a byte vector, appending. The packer writes a value in many
+/// small writes (a field's header, then its body); each goes into room already made in the vector (a
+/// copy and an add), the room made a KiB or more at a time, and the vector is cut back to what was
+/// written when the sink goes. A large write (a blob) is appended as it is, without zeroing room first.
+class byte_sink {
+public:
+  explicit byte_sink(std::vector<std::byte>& out) noexcept : out_(out), end_(out.size()) {}
+  ~byte_sink() { out_.resize(end_); }
+  byte_sink(const byte_sink&) = delete;
+  byte_sink& operator=(const byte_sink&) = delete;
+
   void write(const char* p, std::size_t n) {
-    const auto* b = reinterpret_cast<const std::byte*>(p);
-    out.insert(out.end(), b, b + n);
+    if (n > out_.size() - end_) {
+      if (n >= room_step) { // once: straight in
+        const auto* b = reinterpret_cast<const std::byte*>(p);
+        out_.resize(end_);
+        out_.insert(out_.end(), b, b + n);
+        end_ = out_.size();
+        return;
+      }
+      make_room();
+    }
+    std::memcpy(out_.data() + end_, p, n);
+    end_ += n;
   }
+
+private:
+  static constexpr std::size_t room_step = 1024;
+  void make_room() {
+    const std::size_t want = end_ + room_step;
+    if (want > out_.capacity()) out_.reserve(std::max(want, 2 * out_.capacity()));
+    out_.resize(want);
+  }
+  std::vector<std::byte>& out_;
+  std::size_t end_; // bytes of out_ written; those after it are room
 };
 
 /// The msgpack zone a decode builds its object tree in: a per-thread zone, cleared after each decode,
@@ -70,7 +100,7 @@ template <class T>
 struct codec {
   /// Appends the encoding of `v`; returns false for a nil payload (never, for msgpack values).
   static bool pack(const T& v, std::vector<std::byte>& out) {
-    byte_sink s{out};
+    byte_sink s(out);
     msgpack::pack(s, v);
     return true;
   }
