@@ -589,9 +589,10 @@ private:
 /// cleanly (the sender sent all of it) or the transfer was cut off.
 ///
 /// `next()` gives a chunk, or `errc::end_of_stream` after the last one, `operation_aborted` when the
-/// sender cancelled (its source failed, it gave up) or the connection went, `errc::bad_payload` for a
-/// chunk over the declared `chunk_bytes` (a sender breaking the byte budget: the stream ends there, the
-/// sender gets `errc::remote_error` with the same text naming both sizes; the connection stays).
+/// sender cancelled (its source failed, it gave up) or the connection went, and also when a chunk over
+/// the declared `chunk_bytes` arrived (a sender breaking the byte budget: the stream ends as the chunk
+/// arrives, before the handler could take it; the sender gets `errc::remote_error` with a text naming
+/// both sizes; the connection stays).
 /// @par Thread safety
 /// Inside the handler's generator only.
 class bulk_input {
@@ -872,7 +873,6 @@ public:
     if (this != &o) {
       if (s_) detail::stream_cancel(*s_);
       s_ = std::move(o.s_);
-      chunk_bytes_ = o.chunk_bytes_;
       buf_ = std::move(o.buf_);
       pos_ = o.pos_;
       bytes_ = o.bytes_;
@@ -944,7 +944,7 @@ private:
   friend asio::awaitable<result<bulk_reader>> detail::bulk_open(std::shared_ptr<connection>, handler_id,
                                                                 std::optional<subroute_id>, std::vector<std::byte>, bool,
                                                                 bulk_options, stream_options);
-  bulk_reader(std::shared_ptr<detail::client_stream_state> s, std::size_t chunk_bytes) : s_(std::move(s)), chunk_bytes_(chunk_bytes) {}
+  explicit bulk_reader(std::shared_ptr<detail::client_stream_state> s) : s_(std::move(s)) {}
 
   // Takes the next chunk into buf_ (its buffer swapped with the stream's: no allocation per chunk).
   asio::awaitable<result<void>> fill() {
@@ -955,13 +955,12 @@ private:
       co_return detail::stream_error(*s_);
     }
     if (!buf_) buf_.emplace(); // a nil chunk: no bytes
-    // A chunk over chunk_bytes_ never gets here: it ended the stream on arrival (max_in_bytes).
+    // A chunk over the declared chunk size never gets here: it ended the stream on arrival (max_in_bytes).
     bytes_ += buf_->size();
     co_return result<void>();
   }
 
   std::shared_ptr<detail::client_stream_state> s_;
-  std::size_t chunk_bytes_ = 0;
   payload buf_;         // the current chunk
   std::size_t pos_ = 0; // bytes of buf_ already handed out
   std::uint64_t bytes_ = 0;
@@ -976,7 +975,7 @@ inline asio::awaitable<result<bulk_reader>> bulk_open(std::shared_ptr<connection
   const stream_capacity cap{0, o.window_chunks()};
   auto opened = co_await open_stream(std::move(c), id, sub, initial, cap, opt, o.chunk_bytes);
   if (!opened) co_return opened.error();
-  co_return bulk_reader(std::move(*opened), o.chunk_bytes);
+  co_return bulk_reader(std::move(*opened));
 }
 } // namespace detail
 

@@ -50,13 +50,15 @@ struct connection_options {
   /// (about this many bytes at the link's rate, each way). Raise it for links whose bandwidth times
   /// round trip is larger (e.g. 1 GB/s x 10 ms: 10 MB). 0: no limit.
   std::size_t piece_window_bytes = 512u << 10;
-  /// Whether payloads of 64 KiB or more sent to a cogrid node (pieces, bulk chunks, large calls and
-  /// stream messages) carry the CRC trailer (FlagCRCxxh3) on a link whose messages carry it. Off by
-  /// default: the CRC costs a pass over every byte of large data at each end, and such data is checked by
-  /// TCP's checksum of every segment, or by TLS's MAC of every byte (MinIO sends no CRC over TLS
-  /// either). The receiver checks a CRC whenever a message has one (as MinIO does), so the two ends need
-  /// not agree. Smaller messages, and everything sent to a node that takes no pieces (a MinIO node, or
-  /// `piece_bytes` 0 at either end), keep the link's CRC either way.
+  /// Whether payloads of 64 KiB or more sent to a cogrid node, whole or in pieces (bulk chunks, large
+  /// calls and stream messages), carry the CRC trailer (FlagCRCxxh3). This only matters on a link whose
+  /// messages carry one, which is a link not under TLS at both ends (as MinIO decides): over TLS its MAC
+  /// covers every byte and no message has a CRC. Off by default: the CRC costs a pass over every byte of
+  /// large data at each end, and large data is then checked by TCP's 16-bit checksum of each segment
+  /// only, as hashicorp/raft's and zrepl's TCP transports leave it. Set it where that is not enough
+  /// (a plaintext link over unreliable hardware). The receiver checks a CRC whenever a message has one
+  /// (as MinIO does), so the two ends need not agree. Smaller messages, and everything sent to a node
+  /// that takes no pieces (a MinIO node, or `piece_bytes` 0 at either end), keep the link's CRC.
   bool large_payload_crc = false;
   std::size_t max_http_header_bytes = 16u << 10;     ///< largest HTTP upgrade head accepted
   std::size_t merge_max_messages = 50;               ///< grid messages per OpMerged container (MinIO maxMergeMessages)

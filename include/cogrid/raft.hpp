@@ -554,7 +554,8 @@ public:
   /// `consumer`), which must outlive `m`'s shutdown. Once per manager.
   /// @par Errors
   /// `errc::invalid_value` (the base, the options, a null consumer), `errc::handler_exists` (a handler
-  /// of either kind is registered on one of the six ids). On an error nothing is registered.
+  /// of either kind is registered on one of the six ids). On an error nothing is registered (as with every
+  /// registration, no other registration on `m` may run at the same time).
   [[nodiscard]] result<void> serve(manager& m, std::shared_ptr<consumer> c, asio::any_io_executor ex) const {
     if (auto v = validate(); !v) return v;
     if (!c) return error(errc::invalid_value, "raft transport: no consumer");

@@ -4,6 +4,7 @@
 // the consumer is stuck, partitions and membership changes of the test transport, and the errors of
 // bad declarations. The behaviours are those hashicorp/raft's own transport tests check.
 #include <cogrid/raft.hpp>
+#include <cogrid/stream.hpp>
 #include <cogrid/unary.hpp>
 
 #include <cogrid/testing.hpp>
@@ -732,6 +733,8 @@ TEST_CASE("raft: partitions and membership changes on the in-memory test transpo
   run_async_with_pool(partitions);
 }
 
+stream_generator<payload> one_response(payload p) { co_yield std::move(p); }
+
 asio::awaitable<void> bad_declarations(asio::any_io_executor ex, asio::any_io_executor pool) {
   testing::grid g(ex, 2);
   auto c = std::make_shared<test_consumer>();
@@ -756,6 +759,16 @@ asio::awaitable<void> bad_declarations(asio::any_io_executor ex, asio::any_io_ex
   CHECK(clashed.error().message().find("213") != std::string::npos);
   for (unsigned i = 0; i < raft::transport::handler_count; ++i)
     CHECK(g.node(0).serves(handler_id{static_cast<std::uint8_t>(210 + i)}) == (i == 3));
+  // A stream handler on an id where the transport has a unary one (the registry keeps the two kinds
+  // apart, so only serve's own check refuses it).
+  const server_stream_raw stream_on_append{handler_id{230}, 1};
+  REQUIRE(stream_on_append.serve(g.node(0), one_response));
+  const raft::transport clash_stream{handler_id{230}};
+  auto clashed_stream = clash_stream.serve(g.node(0), c, pool);
+  REQUIRE(!clashed_stream);
+  CHECK(clashed_stream.error() == errc::handler_exists);
+  for (unsigned i = 1; i < raft::transport::handler_count; ++i)
+    CHECK(!g.node(0).serves(handler_id{static_cast<std::uint8_t>(230 + i)}));
   const raft::transport beside{handler_id{220}};
   CHECK(beside.serve(g.node(0), c, pool));
   CHECK(g.node(0).serves(handler_id{225}));

@@ -145,6 +145,7 @@ TEST_SUITE("outbox") {
         big.take(buf, ends, false, p);
         REQUIRE(p);
         CHECK(cogrid::has(p.head.flags, msg_flags::crc) == large_crc);
+        CHECK(cogrid::detail::encode_split(p.head).tail_size == (large_crc ? 4u : 0u)); // the frame's CRC trailer
         big.written(p);
       }
 
@@ -156,6 +157,32 @@ TEST_SUITE("outbox") {
       CHECK(std::equal(c.payload->begin(), c.payload->end(), chunk.begin(), chunk.end()));
       REQUIRE(big.push(request(9, small), false, cogrid::detail::handoff::continuation));
       CHECK(cogrid::has(take_one(big).flags, msg_flags::crc));
+
+      // A whole message of 64 KiB queued in the large lane behind a payload of its call in pieces (to
+      // keep the call's order) follows the same rule when it leaves from there.
+      std::vector<std::byte> first = pattern(300u << 10);
+      REQUIRE(big.push(request(10, first), false, cogrid::detail::handoff::continuation, &first));
+      REQUIRE(big.push(request(10, chunk), false, cogrid::detail::handoff::continuation));
+      for (int i = 0; i < 2; ++i) { // its pieces: 256 KiB in place, then 44 KiB encoded
+        buf.clear();
+        ends.clear();
+        big.take(buf, ends, false, p);
+        if (p) big.written(p);
+      }
+      buf.clear();
+      ends.clear();
+      big.take(buf, ends, false, p); // 64 KiB: written in place too
+      REQUIRE(p);
+      CHECK(!cogrid::has(p.head.flags, msg_flags::more));
+      CHECK(p.size == chunk.size());
+      CHECK(cogrid::has(p.head.flags, msg_flags::crc) == large_crc);
+      CHECK(cogrid::detail::encode_split(p.head).tail_size == (large_crc ? 4u : 0u));
+      big.written(p);
+
+      // A payload under 64 KiB cut into 16 KiB pieces is not large data: its pieces keep the CRC.
+      std::vector<std::byte> modest = pattern(40u << 10);
+      REQUIRE(out.push(request(11, modest), false, cogrid::detail::handoff::continuation, &modest));
+      for (int i = 0; i < 3; ++i) CHECK(cogrid::has(take_one(out).flags, msg_flags::crc));
     }
     // A peer that takes no pieces (a MinIO node): large payloads go whole, with the link's CRC.
     outbox whole(100);

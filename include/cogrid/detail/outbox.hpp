@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace cogrid::detail {
@@ -28,8 +29,9 @@ struct send_limits {
   std::size_t max_payload = 0;
   std::size_t piece = 0;
   std::size_t window = 0; ///< bytes of pieces sent and not yet acknowledged by the peer; 0: no limit
-  /// Payloads of `large_min` bytes or more, pieces included, keep the CRC trailer of their message's flags
-  /// (connection_options::large_payload_crc); a peer that takes no pieces (a MinIO node) always gets it.
+  /// Payloads of `outbox::large_min` bytes or more, whole or in pieces, keep the CRC trailer of their
+  /// message's flags (connection_options::large_payload_crc). A peer that takes no pieces (`piece` 0: a
+  /// MinIO node) gets it whatever this says.
   bool large_crc = false;
 };
 
@@ -74,8 +76,8 @@ public:
   };
   /// Pieces from this size on are taken as `piece`s, not copied into the queue.
   static constexpr std::size_t piece_in_place_min = std::size_t{64} << 10;
-  /// Payloads from this size on are large data: sent to a cogrid node, they go without the CRC trailer
-  /// unless `send_limits::large_crc`.
+  /// Payloads from this size on are large data: sent to a peer that takes pieces (a cogrid node), they
+  /// go without the CRC trailer unless `send_limits::large_crc`, whole or in pieces.
   static constexpr std::size_t large_min = std::size_t{64} << 10;
 
   /// Encodes `m` at the end of the queue for the current session and wakes the writer if it is parked
@@ -102,23 +104,23 @@ public:
         return error(errc::payload_too_large, "payload of " + std::to_string(n) + " bytes is over the limit of " +
                                                   std::to_string(limits_.max_payload) + " bytes " + limit_owner_);
       const bool large = limits_.piece != 0 && n > limits_.piece;
+      // Large data to a peer that takes pieces goes without the CRC trailer unless asked for it.
+      const bool bare = n >= large_min && !limits_.large_crc && limits_.piece != 0 && has(m.flags, msg_flags::crc);
       if (large || (!bulk_.empty() && m.mux_id != 0 && in_bulk(flow_key(m.mux_id, m.op)))) {
         auto item = std::make_shared<bulk_item>();
         item->head = m;
         item->head.payload.reset();
+        if (bare) item->head.flags &= ~msg_flags::crc;
         item->nil = !m.payload;
         item->cut = large;
         item->key = m.mux_id != 0 ? flow_key(m.mux_id, m.op) : ~std::uint64_t{0};
         if (movable && m.payload && movable->data() == m.payload->data() && movable->size() == n) item->data = std::move(*movable);
         else if (m.payload) item->data.assign(m.payload->begin(), m.payload->end());
         bulk_.push_back(std::move(item));
-      } else if (n >= large_min && !keeps_crc() && has(m.flags, msg_flags::crc)) {
-        message bare = m;
-        bare.flags &= ~msg_flags::crc;
-        if (auto r = encode_append(bare, buf_); !r) return r;
-        ends_.push_back(buf_.size());
       } else {
-        if (auto r = encode_append(m, buf_); !r) return r;
+        std::optional<message> without_crc; // a copy only for large data
+        if (bare) without_crc.emplace(m).flags &= ~msg_flags::crc;
+        if (auto r = encode_append(without_crc ? *without_crc : m, buf_); !r) return r;
         ends_.push_back(buf_.size());
       }
       wake = writer_idle_;
@@ -189,7 +191,6 @@ public:
   void take(std::vector<std::byte>& buf, std::vector<std::size_t>& ends, bool may_sleep, piece& p) {
     bulk_item* item = nullptr;
     std::size_t n = 0;
-    bool crc = false;
     {
       std::lock_guard lk(mu_);
       buf.swap(buf_);
@@ -201,7 +202,6 @@ public:
         const std::size_t left = item->data.size() - item->sent;
         n = item->cut ? std::min(left, limits_.piece) : left;
         if (item->cut) unacked_ += n; // a piece: the peer acknowledges it once it has it
-        crc = item->data.size() < large_min || keeps_crc();
       } else if (ends.empty() && may_sleep) {
         writer_idle_ = true;
       }
@@ -212,7 +212,6 @@ public:
     if (!item->nil) m.payload = std::span<const std::byte>(item->data.data() + item->sent, n);
     if (item->sent + n < item->data.size()) m.flags |= msg_flags::more;
     else m.flags &= ~msg_flags::more;
-    if (!crc) m.flags &= ~msg_flags::crc; // large data, checked by TCP's checksum or TLS's MAC alone
     if (n >= piece_in_place_min) {
       p.head = m;
       p.data = item->data.data() + item->sent;
@@ -336,10 +335,6 @@ private:
     std::size_t sent = 0;
     std::uint64_t key = 0; // flow_key of its call or stream
   };
-  // Under mu_: whether large data keeps its CRC trailer: when asked to, and always to a peer that takes no
-  // pieces (a MinIO node, or a cogrid node with piece_bytes 0).
-  bool keeps_crc() const noexcept { return limits_.large_crc || limits_.piece == 0; }
-
   // Under mu_: a message of the large lane may go now (a piece only within the window; a whole message
   // of the lane, or any piece when nothing is outstanding, always).
   bool bulk_ready() const noexcept {

@@ -21,10 +21,16 @@
 
 namespace cogrid::detail {
 
+/// Appends `b` to `out`; a large payload's room is reserved as such (reserve_large: fewer page faults).
+inline void append_bytes(std::vector<std::byte>& out, std::span<const std::byte> b) {
+  if (b.size() >= large_payload_bytes) reserve_large(out, out.size() + b.size());
+  out.insert(out.end(), b.begin(), b.end());
+}
+
 /// msgpack-cxx's output stream concept over a byte vector, appending. The packer writes a value in many
 /// small writes (a field's header, then its body); each goes into room already made in the vector (a
-/// copy and an add), the room made a KiB or more at a time, and the vector is cut back to what was
-/// written when the sink goes. A large write (a blob) is appended as it is, without zeroing room first.
+/// copy and an add), 1 KiB of room made at a time, and the vector is cut back to what was written when
+/// the sink goes. A write of 1 KiB or more (a blob) is appended as it is, without zeroing room first.
 class byte_sink {
 public:
   explicit byte_sink(std::vector<std::byte>& out) noexcept : out_(out), end_(out.size()) {}
@@ -33,11 +39,11 @@ public:
   byte_sink& operator=(const byte_sink&) = delete;
 
   void write(const char* p, std::size_t n) {
+    if (n == 0) return; // msgpack-cxx may pass a null pointer with it (an empty string_view)
     if (n > out_.size() - end_) {
       if (n >= room_step) { // once: straight in
-        const auto* b = reinterpret_cast<const std::byte*>(p);
         out_.resize(end_);
-        out_.insert(out_.end(), b, b + n);
+        append_bytes(out_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(p), n));
         end_ = out_.size();
         return;
       }
@@ -130,8 +136,7 @@ template <>
 struct codec<payload> {
   static bool pack(const payload& v, std::vector<std::byte>& out) {
     if (!v) return false;
-    if (v->size() >= large_payload_bytes) reserve_large(out, out.size() + v->size()); // fewer page faults
-    out.insert(out.end(), v->begin(), v->end());
+    append_bytes(out, *v);
     return true;
   }
   static result<void> unpack(const std::optional<std::span<const std::byte>>& in, payload& out) {
