@@ -5,10 +5,12 @@
 #include <cogrid/unary.hpp>
 
 #include <cogrid/testing.hpp>
+#include <cogrid/tls.hpp>
 
 #include "net_util.hpp"
 #include "grid_helpers.hpp"
 #include "test_types.hpp"
+#include "tls_util.hpp"
 
 #include <doctest/doctest.h>
 
@@ -261,17 +263,34 @@ TEST_CASE("a small call started during a 64 MiB transfer completes before it") {
 // A peer that breaks the piece rules: raw messages sent with connection::send, as a hostile or broken
 // node would. The call they belong to ends; the link and other calls go on. Node 0 cuts nothing itself
 // (piece_bytes 0), so that what it is told to send goes as it is.
-asio::awaitable<void> broken_pieces(asio::any_io_executor ex) {
-  testing::grid g(ex, 2, [](std::size_t i, manager_options& o) {
+// With pieces of `p` bytes and a message limit of 16 pieces; over TLS (no message has a CRC trailer there)
+// or plain TCP.
+asio::awaitable<void> broken_pieces_of(asio::any_io_executor ex, std::size_t p, bool tls) {
+  const auto cert = cogrid_test::make_test_cert();
+  auto server = make_server_tls_context(cert.cert_pem, cert.key_pem);
+  auto client = make_client_tls_context(cert.cert_pem);
+  testing::grid g(ex, 2, [&](std::size_t i, manager_options& o) {
     patient(o);
-    o.connection.piece_bytes = i == 0 ? 0 : 4096;
-    o.connection.max_message_bytes = 64u << 10;
+    o.connection.piece_bytes = i == 0 ? 0 : p;
+    o.connection.max_message_bytes = 16 * p;
+    if (tls) {
+      for (auto& h : o.hosts) h.replace(0, 4, "https");
+      o.local.replace(0, 4, "https");
+      o.tls_client = client;
+      o.tls_server = server;
+    }
   });
   serve_all(g);
   g.start();
-  REQUIRE(co_await g.wait_all_connected());
-  auto& c = *g.link(0, 1);
-  auto& remote = *g.link(1, 0);
+  const std::string scheme = tls ? "https" : "http";
+  const std::string h0 = scheme + g.host(0).substr(4), h1 = scheme + g.host(1).substr(4);
+  const std::shared_ptr<connection> c01 = g.node(0).connection(h1), c10 = g.node(1).connection(h0);
+  REQUIRE(c01);
+  REQUIRE(c10);
+  REQUIRE(co_await c01->wait_for_connect());
+  REQUIRE(co_await c10->wait_for_connect());
+  auto& c = *c01;
+  auto& remote = *c10;
   const auto late_before = c.stats().late_responses;
   auto piece = [](std::uint64_t mux, std::size_t n, bool more) {
     auto body = std::make_shared<std::vector<std::byte>>(n, std::byte{1});
@@ -284,15 +303,15 @@ asio::awaitable<void> broken_pieces(asio::any_io_executor ex) {
   };
   // 1. A piece over the piece size.
   {
-    auto [m, body] = piece(1'000'001, 4097, true);
+    auto [m, body] = piece(1'000'001, p + 1, true);
     m.payload = std::span<const std::byte>(*body);
     REQUIRE(c.send(m));
   }
   auto one_refused = [&] { return remote.stats().refused_in == 1; };
   CHECK(co_await eventually(one_refused));
-  // 2. Pieces adding up to more than the message limit (17 x 4 KiB > 64 KiB), then the last piece.
+  // 2. Pieces adding up to more than the message limit (17 pieces), then the last piece.
   for (int i = 0; i < 17; ++i) {
-    auto [m, body] = piece(1'000'002, 4096, true);
+    auto [m, body] = piece(1'000'002, p, true);
     m.payload = std::span<const std::byte>(*body);
     REQUIRE(c.send(m));
   }
@@ -307,16 +326,33 @@ asio::awaitable<void> broken_pieces(asio::any_io_executor ex) {
   // as late responses), and nothing ran.
   auto answered = [&] { return c.stats().late_responses - late_before == 2; };
   CHECK(co_await eventually(answered));
-  // 3. The link is up and works.
+  // 3. The link is up and works, for a large message too.
   const payload body = pattern(20000);
   auto r = co_await echo.call(c, body);
   REQUIRE(r);
   CHECK(**r == *body);
+  const payload large = pattern(5 * p + 17);
+  auto rl = co_await echo.call(c, large);
+  REQUIRE(rl);
+  CHECK(**rl == *large);
   CHECK(remote.stats().protocol_errors == 0);
   CHECK(reconnects(g) == 0);
   co_await g.shutdown();
 }
-TEST_CASE("a peer that sends an oversized piece or too many pieces ends that call, not the link") { run_async(broken_pieces); }
+asio::awaitable<void> broken_small_pieces(asio::any_io_executor ex) {
+  const std::size_t p = 4096;
+  co_await broken_pieces_of(ex, p, false);
+}
+asio::awaitable<void> broken_large_pieces(asio::any_io_executor ex) {
+  const std::size_t p = 128 * 1024;
+  co_await broken_pieces_of(ex, p, true);
+}
+TEST_CASE("a peer that sends an oversized piece or too many pieces ends that call, not the link") {
+  run_async(broken_small_pieces);
+}
+TEST_CASE("the same over TLS, with pieces of 128 KiB") {
+  run_async(broken_large_pieces);
+}
 
 // Pieces go no further ahead of the peer's acknowledgements than the window: with the peer's reader
 // discarding what it reads (no acknowledgement comes), the sender stops after about a window.
